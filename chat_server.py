@@ -1,0 +1,1294 @@
+#!/usr/bin/env python3
+"""A threaded chat server that speaks a subset of IRC (RFC 1459/2812 framing and numerics).
+
+Run it with ``python chat_server.py`` (``--help`` for the flags). Any IRC client can join;
+every user lands in one default room, where a message reaches every other member.
+
+Map of this file, top to bottom:
+
+1. Protocol core, no I/O: ``Message``, ``parse_message``, ``format_line``, ``encode_line``,
+   ``irc_fold``, ``LineFramer``. The client package reuses these.
+2. Numerics, as named constants.
+3. Shared state: ``User``, ``Channel`` and the ``Hub`` that holds them behind ``Hub.lock``.
+4. Command handlers: small functions in one dispatch table; a handler raises ``IRCError`` and
+   ``dispatch`` turns it into the numeric, in one place.
+5. Socket layer: a reader thread per connection, one ``OutputPump`` thread that does every
+   write (so a slow reader never blocks anyone), a housekeeping thread for pings and
+   registration timeouts, and ``ChatServer`` tying them together.
+6. Command line.
+
+Threading rules: ``Hub.lock`` guards users, nicks and channels and is held briefly; no socket
+I/O is ever done under it. Handlers take a snapshot of recipients under the lock, then hand
+pre-encoded lines to each recipient's ``deliver``, which only appends to that connection's
+bounded outbox. Only the pump thread sends on or closes a client socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+__version__ = "0.1.0"
+log = logging.getLogger("chat_server")
+
+# ---------------------------------------------------------------------------------------------
+# 1. Protocol core (no I/O)
+# ---------------------------------------------------------------------------------------------
+
+MAX_LINE_BYTES = 512  # RFC 1459: a line, CRLF included, is at most 512 bytes
+MAX_TAGS_BYTES = 8191  # IRCv3 message tags may come on top of that
+NICK_RE = re.compile(r"^[a-zA-Z0-9_]{3,20}$")
+CHANNEL_RE = re.compile(r"^#[^\x00\x07\r\n ,:]{1,49}$")
+_FORBIDDEN = re.compile(r"[\r\n\x00]")
+_TAG_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One IRC line, parsed. ``params`` holds the trailing parameter last, without its colon."""
+
+    command: str
+    params: tuple[str, ...] = ()
+    prefix: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def nick(self) -> str | None:
+        """The nick part of the prefix (``nick!user@host``), if any."""
+        return self.prefix.split("!", 1)[0].split("@", 1)[0] if self.prefix else None
+
+
+def _unescape_tag_value(value: str) -> str:
+    out, chars = [], iter(value)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, "")
+            out.append(_TAG_UNESCAPES.get(escaped, escaped))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def parse_message(line: str) -> Message:
+    """Parse one line (without its line ending) into a Message.
+
+    >>> parse_message(":ann!a@host PRIVMSG #chat :hello world")
+    Message(command='PRIVMSG', params=('#chat', 'hello world'), prefix='ann!a@host', tags=())
+    >>> parse_message("ping  tok").params
+    ('tok',)
+
+    Raises ValueError for a line with no command.
+    """
+    rest = line.lstrip(" ")
+    tags: tuple[tuple[str, str], ...] = ()
+    if rest.startswith("@"):
+        raw_tags, _, rest = rest[1:].partition(" ")
+        pairs = []
+        for item in filter(None, raw_tags.split(";")):
+            key, _, value = item.partition("=")
+            pairs.append((key, _unescape_tag_value(value)))
+        tags = tuple(pairs)
+        rest = rest.lstrip(" ")
+    prefix = None
+    if rest.startswith(":"):
+        prefix, _, rest = rest[1:].partition(" ")
+        rest = rest.lstrip(" ")
+    trailing = None
+    if " :" in rest or rest.startswith(":"):
+        if rest.startswith(":"):
+            rest, trailing = "", rest[1:]
+        else:
+            rest, trailing = rest.split(" :", 1)
+    words = rest.split()
+    if not words:
+        raise ValueError(f"no command in {line!r}")
+    params = words[1:] + ([trailing] if trailing is not None else [])
+    return Message(words[0].upper(), tuple(params), prefix or None, tags)
+
+
+def format_line(command: str, *params: str, prefix: str | None = None) -> str:
+    """Build one IRC line (without CRLF), refusing anything that could smuggle in another line.
+
+    >>> format_line("PRIVMSG", "#chat", "hi there", prefix="ann!a@h")
+    ':ann!a@h PRIVMSG #chat :hi there'
+    >>> format_line("NICK", "bob")
+    'NICK :bob'
+    >>> format_line("PRIVMSG", "#chat", "a\\r\\nQUIT")
+    Traceback (most recent call last):
+    ...
+    ValueError: CR, LF or NUL in a parameter: 'a\\r\\nQUIT'
+    """
+    if not command or not command.isalnum():
+        raise ValueError(f"bad command {command!r}")
+    words = [f":{prefix}"] if prefix else []
+    words.append(command)
+    for index, param in enumerate(params):
+        if _FORBIDDEN.search(param):
+            raise ValueError(f"CR, LF or NUL in a parameter: {param!r}")
+        if index == len(params) - 1:
+            param = ":" + param  # always marked as trailing: simple clients expect it
+        elif not param or " " in param or param.startswith(":"):
+            raise ValueError(f"only the last parameter may be empty or hold spaces: {param!r}")
+        words.append(param)
+    if prefix and (" " in prefix or _FORBIDDEN.search(prefix)):
+        raise ValueError(f"bad prefix {prefix!r}")
+    return " ".join(words)
+
+
+def encode_line(line: str, limit: int = MAX_LINE_BYTES) -> bytes:
+    """Encode a line as UTF-8 with CRLF, cut (at a character boundary) to ``limit`` bytes.
+
+    >>> encode_line("PING :x")
+    b'PING :x\\r\\n'
+    >>> len(encode_line("PRIVMSG #c :x" + "é" * 400))  # 511: no half character
+    511
+    """
+    data = line.encode("utf-8")
+    if len(data) > limit - 2:
+        data = data[: limit - 2].decode("utf-8", "ignore").encode("utf-8")
+    return data + b"\r\n"
+
+
+def irc_fold(name: str) -> str:
+    """Fold a nick or channel name for comparison (CASEMAPPING=ascii).
+
+    >>> irc_fold("Ann_42") == irc_fold("aNN_42")
+    True
+    """
+    return name.lower() if name.isascii() else "".join(
+        c.lower() if c.isascii() else c for c in name
+    )
+
+
+class LineTooLong:
+    """What ``LineFramer.feed`` yields in place of a line that was over the limit."""
+
+    def __repr__(self) -> str:
+        return "LINE_TOO_LONG"
+
+
+LINE_TOO_LONG = LineTooLong()
+
+
+class LineFramer:
+    """Bytes in, complete lines out (CRLF or bare LF), with a bounded buffer.
+
+    A line over 512 bytes (IRCv3 tags aside) is reported once as ``LINE_TOO_LONG`` and its
+    bytes are skipped up to its end; the buffer never holds more than one maximal line.
+
+    >>> framer = LineFramer()
+    >>> framer.feed(b"NICK ann\\r\\nUSER a 0 * :A")
+    [b'NICK ann']
+    >>> framer.feed(b"nn\\n")
+    [b'USER a 0 * :Ann']
+    """
+
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
+        self._limit = limit - 2  # content bytes, without CRLF
+        self._max_buffer = MAX_TAGS_BYTES + 1 + self._limit
+        self._buffer = bytearray()
+        self._skipping = False  # inside an overlong line that was already reported
+
+    def _too_long(self, line: bytes) -> bool:
+        if line.startswith(b"@"):
+            tags, _, rest = line.partition(b" ")
+            return len(tags) > MAX_TAGS_BYTES or len(rest) > self._limit
+        return len(line) > self._limit
+
+    def feed(self, data: bytes) -> list[bytes | LineTooLong]:
+        self._buffer += data
+        if b"\n" not in data:
+            pieces = []
+        else:
+            *pieces, tail = self._buffer.split(b"\n")
+            self._buffer = bytearray(tail)
+        lines: list[bytes | LineTooLong] = []
+        for piece in pieces:
+            if self._skipping:
+                self._skipping = False
+                continue
+            line = bytes(piece[:-1] if piece.endswith(b"\r") else piece)
+            if self._too_long(line):
+                lines.append(LINE_TOO_LONG)
+            elif line.strip():
+                lines.append(line)
+        if len(self._buffer) > self._max_buffer:
+            if not self._skipping:
+                lines.append(LINE_TOO_LONG)
+                self._skipping = True
+            self._buffer.clear()
+        return lines
+
+
+def decode_line(line: bytes) -> str:
+    """Bytes of one line to text: invalid UTF-8 becomes U+FFFD; stray CR and NUL are dropped."""
+    return line.decode("utf-8", "replace").replace("\r", "").replace("\x00", "")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Numerics (modern.ircdocs.horse names)
+# ---------------------------------------------------------------------------------------------
+
+RPL_WELCOME = "001"
+RPL_YOURHOST = "002"
+RPL_CREATED = "003"
+RPL_MYINFO = "004"
+RPL_ISUPPORT = "005"
+RPL_UMODEIS = "221"
+RPL_LUSERCLIENT = "251"
+RPL_LUSERUNKNOWN = "253"
+RPL_LUSERCHANNELS = "254"
+RPL_LUSERME = "255"
+RPL_WHOISUSER = "311"
+RPL_WHOISSERVER = "312"
+RPL_ENDOFWHO = "315"
+RPL_WHOISIDLE = "317"
+RPL_ENDOFWHOIS = "318"
+RPL_WHOISCHANNELS = "319"
+RPL_CHANNELMODEIS = "324"
+RPL_CREATIONTIME = "329"
+RPL_NOTOPIC = "331"
+RPL_TOPIC = "332"
+RPL_TOPICWHOTIME = "333"
+RPL_WHOREPLY = "352"
+RPL_NAMREPLY = "353"
+RPL_ENDOFNAMES = "366"
+RPL_ENDOFBANLIST = "368"
+RPL_MOTD = "372"
+RPL_MOTDSTART = "375"
+RPL_ENDOFMOTD = "376"
+ERR_NOSUCHNICK = "401"
+ERR_NOSUCHCHANNEL = "403"
+ERR_CANNOTSENDTOCHAN = "404"
+ERR_NOORIGIN = "409"
+ERR_INVALIDCAPCMD = "410"
+ERR_NORECIPIENT = "411"
+ERR_NOTEXTTOSEND = "412"
+ERR_INPUTTOOLONG = "417"
+ERR_UNKNOWNCOMMAND = "421"
+ERR_NOMOTD = "422"
+ERR_NONICKNAMEGIVEN = "431"
+ERR_ERRONEUSNICKNAME = "432"
+ERR_NICKNAMEINUSE = "433"
+ERR_NOTONCHANNEL = "442"
+ERR_NOTREGISTERED = "451"
+ERR_NEEDMOREPARAMS = "461"
+ERR_ALREADYREGISTERED = "462"
+ERR_CHANOPRIVSNEEDED = "482"
+ERR_UMODEUNKNOWNFLAG = "501"
+ERR_USERSDONTMATCH = "502"
+
+
+class IRCError(Exception):
+    """A handler's refusal; ``dispatch`` sends it to the user as ``:server NUMERIC nick ...``."""
+
+    def __init__(self, numeric: str, *params: str) -> None:
+        super().__init__(numeric, *params)
+        self.numeric = numeric
+        self.params = params
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Shared state
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    server_name: str = "chat.local"
+    network: str = "ChatNet"
+    room: str = "#chat"
+    motd: tuple[str, ...] = ("Welcome! Everyone here is in the same room. Be kind.",)
+    ping_interval: float = 120.0  # idle seconds before the server PINGs a client
+    ping_timeout: float = 60.0  # seconds a client has to answer that PING
+    register_timeout: float = 60.0  # seconds a new connection has to register
+    sendq: int = 1 << 20  # bytes queued for one client before it is dropped
+
+
+def _ignore(_: object) -> None:
+    """Default I/O callback for a User not attached to a connection (unit tests)."""
+
+
+@dataclass(eq=False)
+class User:
+    """One connection's IRC identity. Fields other than the clocks change under ``Hub.lock``.
+
+    ``deliver`` queues pre-encoded bytes for this user's connection and ``disconnect`` asks the
+    socket layer to drop it; both are safe to call from any thread and never block.
+    """
+
+    host: str
+    deliver: Callable[[bytes], None] = _ignore
+    disconnect: Callable[[str], None] = _ignore
+    nick: str | None = None
+    username: str | None = None
+    realname: str = ""
+    registered: bool = False
+    cap_negotiating: bool = False
+    modes: set[str] = field(default_factory=set)
+    channels: set[Channel] = field(default_factory=set)
+    quit_reason: str | None = None  # set by QUIT; the connection then closes
+    signon: float = field(default_factory=time.time)  # wall clock, for WHOIS
+    connected: float = field(default_factory=time.monotonic)  # for the registration timeout
+    last_message: float = field(default_factory=time.monotonic)  # for WHOIS idle time
+    last_seen: float = field(default_factory=time.monotonic)  # any line; for pings
+    ping_sent: float | None = None
+
+    @property
+    def source(self) -> str:
+        return f"{self.nick}!{self.username}@{self.host}"
+
+
+@dataclass(eq=False)
+class Channel:
+    name: str
+    created: float = field(default_factory=time.time)
+    topic: str = ""
+    topic_setter: str = ""
+    topic_time: float = 0.0
+    members: set[User] = field(default_factory=set)
+
+
+class Hub:
+    """Everything users share: who is connected, under which nick, in which channels.
+
+    ``lock`` guards ``users``, ``nicks`` and ``channels`` and every User/Channel field that
+    other threads read. Hold it briefly; never do socket I/O under it.
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.lock = threading.Lock()
+        self.users: set[User] = set()  # every connection, registered or not
+        self.nicks: dict[str, User] = {}  # folded nick -> user, claimed at NICK
+        self.channels: dict[str, Channel] = {}
+        self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        self.channels[irc_fold(config.room)] = Channel(config.room)
+
+    # -- output helpers: lines are encoded once, then handed to each recipient ------------
+
+    def reply(self, user: User, numeric: str, *params: str) -> None:
+        user.deliver(self.numeric_line(user, numeric, *params))
+
+    def numeric_line(self, user: User, numeric: str, *params: str) -> bytes:
+        line = format_line(numeric, user.nick or "*", *params, prefix=self.config.server_name)
+        return encode_line(line)
+
+    @staticmethod
+    def send_all(recipients: Iterable[User], data: bytes) -> None:
+        for recipient in recipients:
+            recipient.deliver(data)
+
+    # -- state changes ---------------------------------------------------------------------
+
+    def add(self, user: User) -> None:
+        with self.lock:
+            self.users.add(user)
+
+    def remove(self, user: User) -> set[User]:
+        """Forget a user; return who shared a channel with them (they should hear the QUIT)."""
+        with self.lock:
+            self.users.discard(user)
+            if user.nick and self.nicks.get(irc_fold(user.nick)) is user:
+                del self.nicks[irc_fold(user.nick)]
+            peers = self._peers(user)
+            for channel in list(user.channels):
+                self._leave(user, channel)
+            return peers
+
+    def claim_nick(self, user: User, nick: str) -> tuple[str | None, set[User]]:
+        """Give ``user`` the nick; return (old nick, who shares a channel) for the NICK line."""
+        if not NICK_RE.match(nick):
+            raise IRCError(ERR_ERRONEUSNICKNAME, nick, "Erroneous nickname: use 3-20 of a-z A-Z 0-9 _")
+        folded = irc_fold(nick)
+        with self.lock:
+            holder = self.nicks.get(folded)
+            if holder is not None and holder is not user:
+                raise IRCError(ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
+            old = user.nick
+            if old is not None:
+                del self.nicks[irc_fold(old)]
+            self.nicks[folded] = user
+            user.nick = nick
+            return old, self._peers(user)
+
+    def join(self, user: User, name: str) -> tuple[Channel, list[User]] | None:
+        """Put ``user`` in the channel; return it with its members, or None if already there."""
+        with self.lock:
+            channel = self.channels.get(irc_fold(name))
+            if channel is None:
+                channel = self.channels[irc_fold(name)] = Channel(name)
+            if user in channel.members:
+                return None
+            channel.members.add(user)
+            user.channels.add(channel)
+            return channel, list(channel.members)
+
+    def part(self, user: User, name: str) -> list[User]:
+        """Take ``user`` out of a channel; return the members before (who hear the PART)."""
+        with self.lock:
+            channel = self._member_channel(user, name)
+            members = list(channel.members)
+            self._leave(user, channel)
+            return members
+
+    def set_topic(self, user: User, name: str, topic: str) -> tuple[Channel, list[User]]:
+        with self.lock:
+            channel = self._member_channel(user, name)
+            channel.topic = topic
+            channel.topic_setter = user.nick or ""
+            channel.topic_time = time.time()
+            return channel, list(channel.members)
+
+    # -- queries -------------------------------------------------------------------------
+
+    def find_user(self, nick: str) -> User | None:
+        with self.lock:
+            user = self.nicks.get(irc_fold(nick))
+            return user if user is not None and user.registered else None
+
+    def find_channel(self, name: str) -> Channel | None:
+        with self.lock:
+            return self.channels.get(irc_fold(name))
+
+    def members(self, channel: Channel) -> list[User]:
+        with self.lock:
+            return list(channel.members)
+
+    def channel_recipients(self, sender: User, name: str) -> list[User]:
+        """The members a message to channel ``name`` goes to: all but the sender."""
+        with self.lock:
+            channel = self.channels.get(irc_fold(name))
+            if channel is None:
+                raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
+            if sender not in channel.members:
+                raise IRCError(ERR_CANNOTSENDTOCHAN, name, "Cannot send to channel (join it first)")
+            return [member for member in channel.members if member is not sender]
+
+    def counts(self) -> tuple[int, int, int]:
+        """(registered users, unregistered connections, channels)."""
+        with self.lock:
+            registered = sum(1 for user in self.users if user.registered)
+            return registered, len(self.users) - registered, len(self.channels)
+
+    def snapshot_users(self) -> list[User]:
+        with self.lock:
+            return list(self.users)
+
+    # -- helpers that expect the lock held -------------------------------------------------
+
+    def _peers(self, user: User) -> set[User]:
+        peers: set[User] = set()
+        for channel in user.channels:
+            peers.update(channel.members)
+        peers.discard(user)
+        return peers
+
+    def _member_channel(self, user: User, name: str) -> Channel:
+        channel = self.channels.get(irc_fold(name))
+        if channel is None:
+            raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
+        if user not in channel.members:
+            raise IRCError(ERR_NOTONCHANNEL, name, "You're not on that channel")
+        return channel
+
+    def _leave(self, user: User, channel: Channel) -> None:
+        channel.members.discard(user)
+        user.channels.discard(channel)
+        if not channel.members and channel.name != self.config.room:
+            del self.channels[irc_fold(channel.name)]
+
+
+def liveness_actions(hub: Hub, now: float) -> list[tuple[User, str]]:
+    """Decide, for a housekeeping tick at monotonic time ``now``, who to PING or drop.
+
+    Returns (user, action) pairs where action is "ping" or a reason to disconnect.
+    """
+    config = hub.config
+    actions = []
+    for user in hub.snapshot_users():
+        if not user.registered:
+            if now - user.connected > config.register_timeout:
+                actions.append((user, "Registration timed out"))
+        elif user.ping_sent is not None:
+            if now - user.ping_sent > config.ping_timeout:
+                actions.append((user, f"Ping timeout: {round(now - user.last_seen)} seconds"))
+        elif now - user.last_seen > config.ping_interval:
+            actions.append((user, "ping"))
+    return actions
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Command handlers
+# ---------------------------------------------------------------------------------------------
+
+Handler = Callable[[Hub, User, Message], None]
+NAMES_PER_LINE_BYTES = 400  # keeps a 353 line, with its prefix, under 512 bytes
+TOPIC_MAX = 390
+
+
+def _send_as(user: User, command: str, *params: str) -> bytes:
+    """A line with ``user`` as its source, encoded once for every recipient."""
+    return encode_line(format_line(command, *params, prefix=user.source))
+
+
+def cmd_cap(hub: Hub, user: User, msg: Message) -> None:
+    # No capabilities yet; answering keeps IRCv3 clients from waiting for a reply.
+    sub = msg.params[0].upper()
+    server = hub.config.server_name
+    if sub in ("LS", "LIST"):
+        user.cap_negotiating = sub == "LS" or user.cap_negotiating
+        user.deliver(encode_line(format_line("CAP", user.nick or "*", sub, "", prefix=server)))
+    elif sub == "REQ":
+        user.cap_negotiating = True
+        wanted = msg.params[1] if len(msg.params) > 1 else ""
+        user.deliver(encode_line(format_line("CAP", user.nick or "*", "NAK", wanted, prefix=server)))
+    elif sub == "END":
+        user.cap_negotiating = False
+        _try_register(hub, user)
+    else:
+        raise IRCError(ERR_INVALIDCAPCMD, sub, "Invalid CAP command")
+
+
+def cmd_pass(hub: Hub, user: User, msg: Message) -> None:
+    if user.registered:
+        raise IRCError(ERR_ALREADYREGISTERED, "You may not reregister")
+    # No server password is configured yet; PASS is accepted so that clients which always
+    # send one can still register.
+
+
+def cmd_nick(hub: Hub, user: User, msg: Message) -> None:
+    if not msg.params or not msg.params[0]:
+        raise IRCError(ERR_NONICKNAMEGIVEN, "No nickname given")
+    new = msg.params[0]
+    if user.nick == new:
+        return
+    old_source = user.source
+    old, peers = hub.claim_nick(user, new)
+    if user.registered:
+        line = encode_line(format_line("NICK", new, prefix=old_source))
+        hub.send_all([user, *peers], line)
+        log.info("%s is now known as %s", old, new)
+    else:
+        _try_register(hub, user)
+
+
+def cmd_user(hub: Hub, user: User, msg: Message) -> None:
+    if user.registered:
+        raise IRCError(ERR_ALREADYREGISTERED, "You may not reregister")
+    user.username = "~" + (re.sub(r"[^A-Za-z0-9_.-]", "", msg.params[0])[:10] or "user")
+    user.realname = msg.params[3]
+    _try_register(hub, user)
+
+
+def _try_register(hub: Hub, user: User) -> None:
+    if user.registered or not user.nick or not user.username or user.cap_negotiating:
+        return
+    with hub.lock:
+        user.registered = True
+    log.info("%s registered from %s", user.source, user.host)
+    config = hub.config
+    hub.reply(user, RPL_WELCOME, f"Welcome to the {config.network} IRC network, {user.source}")
+    hub.reply(user, RPL_YOURHOST, f"Your host is {config.server_name}, running version {__version__}")
+    hub.reply(user, RPL_CREATED, f"This server was created {hub.created}")
+    hub.reply(user, RPL_MYINFO, config.server_name, __version__, "iw", "nt")
+    hub.reply(
+        user, RPL_ISUPPORT, "NICKLEN=20", "CASEMAPPING=ascii", "CHANTYPES=#", "CHANNELLEN=50",
+        f"TOPICLEN={TOPIC_MAX}", f"NETWORK={config.network}", "CHANMODES=b,,,nt",
+        "are supported by this server",
+    )
+    cmd_lusers(hub, user, msg=Message("LUSERS"))
+    cmd_motd(hub, user, msg=Message("MOTD"))
+    _join(hub, user, config.room)
+
+
+def cmd_ping(hub: Hub, user: User, msg: Message) -> None:
+    if not msg.params:
+        raise IRCError(ERR_NOORIGIN, "No origin specified")
+    server = hub.config.server_name
+    user.deliver(encode_line(format_line("PONG", server, msg.params[0], prefix=server)))
+
+
+def cmd_pong(hub: Hub, user: User, msg: Message) -> None:
+    """Nothing to do: every line a client sends already counts as a sign of life."""
+
+
+def cmd_quit(hub: Hub, user: User, msg: Message) -> None:
+    user.quit_reason = f"Quit: {msg.params[0]}" if msg.params and msg.params[0] else "Quit"
+
+
+def cmd_motd(hub: Hub, user: User, msg: Message) -> None:
+    motd = hub.config.motd
+    if not motd:
+        raise IRCError(ERR_NOMOTD, "MOTD File is missing")
+    hub.reply(user, RPL_MOTDSTART, f"- {hub.config.server_name} Message of the day -")
+    for text in motd:
+        hub.reply(user, RPL_MOTD, f"- {text}")
+    hub.reply(user, RPL_ENDOFMOTD, "End of /MOTD command.")
+
+
+def cmd_lusers(hub: Hub, user: User, msg: Message) -> None:
+    registered, unknown, channels = hub.counts()
+    hub.reply(user, RPL_LUSERCLIENT, f"There are {registered} users and 0 invisible on 1 servers")
+    if unknown:
+        hub.reply(user, RPL_LUSERUNKNOWN, str(unknown), "unknown connection(s)")
+    hub.reply(user, RPL_LUSERCHANNELS, str(channels), "channels formed")
+    hub.reply(user, RPL_LUSERME, f"I have {registered} clients and 0 servers")
+
+
+def cmd_join(hub: Hub, user: User, msg: Message) -> None:
+    name = msg.params[0]
+    if name == "0":
+        for channel in list(user.channels):
+            cmd_part(hub, user, Message("PART", (channel.name,)))
+        return
+    if not CHANNEL_RE.match(name):
+        raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel (names are # and up to 49 more)")
+    _join(hub, user, name)
+
+
+def _join(hub: Hub, user: User, name: str) -> None:
+    joined = hub.join(user, name)
+    if joined is None:
+        return
+    channel, members = joined
+    log.info("%s joined %s", user.nick, channel.name)
+    hub.send_all(members, _send_as(user, "JOIN", channel.name))
+    if channel.topic:
+        _send_topic(hub, user, channel)
+    _send_names(hub, user, channel)
+
+
+def cmd_part(hub: Hub, user: User, msg: Message) -> None:
+    members = hub.part(user, msg.params[0])
+    reason = msg.params[1:2]
+    hub.send_all(members, _send_as(user, "PART", msg.params[0], *reason))
+    log.info("%s left %s", user.nick, msg.params[0])
+
+
+def cmd_privmsg(hub: Hub, user: User, msg: Message) -> None:
+    """PRIVMSG and NOTICE: to a channel, every other member; to a nick, that user."""
+    if not msg.params or not msg.params[0]:
+        raise IRCError(ERR_NORECIPIENT, f"No recipient given ({msg.command})")
+    if len(msg.params) < 2 or not msg.params[1]:
+        raise IRCError(ERR_NOTEXTTOSEND, "No text to send")
+    target, text = msg.params[0], msg.params[1]
+    if target.startswith("#"):
+        recipients = hub.channel_recipients(user, target)
+    else:
+        recipient = hub.find_user(target)
+        if recipient is None:
+            raise IRCError(ERR_NOSUCHNICK, target, "No such nick/channel")
+        recipients = [recipient]
+    user.last_message = time.monotonic()
+    hub.send_all(recipients, _send_as(user, msg.command, target, text))
+
+
+def cmd_names(hub: Hub, user: User, msg: Message) -> None:
+    if not msg.params:
+        with hub.lock:
+            channels = list(user.channels)
+        for channel in channels:
+            _send_names(hub, user, channel)
+        return
+    channel = hub.find_channel(msg.params[0])
+    if channel is None:
+        hub.reply(user, RPL_ENDOFNAMES, msg.params[0], "End of /NAMES list")
+    else:
+        _send_names(hub, user, channel)
+
+
+def _send_names(hub: Hub, user: User, channel: Channel) -> None:
+    nicks = sorted((member.nick or "" for member in hub.members(channel)), key=str.lower)
+    batch: list[str] = []
+    for nick in nicks:
+        if sum(len(n) + 1 for n in batch) + len(nick) > NAMES_PER_LINE_BYTES:
+            hub.reply(user, RPL_NAMREPLY, "=", channel.name, " ".join(batch))
+            batch = []
+        batch.append(nick)
+    if batch:
+        hub.reply(user, RPL_NAMREPLY, "=", channel.name, " ".join(batch))
+    hub.reply(user, RPL_ENDOFNAMES, channel.name, "End of /NAMES list")
+
+
+def cmd_topic(hub: Hub, user: User, msg: Message) -> None:
+    name = msg.params[0]
+    if len(msg.params) > 1:
+        channel, members = hub.set_topic(user, name, msg.params[1][:TOPIC_MAX])
+        hub.send_all(members, _send_as(user, "TOPIC", channel.name, channel.topic))
+        return
+    channel = hub.find_channel(name)
+    if channel is None:
+        raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
+    _send_topic(hub, user, channel)
+
+
+def _send_topic(hub: Hub, user: User, channel: Channel) -> None:
+    with hub.lock:
+        topic, setter, when = channel.topic, channel.topic_setter, channel.topic_time
+    if not topic:
+        hub.reply(user, RPL_NOTOPIC, channel.name, "No topic is set")
+        return
+    hub.reply(user, RPL_TOPIC, channel.name, topic)
+    hub.reply(user, RPL_TOPICWHOTIME, channel.name, setter, str(int(when)))
+
+
+def cmd_who(hub: Hub, user: User, msg: Message) -> None:
+    mask = msg.params[0] if msg.params else "*"
+    channel = hub.find_channel(mask) if mask.startswith("#") else None
+    if channel is not None:
+        listed = [(channel.name, member) for member in hub.members(channel)]
+    else:
+        found = hub.find_user(mask)
+        listed = [("*", found)] if found is not None else []
+    server = hub.config.server_name
+    for channel_name, member in listed:
+        hub.reply(
+            user, RPL_WHOREPLY, channel_name, member.username or "*", member.host, server,
+            member.nick or "*", "H", f"0 {member.realname}",
+        )
+    hub.reply(user, RPL_ENDOFWHO, mask, "End of /WHO list")
+
+
+def cmd_whois(hub: Hub, user: User, msg: Message) -> None:
+    for nick in filter(None, msg.params[-1].split(",")):
+        found = hub.find_user(nick)
+        if found is None:
+            hub.reply(user, ERR_NOSUCHNICK, nick, "No such nick/channel")
+        else:
+            with hub.lock:
+                channels = " ".join(sorted(channel.name for channel in found.channels))
+            idle = int(time.monotonic() - found.last_message)
+            hub.reply(user, RPL_WHOISUSER, found.nick or "", found.username or "", found.host, "*", found.realname)
+            if channels:
+                hub.reply(user, RPL_WHOISCHANNELS, found.nick or "", channels)
+            hub.reply(user, RPL_WHOISSERVER, found.nick or "", hub.config.server_name, hub.config.network)
+            hub.reply(user, RPL_WHOISIDLE, found.nick or "", str(idle), str(int(found.signon)), "seconds idle, signon time")
+        hub.reply(user, RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
+
+
+USER_MODES = "iw"
+
+
+def cmd_mode(hub: Hub, user: User, msg: Message) -> None:
+    target = msg.params[0]
+    if target.startswith("#"):
+        channel = hub.find_channel(target)
+        if channel is None:
+            raise IRCError(ERR_NOSUCHCHANNEL, target, "No such channel")
+        if len(msg.params) == 1:
+            hub.reply(user, RPL_CHANNELMODEIS, channel.name, "+nt")
+            hub.reply(user, RPL_CREATIONTIME, channel.name, str(int(channel.created)))
+        elif len(msg.params) == 2 and msg.params[1].lstrip("+") == "b":
+            hub.reply(user, RPL_ENDOFBANLIST, channel.name, "End of channel ban list")
+        else:
+            raise IRCError(ERR_CHANOPRIVSNEEDED, channel.name, "Channel modes are fixed here (+nt)")
+        return
+    if irc_fold(target) != irc_fold(user.nick or ""):
+        raise IRCError(ERR_USERSDONTMATCH, "Can't change mode for other users")
+    if len(msg.params) == 1:
+        hub.reply(user, RPL_UMODEIS, "+" + "".join(sorted(user.modes)))
+        return
+    applied, sign, unknown = "", "+", False
+    for char in msg.params[1]:
+        if char in "+-":
+            sign = char
+        elif char in USER_MODES:
+            if (char in user.modes) != (sign == "+"):
+                (user.modes.add if sign == "+" else user.modes.discard)(char)
+                applied += sign + char
+        else:
+            unknown = True
+    if applied:
+        user.deliver(_send_as(user, "MODE", user.nick or "", applied))
+    if unknown:
+        raise IRCError(ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+
+
+@dataclass(frozen=True)
+class Command:
+    handler: Handler
+    min_params: int = 0
+    before_registration: bool = False  # allowed before NICK/USER are done
+    split_targets: bool = False  # first parameter is a comma list, run once per target
+    quiet: bool = False  # never answer with an error numeric (NOTICE)
+
+
+COMMANDS: dict[str, Command] = {
+    "CAP": Command(cmd_cap, 1, before_registration=True),
+    "PASS": Command(cmd_pass, 1, before_registration=True),
+    "NICK": Command(cmd_nick, 0, before_registration=True),
+    "USER": Command(cmd_user, 4, before_registration=True),
+    "PING": Command(cmd_ping, 0, before_registration=True),
+    "PONG": Command(cmd_pong, 0, before_registration=True),
+    "QUIT": Command(cmd_quit, 0, before_registration=True),
+    "JOIN": Command(cmd_join, 1, split_targets=True),
+    "PART": Command(cmd_part, 1, split_targets=True),
+    "PRIVMSG": Command(cmd_privmsg, 0, split_targets=True),
+    "NOTICE": Command(cmd_privmsg, 0, split_targets=True, quiet=True),
+    "NAMES": Command(cmd_names, 0, split_targets=True),
+    "TOPIC": Command(cmd_topic, 1),
+    "WHO": Command(cmd_who, 0),
+    "WHOIS": Command(cmd_whois, 1),
+    "MODE": Command(cmd_mode, 1),
+    "MOTD": Command(cmd_motd, 0),
+    "LUSERS": Command(cmd_lusers, 0),
+}
+
+
+def dispatch(hub: Hub, user: User, msg: Message) -> None:
+    """Run one client message; every IRCError a handler raises becomes its numeric here."""
+    command = COMMANDS.get(msg.command)
+    targets: list[str | None] = [None]
+    try:
+        if not user.registered and not (command and command.before_registration):
+            raise IRCError(ERR_NOTREGISTERED, "You have not registered")
+        if command is None:
+            raise IRCError(ERR_UNKNOWNCOMMAND, msg.command, "Unknown command")
+        if len(msg.params) < command.min_params:
+            raise IRCError(ERR_NEEDMOREPARAMS, msg.command, "Not enough parameters")
+        if command.split_targets and msg.params:
+            targets = msg.params[0].split(",")
+    except IRCError as error:
+        hub.reply(user, error.numeric, *error.params)
+        return
+    for target in targets:
+        one = msg if target is None else Message(msg.command, (target, *msg.params[1:]), msg.prefix)
+        try:
+            command.handler(hub, user, one)
+        except IRCError as error:
+            if not command.quiet:
+                hub.reply(user, error.numeric, *error.params)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Socket layer
+# ---------------------------------------------------------------------------------------------
+
+RECV_BYTES = 16384
+CLOSE_GRACE = 2.0  # seconds a closing connection gets to flush its last lines
+# Sends never wait for a slow reader. On platforms without MSG_DONTWAIT (Windows) sends
+# block, so there a stalled reader can hold up the pump; the server is meant for POSIX hosts.
+SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0)
+
+
+class Connection:
+    """One client socket: ``serve`` runs in its own reader thread; the pump drains its outbox.
+
+    ``_lock`` guards the outbox and whether the socket is still open; it is never held while
+    waiting on the network, so ``deliver`` from other threads only ever waits for a copy.
+    """
+
+    def __init__(self, server: ChatServer, sock: socket.socket, address: tuple) -> None:
+        self.server = server
+        self.sock = sock
+        self.user = User(host=address[0], deliver=self.enqueue, disconnect=self.abort)
+        self._lock = threading.Lock()
+        self._outbox: list[bytes] = []
+        self._queued = 0  # bytes in the outbox
+        self._scheduled = False  # the pump knows this connection has output
+        self._overflowed = False  # SendQ exceeded: further output is dropped
+        self._closed = False  # the pump closed the socket
+        self.kill_reason: str | None = None  # why the server is dropping this connection
+
+    # -- called from any thread -----------------------------------------------------------
+
+    def enqueue(self, data: bytes) -> None:
+        with self._lock:
+            if self._overflowed or self._closed:
+                return
+            if self._queued + len(data) > self.server.config.sendq:
+                self._overflowed = True
+                self._outbox.clear()
+                self._queued = 0
+            else:
+                self._outbox.append(data)
+                self._queued += len(data)
+                if self._scheduled:
+                    return
+                self._scheduled = True
+        if self._overflowed:
+            self.abort("SendQ exceeded")
+        else:
+            self.server.pump.schedule(self)
+
+    def abort(self, reason: str) -> None:
+        """Drop this connection: wake its reader thread, which then tears it down."""
+        with self._lock:
+            if self.kill_reason is None:
+                self.kill_reason = reason
+            if self._closed:
+                return
+            try:
+                self.sock.shutdown(socket.SHUT_RD)
+            except OSError as error:  # the peer may be gone already; the reader will notice
+                log.debug("shutdown of %s: %s", self.user.host, error)
+
+    # -- the reader thread ------------------------------------------------------------------
+
+    def serve(self) -> None:
+        user, framer = self.user, LineFramer()
+        eof_reason = "Connection closed"
+        try:
+            while user.quit_reason is None and self.kill_reason is None:
+                data = self.sock.recv(RECV_BYTES)
+                if not data:
+                    break
+                user.last_seen, user.ping_sent = time.monotonic(), None
+                for line in framer.feed(data):
+                    self._handle(line)
+                    if user.quit_reason is not None:
+                        break
+        except OSError as error:
+            eof_reason = f"Read error: {error.strerror or error}"
+        finally:
+            self._finish(user.quit_reason or self.kill_reason or eof_reason)
+
+    def _handle(self, line: bytes | LineTooLong) -> None:
+        hub = self.server.hub
+        if line is LINE_TOO_LONG:
+            hub.reply(self.user, ERR_INPUTTOOLONG, "Input line was too long")
+            return
+        try:
+            msg = parse_message(decode_line(line))
+        except ValueError:
+            return  # a line of spaces and tags only: nothing to answer
+        try:
+            dispatch(hub, self.user, msg)
+        except Exception:  # a bug in one handler must not take the connection down
+            log.exception("error handling %r from %s", msg.command, self.user.host)
+
+    def _finish(self, reason: str) -> None:
+        hub, user = self.server.hub, self.user
+        peers = hub.remove(user)
+        if user.registered:
+            hub.send_all(peers, _send_as(user, "QUIT", reason))
+            log.info("%s quit (%s)", user.nick, reason)
+        else:
+            log.info("connection from %s closed before registering (%s)", user.host, reason)
+        self.enqueue(encode_line(format_line("ERROR", f"Closing Link: {user.host} ({reason})")))
+        self.server.pump.close_when_flushed(self)
+        self.server.forget(self)
+
+    # -- called by the pump thread only ---------------------------------------------------
+
+    def flush(self) -> bool:
+        """Send as much of the outbox as the socket takes now; True when nothing is left."""
+        with self._lock:
+            if self._closed or not self._outbox:
+                self._scheduled = False
+                return True
+            data = self._outbox[0] if len(self._outbox) == 1 else b"".join(self._outbox)
+            try:
+                sent = self.sock.send(data, SEND_FLAGS)
+            except BlockingIOError:
+                sent = 0
+            except OSError as error:
+                self._overflowed = True  # nothing more can reach this peer
+                self._outbox.clear()
+                self._queued = 0
+                self._scheduled = False
+                write_error = f"Write error: {error.strerror or error}"
+            else:
+                write_error = None
+                if sent == len(data):
+                    self._outbox.clear()
+                    self._queued = 0
+                    self._scheduled = False
+                    return True
+                self._outbox = [data[sent:]]
+                self._queued = len(data) - sent
+                return False
+        self.abort(write_error)
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._outbox.clear()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already disconnected: closing is all that is left to do
+        self.sock.close()
+
+
+class OutputPump(threading.Thread):
+    """The one thread that writes to (and closes) client sockets.
+
+    Connections with new output are put on a ready list; each pass sends every ready
+    connection's whole outbox in one ``send``, so lines that piled up while the pump was busy
+    go out together. A connection whose socket is full waits in a selector for writability
+    instead, so one stalled reader never holds up the rest.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name="output-pump", daemon=True)
+        self._lock = threading.Lock()  # guards _ready, _sleeping, _closing, _stopping
+        self._ready: list[Connection] = []
+        self._closing: dict[Connection, float] = {}  # connection -> deadline to flush by
+        self._sleeping = False
+        self._stopping = False
+        self._selector = selectors.DefaultSelector()
+        self._waiting: set[Connection] = set()  # registered in the selector for writability
+        self._wake_in, self._wake_out = socket.socketpair()
+        self._wake_in.setblocking(False)
+        self._wake_out.setblocking(False)
+        self._selector.register(self._wake_in, selectors.EVENT_READ)
+
+    def schedule(self, conn: Connection) -> None:
+        with self._lock:
+            self._ready.append(conn)
+            wake, self._sleeping = self._sleeping, False
+        if wake:
+            self._wake()
+
+    def close_when_flushed(self, conn: Connection) -> None:
+        with self._lock:
+            self._closing[conn] = time.monotonic() + CLOSE_GRACE
+            self._ready.append(conn)
+            wake, self._sleeping = self._sleeping, False
+        if wake:
+            self._wake()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_out.send(b"\0")
+        except BlockingIOError:
+            pass  # the wake-up pipe is full: the pump is sure to wake anyway
+
+    def run(self) -> None:
+        while True:
+            with self._lock:
+                ready, self._ready = self._ready, []
+                stopping = self._stopping
+                deadlines = list(self._closing.values())
+                self._sleeping = not ready
+            if stopping and not self._closing and not ready:
+                break
+            timeout = 0 if ready else self._select_timeout(deadlines, stopping)
+            for key, _ in self._selector.select(timeout):
+                if key.fileobj is self._wake_in:
+                    self._drain_wakeups()
+                else:
+                    self._selector.unregister(key.fileobj)
+                    self._waiting.discard(key.data)
+                    ready.append(key.data)
+            with self._lock:
+                self._sleeping = False
+            for conn in ready:
+                if conn not in self._waiting and not conn.flush():
+                    self._selector.register(conn.sock, selectors.EVENT_WRITE, conn)
+                    self._waiting.add(conn)
+            self._close_finished()
+        self._selector.close()
+        self._wake_in.close()
+        self._wake_out.close()
+
+    @staticmethod
+    def _select_timeout(deadlines: list[float], stopping: bool) -> float | None:
+        if not deadlines:
+            return 0 if stopping else None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_in.recv(4096):
+                pass
+        except BlockingIOError:
+            pass  # drained
+
+    def _close_finished(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            closing = list(self._closing.items())
+        for conn, deadline in closing:
+            if conn in self._waiting and now < deadline:
+                continue  # still flushing its last lines
+            if conn in self._waiting:
+                self._selector.unregister(conn.sock)
+                self._waiting.discard(conn)
+            conn.close()
+            with self._lock:
+                del self._closing[conn]
+
+
+class ChatServer:
+    """Listens, starts a reader thread per connection, and runs the pump and housekeeping."""
+
+    def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int = 5555) -> None:
+        self.config = config
+        self.hub = Hub(config)
+        self.pump = OutputPump()
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        self.listener = socket.create_server((host, port), family=family, backlog=1024)
+        self.listener.setblocking(False)
+        self._connections: set[Connection] = set()
+        self._connections_changed = threading.Condition()  # guards _connections
+        self._stop = threading.Event()
+        self._stop_in, self._stop_out = socket.socketpair()
+        self._threads = [
+            threading.Thread(target=self._accept_loop, name="acceptor", daemon=True),
+            threading.Thread(target=self._housekeeping_loop, name="housekeeper", daemon=True),
+        ]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.listener.getsockname()[:2]
+
+    def start(self) -> None:
+        self.pump.start()
+        for thread in self._threads:
+            thread.start()
+
+    def _accept_loop(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.listener, selectors.EVENT_READ)
+            selector.register(self._stop_in, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self.listener:
+                        self._accept()
+
+    def _accept(self) -> None:
+        try:
+            sock, address = self.listener.accept()
+        except BlockingIOError:
+            return  # the client gave up before we got to it
+        except OSError as error:  # e.g. out of file descriptors: pause instead of spinning
+            log.error("accept failed: %s", error)
+            self._stop.wait(0.5)
+            return
+        sock.setblocking(True)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Connection(self, sock, address)
+        with self._connections_changed:
+            self._connections.add(conn)
+        self.hub.add(conn.user)
+        log.info("connection from %s:%s", address[0], address[1])
+        threading.Thread(target=conn.serve, name=f"conn-{address[0]}:{address[1]}", daemon=True).start()
+
+    def forget(self, conn: Connection) -> None:
+        with self._connections_changed:
+            self._connections.discard(conn)
+            self._connections_changed.notify_all()
+
+    def _housekeeping_loop(self) -> None:
+        config = self.config
+        tick = min(5.0, max(0.05, min(config.ping_interval, config.ping_timeout, config.register_timeout) / 4))
+        ping = encode_line(format_line("PING", config.server_name))
+        while not self._stop.wait(tick):
+            now = time.monotonic()
+            for user, action in liveness_actions(self.hub, now):
+                if action == "ping":
+                    user.ping_sent = now
+                    user.deliver(ping)
+                else:
+                    user.disconnect(action)
+
+    def shutdown(self, timeout: float = CLOSE_GRACE) -> None:
+        """Tell every client, close every socket and stop every thread, within ``timeout``."""
+        self._stop.set()
+        self._stop_out.send(b"\0")
+        for thread in self._threads:
+            thread.join(timeout)
+        self.listener.close()
+        with self._connections_changed:
+            connections = list(self._connections)
+        for conn in connections:
+            conn.abort("Server shutting down")
+        with self._connections_changed:
+            self._connections_changed.wait_for(lambda: not self._connections, timeout)
+        self.pump.stop()
+        self.pump.join(timeout)
+        self._stop_in.close()
+        self._stop_out.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="chat_server.py",
+        description="A threaded chat server speaking a subset of IRC. Every user joins one room.",
+    )
+    defaults = ServerConfig()
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=5555, help="TCP port (default %(default)s; 0 picks a free one)")
+    parser.add_argument("--server-name", default=defaults.server_name, help="name the server gives itself (default %(default)s)")
+    parser.add_argument("--network", default=defaults.network, help="network name in the welcome (default %(default)s)")
+    parser.add_argument("--room", default=defaults.room, help="the room every user joins (default %(default)s)")
+    parser.add_argument("--motd-file", help="file whose lines are the message of the day (default: a one-line greeting)")
+    parser.add_argument("--ping-interval", type=float, default=defaults.ping_interval, help="idle seconds before a PING (default %(default)s)")
+    parser.add_argument("--ping-timeout", type=float, default=defaults.ping_timeout, help="seconds to answer a PING (default %(default)s)")
+    parser.add_argument("--register-timeout", type=float, default=defaults.register_timeout, help="seconds a connection has to register (default %(default)s)")
+    parser.add_argument("--sendq", type=int, default=defaults.sendq, help="bytes queued for a client before it is dropped (default %(default)s)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="console log level (default %(default)s)")
+    args = parser.parse_args(argv)
+    if not CHANNEL_RE.match(args.room):
+        parser.error(f"--room {args.room!r} is not a channel name like #chat")
+    if " " in args.server_name or not args.server_name:
+        parser.error("--server-name must be one word, such as chat.example.org")
+    return args
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    motd = ServerConfig.motd
+    if args.motd_file:
+        with open(args.motd_file, encoding="utf-8", errors="replace") as motd_file:
+            motd = tuple(line.rstrip("\r\n") for line in motd_file)
+    return ServerConfig(
+        server_name=args.server_name, network=args.network, room=args.room, motd=motd,
+        ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
+        register_timeout=args.register_timeout, sendq=args.sendq,
+    )
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)-7s %(message)s")
+    try:
+        config = config_from_args(args)
+        server = ChatServer(config, args.host, args.port)
+    except OSError as error:
+        print(f"chat_server.py: cannot start on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    # Set both explicitly: a shell starting us in the background may have ignored SIGINT.
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    server.start()
+    host, port = server.address
+    print(f"chat_server listening on {host}:{port}, room {config.room} (Ctrl-C to stop)", flush=True)
+    try:
+        while True:  # the threads do the work; SIGINT or SIGTERM ends this wait
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        log.info("shutting down")
+    server.shutdown()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
