@@ -108,7 +108,7 @@ def parse_message(line: str) -> Message:
             rest, trailing = "", rest[1:]
         else:
             rest, trailing = rest.split(" :", 1)
-    words = rest.split()
+    words = [word for word in rest.split(" ") if word]  # only spaces separate, not tabs
     if not words:
         raise ValueError(f"no command in {line!r}")
     params = words[1:] + ([trailing] if trailing is not None else [])
@@ -380,7 +380,12 @@ class Hub:
         user.deliver(self.numeric_line(user, numeric, *params))
 
     def numeric_line(self, user: User, numeric: str, *params: str) -> bytes:
-        line = format_line(numeric, user.nick or "*", *params, prefix=self.config.server_name)
+        # Replies echo what the client sent (a bad nick, an unknown command); make each echo
+        # a valid middle parameter so that no input can make the reply unformattable.
+        *middle, last = params or ("",)
+        middle = [_FORBIDDEN.sub("", p).replace(" ", "_").lstrip(":") or "*" for p in middle]
+        line = format_line(numeric, user.nick or "*", *middle, _FORBIDDEN.sub("", last),
+                           prefix=self.config.server_name)
         return encode_line(line)
 
     @staticmethod
@@ -1011,6 +1016,10 @@ class Connection:
         self.abort(write_error)
         return True
 
+    def has_output(self) -> bool:
+        with self._lock:
+            return bool(self._outbox)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -1117,7 +1126,7 @@ class OutputPump(threading.Thread):
         with self._lock:
             closing = list(self._closing.items())
         for conn, deadline in closing:
-            if conn in self._waiting and now < deadline:
+            if conn.has_output() and now < deadline:
                 continue  # still flushing its last lines
             if conn in self._waiting:
                 self._selector.unregister(conn.sock)
@@ -1202,6 +1211,8 @@ class ChatServer:
 
     def shutdown(self, timeout: float = CLOSE_GRACE) -> None:
         """Tell every client, close every socket and stop every thread, within ``timeout``."""
+        if self._stop.is_set():
+            return  # already shut down
         self._stop.set()
         self._stop_out.send(b"\0")
         for thread in self._threads:
