@@ -1,0 +1,17 @@
+"""A terminal chat client for the chat server (and any IRC server): ``python -m curses_client``.
+
+Map of the package, each module with one job, curses only in ``ui``:
+
+- ``width``: display width of text (a small wcwidth), sanitising network text, word wrap.
+- ``edit``: the input line editor (text, cursor, history, Tab completion, sideways view).
+- ``keys``: keys to editing commands; escape sequences and bracketed paste.
+- ``commands``: what a typed line means (``/msg``, ``/me``, ``/exit``, ...).
+- ``entries``: one pane message (``Entry``) and how it reads as styled text.
+- ``scrollback``: the stored messages, wrapped per width, and the scroll position.
+- ``model``: the chat state; IRC messages and user commands in, entries and IRC lines out.
+- ``net``: the network thread (connect, read, frame, parse, reconnect) and the sender.
+- ``ui``: curses: terminal setup/restore, reading keys, drawing a frame.
+- ``app``: command line and the UI loop.
+
+The IRC protocol core (parsing, framing, formatting) is reused from ``chat_server``.
+"""

@@ -1,0 +1,300 @@
+"""The program: command line, start-up, and the one UI loop that ties the pieces together.
+
+``main`` connects first (an unreachable server is one sentence on stderr and exit status
+1), then starts the network thread and enters the terminal. ``ChatApp.run`` is the loop:
+read keys (``get_wch`` with a short timeout, so an idle client sleeps), drain the event
+queue into the chat state, and redraw once, only when something changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import queue
+import sys
+import time
+
+from chat_server import CHANNEL_RE, NICK_RE, format_line
+from curses_client import commands, net, ui
+from curses_client.commands import parse_input
+from curses_client.edit import LineEditor
+from curses_client.entries import Kind, make
+from curses_client.keys import KeyDecoder, Paste
+from curses_client.model import ChatState, Reaction, clean_typed
+from curses_client.scrollback import Scrollback
+
+log = logging.getLogger(__name__)
+
+QUIT_WAIT = 2.0  # seconds to let the server see our QUIT and close before we go
+MAX_KEYS_PER_PASS = 4096  # keys read before redrawing (a paste arrives as many keys)
+NAME_PROMPT = "Username: "
+CHAT_PROMPT = "> "
+EXIT_INTERRUPTED = 130
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m curses_client",
+        description="Terminal chat client for the chat server (and any IRC server).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="server address (default %(default)s)")
+    parser.add_argument("--port", type=int, default=5555, help="server port (default %(default)s)")
+    parser.add_argument("--username", help="your name (3-20 of a-z A-Z 0-9 _); asked on screen if not given")
+    parser.add_argument("--room", default="#chat", help="room to join if the server does not put you in one (default %(default)s)")
+    parser.add_argument("--log-file", help="write a debug log to this file (nothing is logged otherwise)")
+    parser.add_argument("--retry-delay", type=float, default=net.FIRST_RETRY_DELAY,
+                        help="seconds before the first reconnection attempt; doubles up to 30 (default %(default)s)")
+    args = parser.parse_args(argv)
+    if args.username is not None and not NICK_RE.match(args.username):
+        parser.error(f"--username {args.username!r}: use 3-20 letters, digits or _")
+    if not CHANNEL_RE.match(args.room):
+        parser.error(f"--room {args.room!r} is not a room name like #chat")
+    if not 0 < args.port < 65536:
+        parser.error(f"--port {args.port} is not a TCP port")
+    if args.retry_delay <= 0:
+        parser.error("--retry-delay must be positive")
+    return args
+
+
+def set_up_logging(path: str | None) -> None:
+    package = logging.getLogger("curses_client")
+    if path is None:
+        # Never to the terminal: it belongs to curses. NullHandler also keeps logging's
+        # last-resort handler from printing warnings onto the chat screen.
+        package.addHandler(logging.NullHandler())
+        package.propagate = False
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s"))
+    package.addHandler(handler)
+    package.setLevel(logging.DEBUG)
+
+
+class ChatApp:
+    """The UI loop. Holds the pure parts (state, scrollback, editor, key decoder) together."""
+
+    def __init__(
+        self,
+        screen: ui.Screen,
+        state: ChatState,
+        events: queue.Queue[net.Event],
+        sender: net.Sender,
+    ) -> None:
+        self.screen = screen
+        self.state = state
+        self.events = events
+        self.sender = sender
+        self.scrollback = Scrollback()
+        self.editor = LineEditor()
+        self.decoder = KeyDecoder()
+        self.exit_code: int | None = None
+        self._retry: net.Retrying | None = None
+        self._network_stopped = False
+        self._last_status: ui.StatusLine | None = None
+        if state.needs_nick:
+            self._show(Reaction([make(Kind.INFO, "Choose a username: 3-20 letters, digits or _, then press Enter.")]))
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        dirty = True
+        while self.exit_code is None:
+            if dirty or self._status() != self._last_status:
+                self.draw()
+            dirty = self._read_keys()
+            if self.exit_code is None:
+                dirty = self._drain_events() or dirty
+        return self.exit_code
+
+    def _read_keys(self) -> bool:
+        key = self.screen.read_key()
+        if key is None:
+            self.decoder.timeout()
+            return False
+        changed = self._on_keys(self.decoder.feed(key))
+        # whatever else is already waiting (a paste, fast typing) is handled before drawing
+        self.screen.stdscr.timeout(0)
+        try:
+            for _ in range(MAX_KEYS_PER_PASS):
+                key = self.screen.read_key()
+                if key is None or self.exit_code is not None:
+                    break
+                changed = self._on_keys(self.decoder.feed(key)) or changed
+        finally:
+            self.screen.stdscr.timeout(ui.KEY_TIMEOUT_MS)
+        return changed
+
+    def _drain_events(self) -> bool:
+        changed = False
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return changed
+            self._on_event(event)
+            changed = True
+
+    def _on_event(self, event: net.Event) -> None:
+        if isinstance(event, net.Received):
+            self._show(self.state.handle(event.message))
+        elif isinstance(event, net.Connected):
+            self._retry = None
+            self._show(self.state.connected())
+        elif isinstance(event, net.Disconnected):
+            self._show(self.state.disconnected(event.reason))
+        elif isinstance(event, net.Retrying):
+            self._retry = event
+        elif isinstance(event, net.Stopped):
+            self._network_stopped = True
+
+    def _show(self, reaction: Reaction) -> None:
+        for entry in reaction.entries:
+            self.scrollback.add(entry)
+        for line in reaction.send:
+            self.sender.send(line)
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    def _on_keys(self, keys: list[str | Paste]) -> bool:
+        for key in keys:
+            self._on_key(key)
+        return bool(keys)
+
+    def _on_key(self, key: str | Paste) -> None:
+        editor = self.editor
+        if isinstance(key, Paste):
+            text = clean_typed_keep_newlines(key.text)
+            editor.insert(text.split("\n")[0] if self.state.needs_nick else text)
+        elif key.startswith("char:"):
+            editor.insert(key[len("char:") :])
+        elif key == "enter":
+            self._submit()
+        elif key in ("page-up", "page-down"):
+            height, width = self.screen.size()
+            page = max(1, height - 3)
+            if key == "page-up":
+                self.scrollback.scroll_up(page, width, height - 2)
+            else:
+                self.scrollback.scroll_down(page, width)
+        elif key == "tab":
+            if not self.state.needs_nick:
+                editor.complete(commands.COMMAND_NAMES, self.state.nicks_for_completion())
+        elif key == "redraw":
+            self.screen.stdscr.clear()
+        else:
+            action = EDITOR_ACTIONS.get(key)
+            if action is not None:
+                action(editor)
+            elif key != "resize":
+                log.debug("key %s does nothing", key)
+
+    def _submit(self) -> None:
+        if self.state.needs_nick:
+            lines = self.editor.submit(remember=False)
+            if lines:
+                self._show(self.state.choose_nick(lines[0]))
+            return
+        for line in self.editor.submit():
+            parsed = parse_input(line)
+            if isinstance(parsed, commands.Quit):
+                self.quit(parsed.reason)
+                return
+            self.scrollback.scroll_to_bottom()  # you see what you just said
+            self._show(self.state.user_input(parsed))
+
+    # -- leaving ----------------------------------------------------------------------------------
+
+    def quit(self, reason: str, exit_code: int = 0) -> None:
+        """Send QUIT, give the server a moment to close the link, and end the loop."""
+        if self.sender.send(format_line("QUIT", clean_typed(reason) or commands.DEFAULT_QUIT_REASON)):
+            self.sender.finish_writing()
+            deadline = time.monotonic() + QUIT_WAIT
+            while not self._network_stopped and self.state.link.value != "disconnected":
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.info("the server did not close the link after QUIT; leaving anyway")
+                    break
+                try:
+                    self._on_event(self.events.get(timeout=remaining))
+                except queue.Empty:
+                    continue  # the loop condition sees the deadline
+        self.exit_code = exit_code
+
+    # -- drawing ------------------------------------------------------------------------------------
+
+    def _status(self) -> ui.StatusLine:
+        state = self.state
+        link = state.link.value
+        if state.link.value == "disconnected" and self._retry is not None:
+            seconds = max(0, round(self._retry.due - time.monotonic()))
+            link = f"disconnected, retry #{self._retry.attempt} in {seconds}s"
+        return ui.StatusLine(
+            server=state.server_label,
+            nick=state.nick or "",
+            room=state.room,
+            online=state.online_count,
+            link=link,
+            more_below=self.scrollback.more_below(),
+        )
+
+    def draw(self) -> None:
+        height, width = self.screen.size()
+        prompt = NAME_PROMPT if self.state.needs_nick else CHAT_PROMPT
+        visible, cursor, self.screen.input_offset = self.editor.view(
+            self.screen.input_width(prompt), self.screen.input_offset
+        )
+        rows = self.scrollback.visible(width, height - 2) if width >= ui.MIN_COLUMNS else []
+        status = self._status()
+        self.screen.draw(rows, status, prompt, (visible, cursor))
+        self._last_status = status
+
+
+def clean_typed_keep_newlines(text: str) -> str:
+    return "\n".join(clean_typed(line) for line in text.split("\n"))
+
+
+EDITOR_ACTIONS = {
+    "backspace": LineEditor.backspace,
+    "delete": LineEditor.delete,
+    "left": LineEditor.left,
+    "right": LineEditor.right,
+    "home": LineEditor.home,
+    "end": LineEditor.end,
+    "ctrl-left": LineEditor.word_left,
+    "ctrl-right": LineEditor.word_right,
+    "up": LineEditor.history_up,
+    "down": LineEditor.history_down,
+    "kill-to-start": LineEditor.kill_to_start,
+    "kill-to-end": LineEditor.kill_to_end,
+    "delete-word": LineEditor.delete_word_before,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    set_up_logging(args.log_file)
+    try:
+        sock = net.open_connection(args.host, args.port)
+    except OSError as error:
+        print(f"Cannot connect to the chat server at {args.host}:{args.port}: {net.describe_error(error)}.",
+              file=sys.stderr)
+        return 1
+    events: queue.Queue[net.Event] = queue.Queue()
+    sender = net.Sender()
+    network = net.NetworkThread(args.host, args.port, events, sender, sock, args.retry_delay)
+    state = ChatState(f"{args.host}:{args.port}", args.room, args.username)
+    network.start()
+    try:
+        with ui.terminal() as stdscr:
+            app = ChatApp(ui.Screen(stdscr), state, events, sender)
+            try:
+                return app.run()
+            except KeyboardInterrupt:  # Ctrl-C: leave as politely as /exit does
+                app.quit("Interrupted", EXIT_INTERRUPTED)
+                return EXIT_INTERRUPTED
+    except Exception:
+        log.exception("the client failed")
+        raise  # the terminal is restored by now, so the traceback is readable
+    finally:
+        network.stop()
+        network.join(QUIT_WAIT)

@@ -1,0 +1,385 @@
+"""The chat as the client understands it: who you are, where, who else is there.
+
+``ChatState`` is plain Python: it is told what happened (connected, a parsed IRC message
+arrived, the user typed a command) and answers with a ``Reaction``: entries for the pane
+and IRC lines to send. It never touches a socket or the screen, so it is tested directly.
+
+Registration: after the user picks a name, NICK and USER go out on every (re)connection.
+432/433 before the welcome bring the name prompt back with the server's reason. Our own
+server puts everyone in its room by itself; a plain IRC server does not. So after 001 the
+client sends a PING with a marker token: a server answers lines in order, so when its PONG
+comes back any automatic JOIN has already arrived, and if none has, the client JOINs the
+room itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from chat_server import NICK_RE, Message, format_line, irc_fold
+from curses_client import commands
+from curses_client.entries import Entry, Kind, make
+from curses_client.width import sanitize
+
+AUTOJOIN_TOKEN = "curses-client-autojoin"
+MAX_TEXT_BYTES = 400  # leaves room for ":nick!user@host PRIVMSG #room :" within 512 bytes
+NAME_PREFIXES = "~&@%+"  # channel status marks in a 353 reply
+CTCP_MARK = "\x01"
+NICK_RULE = "Names are 3-20 letters, digits or _."
+
+
+class Link(Enum):
+    """The connection, as shown in the status line."""
+
+    CONNECTING = "connecting"
+    REGISTERING = "registering"
+    ONLINE = "online"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass
+class Reaction:
+    entries: list[Entry] = field(default_factory=list)
+    send: list[str] = field(default_factory=list)  # IRC lines without CRLF
+
+    def info(self, text: str, kind: Kind = Kind.INFO, sender: str = "") -> None:
+        self.entries.append(make(kind, text, sender))
+
+
+def split_text(text: str, limit: int = MAX_TEXT_BYTES) -> list[str]:
+    """Cut text into pieces of at most ``limit`` UTF-8 bytes, at a space when there is one.
+
+    >>> split_text("aaa bbb ccc", 8)
+    ['aaa bbb', 'ccc']
+    """
+    pieces = []
+    while len(text.encode("utf-8")) > limit:
+        cut = len(text.encode("utf-8")[:limit].decode("utf-8", "ignore"))
+        space = text.rfind(" ", 0, cut)
+        if space > 0:
+            cut = space
+        pieces.append(text[:cut])
+        text = text[cut:].lstrip(" ")
+    return pieces + [text] if text else pieces
+
+
+def clean_typed(text: str) -> str:
+    """What the user typed or pasted, without control characters that IRC would refuse."""
+    return "".join(" " if char == "\t" else char for char in text if char == "\t" or ord(char) >= 0x20)
+
+
+class ChatState:
+    def __init__(self, server_label: str, room: str, nick: str | None = None) -> None:
+        self.server_label = server_label
+        self.room = room  # the room we are in, or will join
+        self.nick = nick  # None until the user has picked a valid name
+        self.link = Link.CONNECTING
+        self.registered = False
+        self.in_room = False
+        self.members: dict[str, str] = {}  # folded nick -> nick as shown
+        self.nick_problem: str | None = None  # why the name prompt is showing again
+        self.retry_text = ""  # "reconnecting in 4s" while disconnected
+        self._connected = False
+        self._user_sent = False  # USER goes once per connection, NICK again after a refusal
+        self._names: dict[str, str] | None = None  # a NAMES reply being collected
+        self._names_wanted = False  # the user asked /users
+        self._handlers: dict[str, Callable[[Message, Reaction], None]] = {
+            "PING": self._on_ping,
+            "PONG": self._on_pong,
+            "ERROR": self._on_error,
+            "JOIN": self._on_join,
+            "PART": self._on_part,
+            "QUIT": self._on_quit,
+            "NICK": self._on_nick,
+            "PRIVMSG": self._on_privmsg,
+            "NOTICE": self._on_notice,
+            "TOPIC": self._on_topic,
+            "001": self._on_welcome,
+            "005": self._ignore,  # feature list: nothing a reader needs
+            "353": self._on_names,
+            "366": self._on_end_of_names,
+            "332": self._on_topic_reply,
+            "333": self._ignore,
+            "431": self._on_bad_nick,
+            "432": self._on_bad_nick,
+            "433": self._on_bad_nick,
+            "436": self._on_bad_nick,
+        }
+
+    # -- what the status line shows ---------------------------------------------------------
+
+    @property
+    def needs_nick(self) -> bool:
+        return self.nick is None
+
+    @property
+    def online_count(self) -> int | None:
+        return len(self.members) if self.in_room else None
+
+    def is_me(self, nick: str | None) -> bool:
+        return nick is not None and self.nick is not None and irc_fold(nick) == irc_fold(self.nick)
+
+    # -- the connection ----------------------------------------------------------------------
+
+    def connected(self) -> Reaction:
+        reaction = Reaction()
+        self._connected, self.registered, self.in_room = True, False, False
+        self._user_sent = False
+        self.link, self.retry_text = Link.REGISTERING, ""
+        reaction.info(f"Connected to {self.server_label}.")
+        if self.nick is not None:
+            self._register(reaction)
+        return reaction
+
+    def disconnected(self, reason: str) -> Reaction:
+        reaction = Reaction()
+        if self._connected:
+            reaction.info(f"Lost the connection to {self.server_label}: {reason}", Kind.ERROR)
+        self._connected, self.registered, self.in_room = False, False, False
+        self.members.clear()
+        self.link = Link.DISCONNECTED
+        return reaction
+
+    def reconnecting(self, text: str) -> None:
+        self.retry_text = text
+
+    def choose_nick(self, nick: str) -> Reaction:
+        """The user entered a name at the prompt."""
+        reaction = Reaction()
+        nick = nick.strip()
+        if not NICK_RE.match(nick):
+            self.nick_problem = f"{sanitize(nick)!r} is not a valid name. {NICK_RULE}"
+            reaction.info(self.nick_problem, Kind.ERROR)
+            return reaction
+        self.nick, self.nick_problem = nick, None
+        if self._connected:
+            self._register(reaction)
+        return reaction
+
+    def _register(self, reaction: Reaction) -> None:
+        assert self.nick is not None
+        reaction.send.append(format_line("NICK", self.nick))
+        if not self._user_sent:
+            self._user_sent = True
+            reaction.send.append(format_line("USER", self.nick, "0", "*", self.nick))
+
+    # -- messages from the server -----------------------------------------------------------
+
+    def handle(self, msg: Message) -> Reaction:
+        reaction = Reaction()
+        handler = self._handlers.get(msg.command)
+        if handler is not None:
+            handler(msg, reaction)
+        elif msg.command.isdigit():
+            self._on_other_numeric(msg, reaction)
+        else:
+            shown = " ".join(sanitize(param) for param in msg.params)
+            reaction.info(f"{msg.command} {shown}".strip())
+        return reaction
+
+    def _ignore(self, msg: Message, reaction: Reaction) -> None:
+        """Messages that change nothing the reader sees."""
+
+    def _on_ping(self, msg: Message, reaction: Reaction) -> None:
+        reaction.send.append(format_line("PONG", *(msg.params[-1:] or ("ping",))))
+
+    def _on_pong(self, msg: Message, reaction: Reaction) -> None:
+        if msg.params and msg.params[-1] == AUTOJOIN_TOKEN and not self.in_room:
+            reaction.send.append(format_line("JOIN", self.room))
+
+    def _on_error(self, msg: Message, reaction: Reaction) -> None:
+        text = sanitize(msg.params[-1]) if msg.params else "no reason given"
+        reaction.info(f"The server closed the link: {text}", Kind.ERROR)
+
+    def _on_welcome(self, msg: Message, reaction: Reaction) -> None:
+        self.registered, self.link = True, Link.ONLINE
+        if msg.params and NICK_RE.match(msg.params[0]):
+            self.nick = msg.params[0]
+        reaction.info(sanitize(msg.params[-1]) if len(msg.params) > 1 else "Welcome.")
+        reaction.send.append(format_line("PING", AUTOJOIN_TOKEN))
+
+    def _on_bad_nick(self, msg: Message, reaction: Reaction) -> None:
+        reason = sanitize(msg.params[-1]) if msg.params else "Name refused"
+        name = sanitize(msg.params[1]) if len(msg.params) > 2 else ""
+        text = f"{name}: {reason}" if name else reason
+        if self.registered:
+            reaction.info(text, Kind.ERROR)
+        else:
+            self.nick, self.nick_problem = None, text  # back to the name prompt
+            reaction.info(f"{text}. Choose another name.", Kind.ERROR)
+
+    def _on_join(self, msg: Message, reaction: Reaction) -> None:
+        channel = msg.params[0] if msg.params else ""
+        who = sanitize(msg.nick or "?")
+        if self.is_me(msg.nick):
+            self.room, self.in_room = channel, True
+            self.members = {irc_fold(self.nick or who): self.nick or who}
+            reaction.info(f"You joined {sanitize(channel)}.", Kind.JOIN)
+            return
+        if irc_fold(channel) == irc_fold(self.room):
+            self.members[irc_fold(who)] = who
+        reaction.info(f"{who} joined {sanitize(channel)}", Kind.JOIN, who)
+
+    def _on_part(self, msg: Message, reaction: Reaction) -> None:
+        channel = msg.params[0] if msg.params else ""
+        who = sanitize(msg.nick or "?")
+        reason = f" ({sanitize(msg.params[1])})" if len(msg.params) > 1 and msg.params[1] else ""
+        if self.is_me(msg.nick):
+            if irc_fold(channel) == irc_fold(self.room):
+                self.in_room = False
+                self.members.clear()
+            reaction.info(f"You left {sanitize(channel)}{reason}", Kind.PART)
+            return
+        if irc_fold(channel) == irc_fold(self.room):
+            self.members.pop(irc_fold(who), None)
+        reaction.info(f"{who} left {sanitize(channel)}{reason}", Kind.PART, who)
+
+    def _on_quit(self, msg: Message, reaction: Reaction) -> None:
+        who = sanitize(msg.nick or "?")
+        reason = sanitize(msg.params[0]) if msg.params and msg.params[0] else "no reason given"
+        self.members.pop(irc_fold(who), None)
+        reaction.info(f"{who} quit ({reason})", Kind.QUIT, who)
+
+    def _on_nick(self, msg: Message, reaction: Reaction) -> None:
+        old, new = sanitize(msg.nick or "?"), sanitize(msg.params[0] if msg.params else "?")
+        if self.members.pop(irc_fold(old), None) is not None:
+            self.members[irc_fold(new)] = new
+        if self.is_me(msg.nick):
+            self.nick = new
+            reaction.info(f"You are now known as {new}", Kind.NICK, new)
+        else:
+            reaction.info(f"{old} is now known as {new}", Kind.NICK, new)
+
+    def _on_privmsg(self, msg: Message, reaction: Reaction) -> None:
+        if len(msg.params) < 2:
+            return
+        target, text = msg.params[0], msg.params[1]
+        who = sanitize(msg.nick or msg.prefix or "?")
+        private = not target.startswith(("#", "&"))
+        if text.startswith(CTCP_MARK):
+            verb, _, body = text.strip(CTCP_MARK).partition(" ")
+            if verb.upper() != "ACTION":
+                reaction.info(f"{who} sent a CTCP {sanitize(verb)} request (not answered)")
+                return
+            kind = Kind.PRIVATE_IN if private else Kind.ACTION
+            shown = f"* {sanitize(body)}" if private else sanitize(body)
+            reaction.info(shown, kind, who)
+            return
+        reaction.info(sanitize(text), Kind.PRIVATE_IN if private else Kind.CHAT, who)
+
+    def _on_notice(self, msg: Message, reaction: Reaction) -> None:
+        if len(msg.params) < 2:
+            return
+        who = sanitize(msg.nick or msg.prefix or "server")
+        reaction.info(sanitize(msg.params[1].strip(CTCP_MARK)), Kind.NOTICE, who)
+
+    def _on_topic(self, msg: Message, reaction: Reaction) -> None:
+        who = sanitize(msg.nick or "?")
+        topic = sanitize(msg.params[-1]) if len(msg.params) > 1 else ""
+        reaction.info(f"{who} set the topic: {topic}")
+
+    def _on_topic_reply(self, msg: Message, reaction: Reaction) -> None:
+        if len(msg.params) > 2:
+            reaction.info(f"Topic of {sanitize(msg.params[1])}: {sanitize(msg.params[2])}")
+
+    def _on_names(self, msg: Message, reaction: Reaction) -> None:
+        if len(msg.params) < 4 or irc_fold(msg.params[2]) != irc_fold(self.room):
+            return
+        if self._names is None:
+            self._names = {}
+        for name in msg.params[3].split():
+            name = sanitize(name.lstrip(NAME_PREFIXES))
+            if name:
+                self._names[irc_fold(name)] = name
+        return
+
+    def _on_end_of_names(self, msg: Message, reaction: Reaction) -> None:
+        if len(msg.params) < 2 or irc_fold(msg.params[1]) != irc_fold(self.room):
+            return
+        if self._names is not None and self.in_room:
+            self.members = self._names
+        self._names = None
+        if self._names_wanted:
+            self._names_wanted = False
+            names = sorted(self.members.values(), key=str.lower)
+            reaction.info(f"{len(names)} in {sanitize(self.room)}: {', '.join(names)}")
+
+    def _on_other_numeric(self, msg: Message, reaction: Reaction) -> None:
+        # params[0] is our own nick; the rest is the text the server means for a reader
+        text = " ".join(sanitize(param) for param in msg.params[1:]) or msg.command
+        kind = Kind.ERROR if msg.command[0] in "45" else Kind.INFO
+        reaction.info(text, kind)
+
+    # -- what the user typed -----------------------------------------------------------------
+
+    def user_input(self, parsed: commands.Parsed) -> Reaction:
+        reaction = Reaction()
+        if isinstance(parsed, commands.Say):
+            self._say(parsed.text, reaction)
+        elif isinstance(parsed, commands.Action):
+            self._act(parsed.text, reaction)
+        elif isinstance(parsed, commands.PrivateMessage):
+            self._private(parsed.target, parsed.text, reaction)
+        elif isinstance(parsed, commands.ChangeNick):
+            if self._usable(reaction):
+                reaction.send.append(format_line("NICK", parsed.nick))
+        elif isinstance(parsed, commands.ListUsers):
+            if self._usable(reaction):
+                self._names_wanted = True
+                reaction.send.append(format_line("NAMES", self.room))
+        elif isinstance(parsed, commands.ShowHelp):
+            for usage, meaning in commands.HELP:
+                reaction.info(f"{usage:<24} {meaning}")
+        elif isinstance(parsed, commands.Unknown):
+            reaction.info(
+                f"Unknown command /{sanitize(parsed.name)}. Type /help for the list, "
+                f"or //{sanitize(parsed.name)} to send it as text.",
+                Kind.ERROR,
+            )
+        elif isinstance(parsed, commands.BadUsage):
+            reaction.info(parsed.message, Kind.ERROR)
+        return reaction
+
+    def _usable(self, reaction: Reaction) -> bool:
+        if not self.registered:
+            reaction.info("Not connected yet: wait until the status line says online.", Kind.ERROR)
+            return False
+        return True
+
+    def _say(self, text: str, reaction: Reaction) -> None:
+        text = clean_typed(text)
+        if not text.strip() or not self._usable(reaction):
+            return
+        if not self.in_room:
+            reaction.info(f"You are not in {self.room} yet.", Kind.ERROR)
+            return
+        for piece in split_text(text):
+            reaction.send.append(format_line("PRIVMSG", self.room, piece))
+            reaction.info(piece, Kind.OWN, self.nick or "")
+
+    def _act(self, text: str, reaction: Reaction) -> None:
+        text = clean_typed(text)
+        if not self._usable(reaction):
+            return
+        if not self.in_room:
+            reaction.info(f"You are not in {self.room} yet.", Kind.ERROR)
+            return
+        for piece in split_text(text, MAX_TEXT_BYTES - len("\x01ACTION \x01")):
+            reaction.send.append(format_line("PRIVMSG", self.room, f"{CTCP_MARK}ACTION {piece}{CTCP_MARK}"))
+            reaction.info(piece, Kind.ACTION, self.nick or "")
+
+    def _private(self, target: str, text: str, reaction: Reaction) -> None:
+        text = clean_typed(text)
+        if not self._usable(reaction):
+            return
+        if any(char in target for char in " ,\x00\r\n") or target.startswith(":"):
+            reaction.info(f"{sanitize(target)!r} is not a name.", Kind.ERROR)
+            return
+        for piece in split_text(text):
+            reaction.send.append(format_line("PRIVMSG", target, piece))
+            reaction.info(piece, Kind.PRIVATE_OUT, sanitize(target))
+
+    def nicks_for_completion(self) -> list[str]:
+        return [nick for nick in self.members.values() if not self.is_me(nick)]

@@ -1,0 +1,150 @@
+"""The message store behind the pane: whole entries, wrapped rows, and the scroll position.
+
+Entries are kept whole (up to ``limit``; the oldest are dropped) and wrapped to the pane's
+width only when shown, with a cache per width, so a resize simply re-wraps. The scroll
+position is an anchor on an entry, not a row number: ``(entry number, rows of it hidden
+below the pane)``, or None while following the newest message. Re-wrapping keeps the same
+entry at the bottom of the pane, and new messages never move a reader who scrolled up;
+``more_below`` counts the entries they have not reached yet.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from curses_client.entries import Entry, Styled, render
+from curses_client.width import wrap
+
+DEFAULT_LIMIT = 20_000
+MIN_TEXT_CELLS = 10  # a hanging indent never leaves less than this for the text
+
+
+@dataclass(frozen=True)
+class Row:
+    """One screen row: a slice of a rendered entry, drawn after ``indent`` blank cells."""
+
+    styled: Styled
+    start: int
+    end: int
+    indent: int
+
+
+class Scrollback:
+    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
+        self.limit = limit
+        self._entries: deque[Entry] = deque()
+        self._first = 0  # number of the oldest entry kept (numbers grow forever)
+        self._width = 0
+        self._rows: dict[int, list[Row]] = {}  # entry number -> rows at self._width
+        self._anchor: tuple[int, int] | None = None  # None: follow the newest entry
+
+    # -- storing -------------------------------------------------------------------------
+
+    def add(self, entry: Entry) -> None:
+        self._entries.append(entry)
+        if len(self._entries) > self.limit:
+            self._entries.popleft()
+            self._rows.pop(self._first, None)
+            self._first += 1
+            if self._anchor is not None and self._anchor[0] < self._first:
+                self._anchor = (self._first, 0)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def entries(self) -> list[Entry]:
+        return list(self._entries)
+
+    def _end(self) -> int:
+        return self._first + len(self._entries)  # one past the newest entry's number
+
+    # -- wrapping ------------------------------------------------------------------------
+
+    def rows_of(self, number: int, width: int) -> list[Row]:
+        if width != self._width:
+            self._rows.clear()
+            self._width = width
+        rows = self._rows.get(number)
+        if rows is None:
+            styled = render(self._entries[number - self._first])
+            indent = min(styled.indent, max(0, width - MIN_TEXT_CELLS))
+            rows = [
+                Row(styled, start, end, indent if index else 0)
+                for index, (start, end) in enumerate(wrap(styled.text, width, indent))
+            ]
+            self._rows[number] = rows
+        return rows
+
+    # -- what the pane shows -----------------------------------------------------------------
+
+    @property
+    def following(self) -> bool:
+        return self._anchor is None
+
+    def visible(self, width: int, height: int) -> list[Row]:
+        """The rows of a pane ``height`` rows high, oldest first; fewer if there are few."""
+        if not self._entries or height <= 0:
+            return []
+        number, hidden = self._anchor if self._anchor is not None else (self._end() - 1, 0)
+        shown: list[Row] = []
+        while number >= self._first and len(shown) < height:
+            rows = self.rows_of(number, width)
+            take = rows[: max(1, len(rows) - hidden)]  # a re-wrap may leave fewer rows
+            shown[:0] = take[-(height - len(shown)) :]
+            number, hidden = number - 1, 0
+        return shown
+
+    def more_below(self) -> int:
+        """Entries below the pane that the reader has not reached (0 while following)."""
+        if self._anchor is None:
+            return 0
+        number, hidden = self._anchor
+        return self._end() - 1 - number + (1 if hidden else 0)
+
+    # -- scrolling ---------------------------------------------------------------------------
+
+    def scroll_up(self, count: int, width: int, height: int) -> None:
+        number, hidden = self._anchor if self._anchor is not None else (self._end() - 1, 0)
+        if number < self._first:
+            return
+        for _ in range(count):
+            rows = len(self.rows_of(number, width))
+            if hidden + 1 < rows:
+                candidate = (number, hidden + 1)
+            elif number > self._first:
+                candidate = (number - 1, 0)
+            else:
+                break
+            if not self._fills_pane(candidate, width, height):
+                break  # the oldest row is already at the top of the pane
+            number, hidden = candidate
+        self._anchor = (number, hidden)
+        if self._anchor == (self._end() - 1, 0):
+            self._anchor = None
+
+    def scroll_down(self, count: int, width: int) -> None:
+        if self._anchor is None:
+            return
+        number, hidden = self._anchor
+        for _ in range(count):
+            if hidden > 0:
+                hidden -= 1
+            elif number + 1 < self._end():
+                number, hidden = number + 1, len(self.rows_of(number + 1, width)) - 1
+            else:
+                break
+        self._anchor = None if (number, hidden) == (self._end() - 1, 0) else (number, hidden)
+
+    def scroll_to_bottom(self) -> None:
+        self._anchor = None
+
+    def _fills_pane(self, anchor: tuple[int, int], width: int, height: int) -> bool:
+        """Whether the pane is still full when ``anchor``'s row is at its bottom."""
+        number, hidden = anchor
+        rows = len(self.rows_of(number, width)) - hidden
+        while rows < height and number > self._first:
+            number -= 1
+            rows += len(self.rows_of(number, width))
+        return rows >= height

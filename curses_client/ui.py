@@ -1,0 +1,238 @@
+"""Everything that touches curses: terminal setup and restore, key reading, drawing.
+
+Only the UI thread calls into this module. ``Screen`` draws the whole layout into the one
+standard window (pane rows, status line, input line) with ``noutrefresh`` and a single
+``doupdate``; curses itself works out which cells changed. The input line, on the bottom
+row, never uses the last column, so nothing is ever written into the bottom-right cell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import curses
+import locale
+import logging
+import os
+import sys
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from chat_server import irc_fold
+from curses_client.entries import STYLE_DIM, STYLE_ERROR, STYLE_JOIN, STYLE_PRIVATE, STYLE_TIME
+from curses_client.scrollback import Row
+from curses_client.width import fit, text_width
+
+log = logging.getLogger(__name__)
+
+KEY_TIMEOUT_MS = 100  # how long get_wch waits: the UI loop wakes ~10 times a second at most
+MIN_ROWS, MIN_COLUMNS = 4, 20  # smaller than this: a notice instead of the layout
+BRACKETED_PASTE_ON = "\x1b[?2004h"
+BRACKETED_PASTE_OFF = "\x1b[?2004l"
+# Nick colours chosen to read on dark and light backgrounds alike (no yellow, white, black).
+NICK_COLOURS_256 = (160, 28, 33, 127, 37, 166, 92, 130, 62, 31, 125, 64)
+NICK_COLOURS_8 = (curses.COLOR_RED, curses.COLOR_GREEN, curses.COLOR_BLUE, curses.COLOR_MAGENTA, curses.COLOR_CYAN)
+PAIR_STATUS, PAIR_ERROR, PAIR_JOIN, PAIR_PRIVATE, PAIR_FIRST_NICK = 1, 2, 3, 4, 5
+
+
+@dataclass(frozen=True)
+class StatusLine:
+    server: str
+    nick: str
+    room: str
+    online: int | None
+    link: str
+    more_below: int
+
+
+def key_names() -> dict[int, str]:
+    """curses key codes -> the names ``keys.KeyDecoder`` and the app understand."""
+    names = {
+        curses.KEY_LEFT: "left", curses.KEY_RIGHT: "right", curses.KEY_UP: "up", curses.KEY_DOWN: "down",
+        curses.KEY_HOME: "home", curses.KEY_END: "end", curses.KEY_BACKSPACE: "backspace",
+        curses.KEY_DC: "delete", curses.KEY_PPAGE: "page-up", curses.KEY_NPAGE: "page-down",
+        curses.KEY_ENTER: "enter", curses.KEY_RESIZE: "resize",
+    }
+    for name, meaning in (("PADENTER", "enter"), ("CTL_LEFT", "ctrl-left"), ("CTL_RIGHT", "ctrl-right"),
+                          ("ALT_LEFT", "ctrl-left"), ("ALT_RIGHT", "ctrl-right"), ("KEY_A1", "home"),
+                          ("KEY_C1", "end"), ("KEY_SLEFT", "ctrl-left"), ("KEY_SRIGHT", "ctrl-right")):
+        code = getattr(curses, name, None)  # PADENTER and CTL_* exist only on Windows
+        if isinstance(code, int):
+            names.setdefault(code, meaning)
+    return names
+
+
+# ncurses reports Ctrl/Alt + arrows as extended keys known only by their terminfo names.
+EXTENDED_KEY_NAMES = {b"kLFT5": "ctrl-left", b"kRIT5": "ctrl-right", b"kLFT3": "ctrl-left", b"kRIT3": "ctrl-right"}
+
+
+@contextlib.contextmanager
+def terminal() -> Iterator[curses.window]:
+    """Set the terminal up for the chat and restore it on every way out, like curses.wrapper."""
+    locale.setlocale(locale.LC_ALL, "")
+    os.environ.setdefault("ESCDELAY", "25")  # a lone ESC should not freeze input for a second
+    stdscr = curses.initscr()
+    try:
+        curses.noecho()
+        curses.cbreak()  # not raw(): Ctrl-C stays an interrupt, so it can end the program
+        stdscr.keypad(True)
+        stdscr.timeout(KEY_TIMEOUT_MS)
+        if curses.has_colors():
+            curses.start_color()
+            with contextlib.suppress(curses.error):  # optional: keeps the terminal's background
+                curses.use_default_colors()
+        _write_raw(BRACKETED_PASTE_ON)
+        yield stdscr
+    finally:
+        _write_raw(BRACKETED_PASTE_OFF)
+        stdscr.keypad(False)
+        curses.nocbreak()
+        curses.echo()
+        curses.endwin()
+
+
+def _write_raw(sequence: str) -> None:
+    if sys.platform == "win32":
+        return  # the Windows console does not take these through curses' output
+    sys.stdout.write(sequence)
+    sys.stdout.flush()
+
+
+class Screen:
+    """Draws a frame; owns the curses colour pairs and the input line's sideways scroll."""
+
+    def __init__(self, stdscr: curses.window) -> None:
+        self.stdscr = stdscr
+        self.input_offset = 0
+        self._codes = key_names()
+        self._colours = curses.has_colors()
+        self._nick_pairs: dict[str, int] = {}
+        self._palette: tuple[int, ...] = ()
+        if self._colours:
+            self._set_up_colours()
+
+    def _set_up_colours(self) -> None:
+        background = -1
+        self._palette = NICK_COLOURS_256 if curses.COLORS >= 256 else NICK_COLOURS_8
+        try:
+            curses.init_pair(PAIR_STATUS, curses.COLOR_WHITE, curses.COLOR_BLUE)
+            curses.init_pair(PAIR_ERROR, curses.COLOR_RED, background)
+            curses.init_pair(PAIR_JOIN, curses.COLOR_GREEN, background)
+            curses.init_pair(PAIR_PRIVATE, curses.COLOR_MAGENTA, background)
+            for index, colour in enumerate(self._palette):
+                curses.init_pair(PAIR_FIRST_NICK + index, colour, background)
+        except curses.error as error:  # e.g. no default colours: draw without colour
+            log.info("colours unavailable: %s", error)
+            self._colours = False
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def read_key(self) -> str | None:
+        """One key as a str (a character or a key name), or None when the timeout passed."""
+        try:
+            key = self.stdscr.get_wch()
+        except curses.error:
+            return None  # get_wch reports its timeout as an error: no key this time
+        if isinstance(key, str):
+            return key
+        name = self._codes.get(key)
+        if name is None:
+            name = EXTENDED_KEY_NAMES.get(curses.keyname(key), f"key-{key}")
+        if name == "resize":
+            if sys.platform == "win32":
+                curses.resize_term(0, 0)
+            curses.update_lines_cols()
+        return name
+
+    def size(self) -> tuple[int, int]:
+        return self.stdscr.getmaxyx()
+
+    # -- drawing --------------------------------------------------------------------------------
+
+    def style(self, style: str, nick: str) -> int:
+        if style == "nick":
+            return self.nick_attr(nick)
+        if style == STYLE_PRIVATE:
+            return curses.A_BOLD | self._pair(PAIR_PRIVATE)
+        if style == STYLE_ERROR:
+            return curses.A_BOLD | self._pair(PAIR_ERROR)
+        if style == STYLE_JOIN:
+            return self._pair(PAIR_JOIN)
+        if style in (STYLE_TIME, STYLE_DIM):
+            return curses.A_DIM
+        return curses.A_NORMAL
+
+    def _pair(self, number: int) -> int:
+        return curses.color_pair(number) if self._colours else 0
+
+    def nick_attr(self, nick: str) -> int:
+        """A stable colour per name: a hash of its folded form (not Python's salted hash)."""
+        if not self._colours or not nick:
+            return curses.A_BOLD
+        pair = self._nick_pairs.get(nick)
+        if pair is None:
+            index = zlib.crc32(irc_fold(nick).encode("utf-8")) % len(self._palette)
+            pair = self._nick_pairs[nick] = PAIR_FIRST_NICK + index
+        return curses.A_BOLD | curses.color_pair(pair)
+
+    def draw(self, rows: list[Row], status: StatusLine, prompt: str, view: tuple[str, int]) -> None:
+        """One whole frame: pane rows from the top, status line, then the input line."""
+        height, width = self.size()
+        self.stdscr.erase()
+        if height < MIN_ROWS or width < MIN_COLUMNS:
+            self._draw_too_small(height, width)
+        else:
+            for y, row in enumerate(rows[: height - 2]):
+                self._draw_row(y, row, width)
+            self._draw_status(height - 2, width, status)
+            self._draw_input(height - 1, width, prompt, view)
+        self.stdscr.noutrefresh()
+        curses.doupdate()
+
+    def _draw_too_small(self, height: int, width: int) -> None:
+        if height < 1 or width < 2:
+            return
+        notice = fit("Terminal too small", width - 1)
+        self.stdscr.addstr(0, 0, notice)
+        self.stdscr.move(0, 0)
+
+    def _draw_row(self, y: int, row: Row, width: int) -> None:
+        x = row.indent
+        for start, end, style, nick in row.styled.runs:
+            start, end = max(start, row.start), min(end, row.end)
+            if start >= end:
+                continue
+            piece = row.styled.text[start:end]
+            cells = text_width(piece)
+            if x + cells > width:  # cannot happen with rows wrapped to ``width``; be safe anyway
+                piece = fit(piece, width - x)
+                cells = text_width(piece)
+            if piece:
+                self.stdscr.addstr(y, x, piece, self.style(style, nick))
+            x += cells
+
+    def _draw_status(self, y: int, width: int, status: StatusLine) -> None:
+        parts = [status.server, status.nick or "(no name yet)", status.room]
+        if status.online is not None:
+            parts.append(f"{status.online} online")
+        parts.append(status.link)
+        if status.more_below:
+            parts.append(f"{status.more_below} more below")
+        text = fit(" " + " | ".join(parts), width)
+        attr = curses.A_REVERSE if not self._colours else self._pair(PAIR_STATUS) | curses.A_BOLD
+        self.stdscr.addstr(y, 0, text + " " * (width - text_width(text)), attr)
+
+    def _draw_input(self, y: int, width: int, prompt: str, view: tuple[str, int]) -> None:
+        usable = width - 1  # the bottom-right cell is never written
+        prompt = fit(prompt, usable // 2)
+        visible, cursor = view
+        self.stdscr.addstr(y, 0, prompt, curses.A_BOLD)
+        x = text_width(prompt)
+        if visible:
+            self.stdscr.addstr(y, x, fit(visible, usable - x))
+        self.stdscr.move(y, min(x + cursor, usable - 1))
+
+    def input_width(self, prompt: str) -> int:
+        _, width = self.size()
+        usable = max(1, width - 1)
+        return max(1, usable - text_width(fit(prompt, usable // 2)))

@@ -1,0 +1,195 @@
+"""Test helpers for the client: the real client in a pseudo-terminal, raw IRC peers, waiting.
+
+``Terminal`` runs ``python -m curses_client`` in a pty (ptyprocess) and feeds everything it
+draws into a ``pyte`` screen, so tests read the screen as a user would see it. ``IrcPeer`` is
+a bare socket that speaks IRC. Nothing here sleeps to synchronise: ``wait_until`` polls a
+condition until a deadline and fails with a description of what it waited for.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyte
+from ptyprocess import PtyProcess
+
+from chat_server import LineFramer, Message, decode_line, encode_line, format_line, parse_message
+
+REPO = Path(__file__).resolve().parent.parent
+DEADLINE = 10.0  # seconds any one condition may take, even on a loaded machine
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = DEADLINE, poll: Callable[[float], None] | None = None) -> object:
+    """Call ``poll(seconds)`` (which waits for input) until ``condition()`` is truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        if poll is not None:
+            poll(min(0.05, remaining))
+        else:
+            time.sleep(min(0.01, remaining))  # polling interval of a deadline wait, not a sync
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Terminal:
+    """The client running in a pty of ``rows`` x ``cols``, drawn onto a pyte screen."""
+
+    def __init__(self, args: list[str], rows: int = 24, cols: int = 80) -> None:
+        env = dict(os.environ, TERM="xterm-256color", LANG="C.UTF-8", LC_ALL="C.UTF-8", PYTHONPATH=str(REPO))
+        env.pop("COLUMNS", None)
+        env.pop("LINES", None)
+        self.screen = pyte.Screen(cols, rows)
+        self.stream = pyte.ByteStream(self.screen)
+        self.raw = bytearray()  # everything the client wrote, for tests of escape output
+        self.process = PtyProcess.spawn(
+            [sys.executable, "-m", "curses_client", *args], env=env, cwd=str(REPO), dimensions=(rows, cols)
+        )
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def pump(self, timeout: float = 0.05) -> None:
+        """Feed whatever the client has written within ``timeout`` into the screen."""
+        ready, _, _ = select.select([self.process.fd], [], [], timeout)
+        if not ready:
+            return
+        try:
+            data = os.read(self.process.fd, 65536)
+        except OSError:  # EIO: the client exited and the pty is closed
+            data = b""
+        if data:
+            self.raw += data
+            self.stream.feed(data)
+
+    def lines(self) -> list[str]:
+        return list(self.screen.display)
+
+    def text(self) -> str:
+        return "\n".join(self.lines())
+
+    def wait_for(self, needle: str, timeout: float = DEADLINE) -> None:
+        wait_until(lambda: needle in self.text(), f"{needle!r} on screen:\n{self.text()}", timeout, self.pump)
+
+    def wait_screen(self, condition: Callable[[], object], what: str, timeout: float = DEADLINE) -> None:
+        wait_until(condition, f"{what}; screen:\n{self.text()}", timeout, self.pump)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def type(self, text: str) -> None:
+        self.process.write(text.encode("utf-8"))
+
+    def resize(self, rows: int, cols: int) -> None:
+        self.process.setwinsize(rows, cols)  # the kernel sends the client a real SIGWINCH
+        self.screen.resize(rows, cols)
+
+    # -- ending -------------------------------------------------------------------------------
+
+    def wait_exit(self, timeout: float = DEADLINE) -> int:
+        wait_until(lambda: not self.process.isalive(), "the client to exit", timeout, self.pump)
+        self.process.wait()
+        return self.process.exitstatus
+
+    def close(self) -> None:
+        if self.process.isalive():
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process.close()
+
+
+class IrcPeer:
+    """A raw-socket IRC user for the other side of a conversation."""
+
+    def __init__(self, port: int, nick: str, host: str = "127.0.0.1") -> None:
+        self.nick = nick
+        self.sock = socket.create_connection((host, port), timeout=DEADLINE)
+        self.framer = LineFramer()
+        self.received: list[Message] = []
+        self.send("NICK", nick)
+        self.send("USER", nick, "0", "*", nick)
+        self.expect(lambda m: m.command == "001", "001 welcome")
+
+    def send(self, command: str, *params: str) -> None:
+        self.sock.sendall(encode_line(format_line(command, *params)))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            return True
+        data = self.sock.recv(65536)
+        if not data:
+            return False
+        for line in self.framer.feed(data):
+            if isinstance(line, bytes):
+                message = parse_message(decode_line(line))
+                if message.command == "PING":
+                    self.send("PONG", *message.params[-1:])
+                self.received.append(message)
+        return True
+
+    def expect(self, predicate: Callable[[Message], bool], what: str, timeout: float = DEADLINE) -> Message:
+        open_ = [True]
+
+        def found() -> Message | None:
+            return next((m for m in self.received if predicate(m)), None)
+
+        def poll(seconds: float) -> None:
+            if open_[0]:
+                open_[0] = self._read(seconds)
+            else:
+                raise AssertionError(f"connection closed while waiting for {what}")
+
+        message = wait_until(found, f"{what} (got {[m.command for m in self.received][-20:]})", timeout, poll)
+        self.received.remove(message)
+        return message
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def start_ngircd(tmp_path: Path, port: int) -> subprocess.Popen:
+    """ngircd on 127.0.0.1:port with a minimal config in ``tmp_path``; the caller stops it."""
+    config = tmp_path / "ngircd.conf"
+    motd = tmp_path / "motd"
+    motd.write_text("test server\n")
+    config.write_text(
+        "[Global]\n"
+        "Name = irc.test.local\n"
+        "Info = test server\n"
+        "Listen = 127.0.0.1\n"
+        f"Ports = {port}\n"
+        f"PidFile = {tmp_path / 'ngircd.pid'}\n"
+        f"MotdFile = {motd}\n"
+        f"ServerUID = {os.getuid()}\n"
+        f"ServerGID = {os.getgid()}\n"
+        "[Limits]\n"
+        "MaxNickLength = 20\n"
+        "[Options]\n"
+        "PAM = no\n"
+        "Ident = no\n"
+        "DNS = no\n"
+        "SyslogFacility = local1\n"
+    )
+    return subprocess.Popen(
+        ["/usr/sbin/ngircd", "--nodaemon", "--passive", "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )
