@@ -1,0 +1,158 @@
+"""The line editor (curses_client.edit): pure, fast."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from curses_client.edit import LineEditor
+from curses_client.width import text_width
+
+
+def editor_with(text, cursor=None):
+    editor = LineEditor()
+    editor.insert(text)
+    if cursor is not None:
+        editor.cursor = cursor
+    return editor
+
+
+def test_insert_and_move():
+    editor = editor_with("helo")
+    editor.left()
+    editor.insert("l")
+    assert (editor.text, editor.cursor) == ("hello", 4)
+    editor.home()
+    assert editor.cursor == 0
+    editor.end()
+    assert editor.cursor == 5
+    editor.right()
+    assert editor.cursor == 5
+
+
+def test_backspace_and_delete():
+    editor = editor_with("abc", 1)
+    editor.backspace()
+    assert (editor.text, editor.cursor) == ("bc", 0)
+    editor.backspace()
+    assert editor.text == "bc"
+    editor.delete()
+    assert (editor.text, editor.cursor) == ("c", 0)
+
+
+def test_combining_marks_move_and_delete_with_their_base():
+    editor = editor_with("xe\u0301y")
+    editor.left()
+    editor.left()
+    assert editor.cursor == 1
+    editor.right()
+    assert editor.cursor == 3
+    editor.backspace()
+    assert editor.text == "xy"
+
+
+def test_kill_keys():
+    editor = editor_with("hello brave world", 11)
+    editor.kill_to_end()
+    assert editor.text == "hello brave"
+    editor.delete_word_before()
+    assert (editor.text, editor.cursor) == ("hello ", 6)
+    editor.kill_to_start()
+    assert (editor.text, editor.cursor) == ("", 0)
+
+
+def test_word_jumps():
+    editor = editor_with("one two  three")
+    editor.word_left()
+    assert editor.cursor == 9
+    editor.word_left()
+    assert editor.cursor == 4
+    editor.word_right()
+    assert editor.cursor == 7
+
+
+def test_history_recalls_sent_lines_and_keeps_the_draft():
+    editor = LineEditor()
+    for line in ("first", "second"):
+        editor.insert(line)
+        editor.submit()
+    editor.insert("draft")
+    editor.history_up()
+    assert editor.text == "second"
+    editor.history_up()
+    assert editor.text == "first"
+    editor.history_up()
+    assert editor.text == "first"
+    editor.history_down()
+    editor.history_down()
+    assert editor.text == "draft"
+
+
+def test_submit_splits_a_pasted_block_into_lines():
+    editor = editor_with("line one\nline two\n\n")
+    assert editor.submit() == ["line one", "line two"]
+    assert editor.text == ""
+
+
+def test_submit_without_remembering_keeps_history_clean():
+    editor = editor_with("alice")
+    editor.submit(remember=False)
+    editor.history_up()
+    assert editor.text == ""
+
+
+def test_tab_completes_nicks_and_cycles():
+    editor = editor_with("bo")
+    editor.complete(["/msg"], ["bob", "Bobby", "carol"])
+    assert editor.text == "bob: "
+    editor.complete(["/msg"], ["bob", "Bobby", "carol"])
+    assert editor.text == "Bobby: "
+    editor.complete(["/msg"], ["bob", "Bobby", "carol"])
+    assert editor.text == "bob: "
+
+
+def test_tab_completes_commands_and_nicks_later_in_the_line():
+    editor = editor_with("/ms")
+    editor.complete(["/msg", "/me"], ["mark"])
+    assert editor.text == "/msg "
+    editor.insert("ca")
+    editor.complete(["/msg"], ["carol"])
+    assert editor.text == "/msg carol "
+
+
+def test_view_scrolls_sideways_to_keep_the_cursor_visible():
+    editor = editor_with("abcdefghijklmnopqrstuvwxyz")
+    visible, cursor, offset = editor.view(10)
+    assert cursor <= 9 and visible.endswith("z") and text_width(visible) <= 10
+    editor.home()
+    visible, cursor, offset = editor.view(10, offset)
+    assert (visible, cursor, offset) == ("abcdefghij", 0, 0)
+
+
+def test_view_shows_pasted_newlines_as_a_symbol():
+    visible, _, _ = editor_with("a\nb").view(10)
+    assert visible == "a\u21b5b"
+
+
+keys = st.lists(
+    st.one_of(
+        st.text(st.sampled_from("ab 日\u0301"), min_size=1, max_size=3).map(lambda t: ("insert", t)),
+        st.sampled_from(["backspace", "delete", "left", "right", "home", "end", "word_left", "word_right",
+                         "kill_to_start", "kill_to_end", "delete_word_before", "history_up", "history_down"]),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys, st.integers(2, 30))
+def test_editor_invariants(actions, width):
+    editor = LineEditor()
+    offset = 0
+    for action in actions:
+        if isinstance(action, tuple):
+            editor.insert(action[1])
+        else:
+            getattr(editor, action)()
+        assert 0 <= editor.cursor <= len(editor.text)
+        visible, cursor, offset = editor.view(width, offset)
+        assert text_width(visible) <= width
+        assert 0 <= cursor <= width - 1 or editor.cursor == offset

@@ -1,0 +1,156 @@
+"""The chat state (curses_client.model): IRC messages and commands in, entries and lines out."""
+
+from chat_server import parse_message
+from curses_client import commands
+from curses_client.entries import Kind
+from curses_client.model import AUTOJOIN_TOKEN, ChatState, Link, split_text
+
+
+def registered(nick="alice", auto_join=True):
+    state = ChatState("host:1", "#chat", nick)
+    sent = state.connected().send
+    assert sent == ["NICK :alice", "USER alice 0 * :alice"]
+    feed(state, f":srv 001 {nick} :Welcome {nick}")
+    if auto_join:
+        feed(state, f":{nick}!u@h JOIN #chat", f":srv 353 {nick} = #chat :{nick} @bob carol",
+             f":srv 366 {nick} #chat :End")
+    return state
+
+
+def feed(state, *lines):
+    entries, sent = [], []
+    for line in lines:
+        reaction = state.handle(parse_message(line))
+        entries += reaction.entries
+        sent += reaction.send
+    return entries, sent
+
+
+def test_registration_and_auto_join_by_our_server():
+    state = registered()
+    assert state.link is Link.ONLINE and state.in_room
+    assert sorted(state.members.values()) == ["alice", "bob", "carol"]
+    assert state.online_count == 3
+    _, sent = feed(state, f":srv PONG srv :{AUTOJOIN_TOKEN}")
+    assert sent == []  # already in the room: no JOIN
+
+
+def test_joins_the_room_itself_when_the_server_does_not():
+    state = registered(auto_join=False)
+    _, sent = feed(state, f":srv PONG srv :{AUTOJOIN_TOKEN}")
+    assert sent == ["JOIN :#chat"]
+
+
+def test_welcome_sends_the_autojoin_probe():
+    state = ChatState("h", "#chat", "alice")
+    state.connected()
+    _, sent = feed(state, ":srv 001 alice :hi")
+    assert sent == [f"PING :{AUTOJOIN_TOKEN}"]
+
+
+def test_ping_is_answered():
+    state = registered()
+    assert feed(state, "PING :abc")[1] == ["PONG :abc"]
+
+
+def test_nick_in_use_before_registration_brings_the_prompt_back():
+    state = ChatState("h", "#chat")
+    state.connected()
+    assert state.needs_nick
+    reaction = state.choose_nick("bad name!")
+    assert state.needs_nick and reaction.send == [] and reaction.entries[0].kind is Kind.ERROR
+    assert state.choose_nick("alice").send == ["NICK :alice", "USER alice 0 * :alice"]
+    entries, _ = feed(state, ":srv 433 * alice :Nickname is already in use")
+    assert state.needs_nick and "already in use" in state.nick_problem
+    assert state.choose_nick("alice2").send == ["NICK :alice2"]  # USER went already
+
+
+def test_nick_in_use_after_registration_is_just_an_error():
+    state = registered()
+    entries, _ = feed(state, ":srv 433 alice bob :Nickname is already in use")
+    assert not state.needs_nick and entries[0].kind is Kind.ERROR
+
+
+def test_chat_action_private_notice_join_part_quit_nick():
+    state = registered()
+    entries, _ = feed(
+        state,
+        ":bob!u@h PRIVMSG #chat :hello",
+        ":bob!u@h PRIVMSG #chat :\x01ACTION waves\x01",
+        ":bob!u@h PRIVMSG alice :psst",
+        ":bob!u@h NOTICE alice :note",
+        ":dave!u@h JOIN #chat",
+        ":dave!u@h PART #chat :bye",
+        ":carol!u@h QUIT :Quit: gone",
+        ":bob!u@h NICK :robert",
+        ":alice!u@h NICK :alicia",
+    )
+    kinds = [entry.kind for entry in entries]
+    assert kinds == [Kind.CHAT, Kind.ACTION, Kind.PRIVATE_IN, Kind.NOTICE, Kind.JOIN, Kind.PART, Kind.QUIT,
+                     Kind.NICK, Kind.NICK]
+    assert entries[1].text == "waves"
+    assert "Quit: gone" in entries[6].text
+    assert sorted(state.members.values()) == ["alicia", "robert"]
+    assert state.nick == "alicia"
+
+
+def test_network_text_is_sanitised():
+    state = registered()
+    entries, _ = feed(state, ":bob!u@h PRIVMSG #chat :\x1b]0;title\x07hi \x1b[31mred\x1b[0m \x02b\x02")
+    assert entries[0].text == "hi red b"
+
+
+def test_unknown_numerics_show_their_text_and_errors_look_like_errors():
+    state = registered()
+    entries, _ = feed(state, ":srv 999 alice some :thing odd", ":srv 482 alice #chat :not allowed")
+    assert entries[0].kind is Kind.INFO and entries[0].text == "some thing odd"
+    assert entries[1].kind is Kind.ERROR and "not allowed" in entries[1].text
+
+
+def test_error_from_server():
+    entries, _ = feed(registered(), "ERROR :Closing Link: bye")
+    assert entries[0].kind is Kind.ERROR and "Closing Link" in entries[0].text
+
+
+def test_user_commands_become_irc_lines():
+    state = registered()
+    say = state.user_input(commands.Say("hi all"))
+    assert say.send == ["PRIVMSG #chat :hi all"] and say.entries[0].kind is Kind.OWN
+    assert state.user_input(commands.Action("waves")).send == ["PRIVMSG #chat :\x01ACTION waves\x01"]
+    private = state.user_input(commands.PrivateMessage("bob", "psst"))
+    assert private.send == ["PRIVMSG bob :psst"] and private.entries[0].kind is Kind.PRIVATE_OUT
+    assert state.user_input(commands.ChangeNick("alicia")).send == ["NICK :alicia"]
+    assert state.user_input(commands.ListUsers()).send == ["NAMES :#chat"]
+    entries, _ = feed(state, ":srv 353 alice = #chat :alice bob", ":srv 366 alice #chat :End")
+    assert entries[0].text == "2 in #chat: alice, bob"
+    assert state.user_input(commands.Unknown("dance")).entries[0].kind is Kind.ERROR
+    assert len(state.user_input(commands.ShowHelp()).entries) == len(commands.HELP)
+
+
+def test_typed_control_characters_never_reach_the_wire():
+    state = registered()
+    assert state.user_input(commands.Say("a\x00b\rc\x1b")).send == ["PRIVMSG #chat :abc"]
+
+
+def test_long_messages_are_split_under_the_line_limit():
+    state = registered()
+    sent = state.user_input(commands.Say("word " * 300)).send
+    assert len(sent) > 1 and all(len(line.encode()) <= 420 for line in sent)
+
+
+def test_split_text_respects_utf8_boundaries():
+    pieces = split_text("é" * 500, 101)
+    assert all(len(piece.encode()) <= 101 for piece in pieces) and "".join(pieces) == "é" * 500
+
+
+def test_nothing_is_sent_before_registration():
+    state = ChatState("h", "#chat", "alice")
+    reaction = state.user_input(commands.Say("too early"))
+    assert reaction.send == [] and reaction.entries[0].kind is Kind.ERROR
+
+
+def test_disconnect_forgets_the_room_and_reconnect_registers_again():
+    state = registered()
+    entries = state.disconnected("reset").entries
+    assert entries[0].kind is Kind.ERROR and state.link is Link.DISCONNECTED and state.online_count is None
+    assert state.connected().send == ["NICK :alice", "USER alice 0 * :alice"]
