@@ -26,16 +26,22 @@ bounded outbox. Only the pump thread sends on or closes a client socket.
 from __future__ import annotations
 
 import argparse
+import collections
+import hmac
+import ipaddress
 import logging
+import os
 import re
 import selectors
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __version__ = "0.1.0"
 log = logging.getLogger("chat_server")
@@ -279,10 +285,13 @@ ERR_NOMOTD = "422"
 ERR_NONICKNAMEGIVEN = "431"
 ERR_ERRONEUSNICKNAME = "432"
 ERR_NICKNAMEINUSE = "433"
+ERR_TOOMANYCHANNELS = "405"
+ERR_NICKCHANGETOOFAST = "438"
 ERR_NOTONCHANNEL = "442"
 ERR_NOTREGISTERED = "451"
 ERR_NEEDMOREPARAMS = "461"
 ERR_ALREADYREGISTERED = "462"
+ERR_PASSWDMISMATCH = "464"
 ERR_CHANOPRIVSNEEDED = "482"
 ERR_UMODEUNKNOWNFLAG = "501"
 ERR_USERSDONTMATCH = "502"
@@ -312,6 +321,13 @@ class ServerConfig:
     ping_timeout: float = 60.0  # seconds a client has to answer that PING
     register_timeout: float = 60.0  # seconds a new connection has to register
     sendq: int = 1 << 20  # bytes queued for one client before it is dropped
+    password: str | None = None  # PASS every client must give, if set
+    flood_burst: int = 20  # lines a client may send at once...
+    flood_rate: float = 5.0  # ...and per second after that; 0 turns flood control off
+    max_clients: int = 10_000  # connections in all
+    max_per_ip: int = 100  # connections from one address; loopback is exempt
+    max_channels: int = 20  # channels one user may be in
+    nick_changes_per_minute: int = 5
 
 
 def _ignore(_: object) -> None:
@@ -337,6 +353,8 @@ class User:
     modes: set[str] = field(default_factory=set)
     channels: set[Channel] = field(default_factory=set)
     quit_reason: str | None = None  # set by QUIT; the connection then closes
+    password: str | None = None  # as given with PASS
+    nick_changes: list[float] = field(default_factory=list)  # monotonic times, last minute
     signon: float = field(default_factory=time.time)  # wall clock, for WHOIS
     connected: float = field(default_factory=time.monotonic)  # for the registration timeout
     last_message: float = field(default_factory=time.monotonic)  # for WHOIS idle time
@@ -430,10 +448,12 @@ class Hub:
         """Put ``user`` in the channel; return it with its members, or None if already there."""
         with self.lock:
             channel = self.channels.get(irc_fold(name))
+            if channel is not None and user in channel.members:
+                return None
+            if len(user.channels) >= self.config.max_channels:
+                raise IRCError(ERR_TOOMANYCHANNELS, name, "You have joined too many channels")
             if channel is None:
                 channel = self.channels[irc_fold(name)] = Channel(name)
-            if user in channel.members:
-                return None
             channel.members.add(user)
             user.channels.add(channel)
             return channel, list(channel.members)
@@ -513,6 +533,26 @@ class Hub:
             del self.channels[irc_fold(channel.name)]
 
 
+class TokenBucket:
+    """Flood control: ``burst`` lines at once, then ``rate`` lines a second.
+
+    >>> bucket = TokenBucket(burst=2, rate=1.0, now=0.0)
+    >>> [bucket.delay(0.0) for _ in range(4)]
+    [0.0, 0.0, 1.0, 2.0]
+    """
+
+    def __init__(self, burst: int, rate: float, now: float) -> None:
+        self.burst, self.rate = burst, rate
+        self._tokens = float(burst)
+        self._stamp = now
+
+    def delay(self, now: float) -> float:
+        """Spend one line's token; return how many seconds to wait before handling it."""
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate) - 1
+        self._stamp = now
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
 def liveness_actions(hub: Hub, now: float) -> list[tuple[User, str]]:
     """Decide, for a housekeeping tick at monotonic time ``now``, who to PING or drop.
 
@@ -567,8 +607,7 @@ def cmd_cap(hub: Hub, user: User, msg: Message) -> None:
 def cmd_pass(hub: Hub, user: User, msg: Message) -> None:
     if user.registered:
         raise IRCError(ERR_ALREADYREGISTERED, "You may not reregister")
-    # No server password is configured yet; PASS is accepted so that clients which always
-    # send one can still register.
+    user.password = msg.params[0]  # checked when registration completes
 
 
 def cmd_nick(hub: Hub, user: User, msg: Message) -> None:
@@ -577,6 +616,8 @@ def cmd_nick(hub: Hub, user: User, msg: Message) -> None:
     new = msg.params[0]
     if user.nick == new:
         return
+    if user.registered:
+        _count_nick_change(hub, user)
     old_source = user.source
     old, peers = hub.claim_nick(user, new)
     if user.registered:
@@ -585,6 +626,14 @@ def cmd_nick(hub: Hub, user: User, msg: Message) -> None:
         log.info("%s is now known as %s", old, new)
     else:
         _try_register(hub, user)
+
+
+def _count_nick_change(hub: Hub, user: User) -> None:
+    now = time.monotonic()
+    user.nick_changes = [when for when in user.nick_changes if now - when < 60]
+    if len(user.nick_changes) >= hub.config.nick_changes_per_minute:
+        raise IRCError(ERR_NICKCHANGETOOFAST, user.nick or "*", "Nick change too fast: wait a minute")
+    user.nick_changes.append(now)
 
 
 def cmd_user(hub: Hub, user: User, msg: Message) -> None:
@@ -597,6 +646,13 @@ def cmd_user(hub: Hub, user: User, msg: Message) -> None:
 
 def _try_register(hub: Hub, user: User) -> None:
     if user.registered or not user.nick or not user.username or user.cap_negotiating:
+        return
+    expected = hub.config.password
+    if expected is not None and not hmac.compare_digest(
+        (user.password or "").encode(), expected.encode()
+    ):
+        hub.reply(user, ERR_PASSWDMISMATCH, "Password incorrect")
+        user.quit_reason = "Bad password"
         return
     with hub.lock:
         user.registered = True
@@ -884,19 +940,62 @@ CLOSE_GRACE = 2.0  # seconds a closing connection gets to flush its last lines
 # Sends never wait for a slow reader. On platforms without MSG_DONTWAIT (Windows) sends
 # block, so there a stalled reader can hold up the pump; the server is meant for POSIX hosts.
 SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0)
+_QUEUED, _SCHEDULE, _OVERFLOWED = "queued", "schedule", "overflowed"  # Connection._queue_locked
+
+
+class TlsSession:
+    """TLS over memory buffers: ciphertext in and out, plaintext in between, no socket.
+
+    Keeping TLS off the socket lets the reader thread decrypt and any thread encrypt, while
+    the pump still only moves bytes. An SSLObject is not thread-safe, and the records it makes
+    must reach the wire in the order made: the owning Connection's lock guards both.
+    """
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._established = False
+
+    def receive(self, data: bytes) -> tuple[bytes | None, bytes]:
+        """Feed ciphertext; return (plaintext, or None once the peer closed TLS; bytes to send)."""
+        self._incoming.write(data)
+        chunks = []
+        try:
+            if not self._established:
+                self._tls.do_handshake()
+                self._established = True
+            while chunk := self._tls.read(RECV_BYTES):
+                chunks.append(chunk)
+        except ssl.SSLWantReadError:
+            pass  # the rest of a record (or of the handshake) is still on its way
+        except ssl.SSLZeroReturnError:
+            return None, self._outgoing.read()
+        return b"".join(chunks), self._outgoing.read()
+
+    def wrap(self, plaintext: bytes) -> bytes:
+        """Encrypt; raises ssl.SSLError before the handshake is done."""
+        if not self._established:
+            raise ssl.SSLError("TLS handshake not finished")
+        self._tls.write(plaintext)
+        return self._outgoing.read()
 
 
 class Connection:
     """One client socket: ``serve`` runs in its own reader thread; the pump drains its outbox.
 
-    ``_lock`` guards the outbox and whether the socket is still open; it is never held while
-    waiting on the network, so ``deliver`` from other threads only ever waits for a copy.
+    ``_lock`` guards the outbox, the TLS session and whether the socket is still open; it is
+    never held while waiting on the network, so ``deliver`` from other threads only ever waits
+    for a copy (or an encryption).
     """
 
-    def __init__(self, server: ChatServer, sock: socket.socket, address: tuple) -> None:
+    def __init__(self, server: ChatServer, sock: socket.socket, address: tuple,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.server = server
         self.sock = sock
         self.user = User(host=address[0], deliver=self.enqueue, disconnect=self.abort)
+        self.tls = TlsSession(tls) if tls is not None else None
+        self._killed = threading.Event()  # set with kill_reason; ends a flood-control wait
         self._lock = threading.Lock()
         self._outbox: list[bytes] = []
         self._queued = 0  # bytes in the outbox
@@ -908,22 +1007,38 @@ class Connection:
     # -- called from any thread -----------------------------------------------------------
 
     def enqueue(self, data: bytes) -> None:
+        """Queue a line for this client (encrypted here on a TLS connection); never blocks."""
         with self._lock:
-            if self._overflowed or self._closed:
-                return
-            if self._queued + len(data) > self.server.config.sendq:
-                self._overflowed = True
-                self._outbox.clear()
-                self._queued = 0
-            else:
-                self._outbox.append(data)
-                self._queued += len(data)
-                if self._scheduled:
+            if self.tls is not None and not (self._overflowed or self._closed):
+                try:
+                    data = self.tls.wrap(data)
+                except ssl.SSLError as error:  # e.g. a timeout's ERROR before the handshake
+                    log.debug("dropped a line for %s: %s", self.user.host, error)
                     return
-                self._scheduled = True
-        if self._overflowed:
+            outcome = self._queue_locked(data)
+        self._after_queue(outcome)
+
+    def _queue_locked(self, data: bytes) -> str:
+        """Append wire bytes to the outbox; the caller holds ``_lock``."""
+        if self._overflowed or self._closed:
+            return _QUEUED
+        if self._queued + len(data) > self.server.config.sendq:
+            self._overflowed = True
+            self._outbox.clear()
+            self._queued = 0
+            return _OVERFLOWED
+        self._outbox.append(data)
+        self._queued += len(data)
+        if self._scheduled:
+            return _QUEUED
+        self._scheduled = True
+        return _SCHEDULE
+
+    def _after_queue(self, outcome: str) -> None:
+        """The part of queueing done after releasing ``_lock``."""
+        if outcome is _OVERFLOWED:
             self.abort("SendQ exceeded")
-        else:
+        elif outcome is _SCHEDULE:
             self.server.pump.schedule(self)
 
     def abort(self, reason: str) -> None:
@@ -931,6 +1046,7 @@ class Connection:
         with self._lock:
             if self.kill_reason is None:
                 self.kill_reason = reason
+            self._killed.set()
             if self._closed:
                 return
             try:
@@ -942,21 +1058,44 @@ class Connection:
 
     def serve(self) -> None:
         user, framer = self.user, LineFramer()
+        config = self.server.config
+        bucket = TokenBucket(config.flood_burst, config.flood_rate, time.monotonic())
         eof_reason = "Connection closed"
         try:
             while user.quit_reason is None and self.kill_reason is None:
                 data = self.sock.recv(RECV_BYTES)
                 if not data:
                     break
+                if self.tls is not None:
+                    data = self._decrypt(data)
+                    if data is None:
+                        break  # the peer closed the TLS session
+                    if not data:
+                        continue  # handshake, or part of a record: no plaintext yet
                 user.last_seen, user.ping_sent = time.monotonic(), None
                 for line in framer.feed(data):
+                    # Flood control: an eager sender waits here, in its own thread, so its
+                    # socket fills up and TCP slows it down; nothing is dropped, nobody else waits.
+                    wait = bucket.delay(time.monotonic()) if config.flood_rate > 0 else 0.0
+                    if wait and self._killed.wait(wait):
+                        break
                     self._handle(line)
                     if user.quit_reason is not None:
                         break
+        except ssl.SSLError as error:
+            eof_reason = f"TLS error: {error.reason or error}"
         except OSError as error:
             eof_reason = f"Read error: {error.strerror or error}"
         finally:
             self._finish(user.quit_reason or self.kill_reason or eof_reason)
+
+    def _decrypt(self, data: bytes) -> bytes | None:
+        """Ciphertext from the socket to plaintext (b"" while a record is incomplete)."""
+        with self._lock:
+            plaintext, reply = self.tls.receive(data)
+            outcome = self._queue_locked(reply) if reply else _QUEUED
+        self._after_queue(outcome)
+        return plaintext
 
     def _handle(self, line: bytes | LineTooLong) -> None:
         hub = self.server.hub
@@ -1136,18 +1275,35 @@ class OutputPump(threading.Thread):
                 del self._closing[conn]
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    listener = socket.create_server((host, port), family=family, backlog=1024)
+    listener.setblocking(False)
+    return listener
+
+
+def _send_now(sock: socket.socket, data: bytes) -> None:
+    """Best-effort send of a last line on a socket about to be closed."""
+    try:
+        sock.send(data, SEND_FLAGS)
+    except OSError as error:
+        log.debug("could not send a last line: %s", error)
+
+
 class ChatServer:
     """Listens, starts a reader thread per connection, and runs the pump and housekeeping."""
 
-    def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int = 5555) -> None:
+    def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int = 5555,
+                 tls: ssl.SSLContext | None = None, tls_port: int = 6697) -> None:
         self.config = config
         self.hub = Hub(config)
         self.pump = OutputPump()
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        self.listener = socket.create_server((host, port), family=family, backlog=1024)
-        self.listener.setblocking(False)
+        self.listener = _listen(host, port)
+        self.tls_listener = _listen(host, tls_port) if tls is not None else None
+        self._tls_context = tls
         self._connections: set[Connection] = set()
-        self._connections_changed = threading.Condition()  # guards _connections
+        self._per_host: collections.Counter[str] = collections.Counter()
+        self._connections_changed = threading.Condition()  # guards _connections and _per_host
         self._stop = threading.Event()
         self._stop_in, self._stop_out = socket.socketpair()
         self._threads = [
@@ -1159,6 +1315,10 @@ class ChatServer:
     def address(self) -> tuple[str, int]:
         return self.listener.getsockname()[:2]
 
+    @property
+    def tls_address(self) -> tuple[str, int] | None:
+        return self.tls_listener.getsockname()[:2] if self.tls_listener else None
+
     def start(self) -> None:
         self.pump.start()
         for thread in self._threads:
@@ -1166,16 +1326,18 @@ class ChatServer:
 
     def _accept_loop(self) -> None:
         with selectors.DefaultSelector() as selector:
-            selector.register(self.listener, selectors.EVENT_READ)
+            selector.register(self.listener, selectors.EVENT_READ, None)
+            if self.tls_listener is not None:
+                selector.register(self.tls_listener, selectors.EVENT_READ, self._tls_context)
             selector.register(self._stop_in, selectors.EVENT_READ)
             while not self._stop.is_set():
                 for key, _ in selector.select():
-                    if key.fileobj is self.listener:
-                        self._accept()
+                    if key.fileobj is not self._stop_in:
+                        self._accept(key.fileobj, key.data)
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket, tls: ssl.SSLContext | None) -> None:
         try:
-            sock, address = self.listener.accept()
+            sock, address = listener.accept()
         except BlockingIOError:
             return  # the client gave up before we got to it
         except OSError as error:  # e.g. out of file descriptors: pause instead of spinning
@@ -1184,16 +1346,37 @@ class ChatServer:
             return
         sock.setblocking(True)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Connection(self, sock, address)
+        host = address[0]
+        conn = Connection(self, sock, address, tls)
         with self._connections_changed:
-            self._connections.add(conn)
+            refusal = self._refusal(host)
+            if refusal is None:
+                self._connections.add(conn)
+                self._per_host[host] += 1
+        if refusal is not None:
+            log.warning("refused %s:%s: %s", host, address[1], refusal)
+            if tls is None:  # a plain-text client can be told why; a TLS one just sees a close
+                _send_now(sock, f"ERROR :Closing Link: {host} ({refusal})\r\n".encode())
+            sock.close()
+            return
         self.hub.add(conn.user)
-        log.info("connection from %s:%s", address[0], address[1])
-        threading.Thread(target=conn.serve, name=f"conn-{address[0]}:{address[1]}", daemon=True).start()
+        log.info("connection from %s:%s%s", host, address[1], " (TLS)" if tls else "")
+        threading.Thread(target=conn.serve, name=f"conn-{host}:{address[1]}", daemon=True).start()
+
+    def _refusal(self, host: str) -> str | None:
+        """Why a new connection from ``host`` is refused, if it is (``_connections_changed`` held)."""
+        if len(self._connections) >= self.config.max_clients:
+            return "Server is full"
+        if self._per_host[host] >= self.config.max_per_ip and not ipaddress.ip_address(host).is_loopback:
+            return "Too many connections from your address"
+        return None
 
     def forget(self, conn: Connection) -> None:
         with self._connections_changed:
             self._connections.discard(conn)
+            self._per_host[conn.user.host] -= 1
+            if not self._per_host[conn.user.host]:
+                del self._per_host[conn.user.host]
             self._connections_changed.notify_all()
 
     def _housekeeping_loop(self) -> None:
@@ -1218,6 +1401,8 @@ class ChatServer:
         for thread in self._threads:
             thread.join(timeout)
         self.listener.close()
+        if self.tls_listener is not None:
+            self.tls_listener.close()
         with self._connections_changed:
             connections = list(self._connections)
         for conn in connections:
@@ -1233,6 +1418,11 @@ class ChatServer:
 # ---------------------------------------------------------------------------------------------
 # 6. Command line
 # ---------------------------------------------------------------------------------------------
+
+
+# TEMP while the benchmark harness is being built against this CLI: flood control is off by
+# default on the command line. Set to ServerConfig.flood_rate once bench/ passes --no-flood-control.
+TEMP_FLOOD_RATE = 0.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1251,12 +1441,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ping-timeout", type=float, default=defaults.ping_timeout, help="seconds to answer a PING (default %(default)s)")
     parser.add_argument("--register-timeout", type=float, default=defaults.register_timeout, help="seconds a connection has to register (default %(default)s)")
     parser.add_argument("--sendq", type=int, default=defaults.sendq, help="bytes queued for a client before it is dropped (default %(default)s)")
+    parser.add_argument("--password", default=os.environ.get("CHAT_SERVER_PASSWORD"),
+                        help="password clients must send with PASS (better: set CHAT_SERVER_PASSWORD, which ps does not show)")
+    parser.add_argument("--tls-cert", help="PEM certificate chain: also listen with TLS on --tls-port")
+    parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    parser.add_argument("--tls-port", type=int, default=6697, help="TLS port (default %(default)s)")
+    parser.add_argument("--flood-burst", type=int, default=defaults.flood_burst, help="lines a client may send at once (default %(default)s)")
+    parser.add_argument("--flood-rate", type=float, default=TEMP_FLOOD_RATE, help="lines per second after the burst (default %(default)s)")
+    parser.add_argument("--no-flood-control", action="store_true", help="let clients send as fast as they like (benchmarks)")
+    parser.add_argument("--max-clients", type=int, default=defaults.max_clients, help="connections in all (default %(default)s)")
+    parser.add_argument("--max-per-ip", type=int, default=defaults.max_per_ip, help="connections from one address, loopback exempt (default %(default)s)")
+    parser.add_argument("--max-channels", type=int, default=defaults.max_channels, help="channels per user (default %(default)s)")
+    parser.add_argument("--nick-changes-per-minute", type=int, default=defaults.nick_changes_per_minute, help="(default %(default)s)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="console log level (default %(default)s)")
     args = parser.parse_args(argv)
     if not CHANNEL_RE.match(args.room):
         parser.error(f"--room {args.room!r} is not a channel name like #chat")
     if " " in args.server_name or not args.server_name:
         parser.error("--server-name must be one word, such as chat.example.org")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     return args
 
 
@@ -1268,8 +1472,19 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         server_name=args.server_name, network=args.network, room=args.room, motd=motd,
         ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
-        register_timeout=args.register_timeout, sendq=args.sendq,
+        register_timeout=args.register_timeout, sendq=args.sendq, password=args.password or None,
+        flood_burst=args.flood_burst, flood_rate=0 if args.no_flood_control else args.flood_rate,
+        max_clients=args.max_clients, max_per_ip=args.max_per_ip, max_channels=args.max_channels,
+        nick_changes_per_minute=args.nick_changes_per_minute,
     )
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server context with the ssl module's modern defaults (TLS 1.2 or newer)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -1281,8 +1496,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)-7s %(message)s")
     try:
         config = config_from_args(args)
-        server = ChatServer(config, args.host, args.port)
-    except OSError as error:
+        tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+        server = ChatServer(config, args.host, args.port, tls, args.tls_port)
+    except OSError as error:  # ssl.SSLError included: a bad certificate or key
         print(f"chat_server.py: cannot start on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
         return 1
     # Set both explicitly: a shell starting us in the background may have ignored SIGINT.
@@ -1290,7 +1506,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     server.start()
     host, port = server.address
-    print(f"chat_server listening on {host}:{port}, room {config.room} (Ctrl-C to stop)", flush=True)
+    tls_note = f", TLS on port {server.tls_address[1]}" if server.tls_address else ""
+    print(f"chat_server listening on {host}:{port}{tls_note}, room {config.room} (Ctrl-C to stop)", flush=True)
     try:
         while True:  # the threads do the work; SIGINT or SIGTERM ends this wait
             time.sleep(3600)

@@ -83,8 +83,11 @@ def test_abrupt_drop_is_announced_as_quit(connect):
     assert message.params[0] in ("Connection closed",) or message.params[0].startswith("Read error")
 
 
-def test_messages_from_one_sender_arrive_complete_and_in_order(connect):
-    ann, bob = connect("ann"), connect("bob")
+def test_messages_from_one_sender_arrive_complete_and_in_order(start_server):
+    server = start_server(flood_rate=0)
+    ann, bob = Peer(server.address), Peer(server.address)
+    ann.register("ann")
+    bob.register("bob")
     ann.send(*(f"PRIVMSG #chat :message {i}" for i in range(500)))
     for i in range(500):
         bob.expect(rf"PRIVMSG #chat :message (\d+)$")
@@ -183,7 +186,7 @@ def test_connection_that_never_registers_is_closed(start_server):
 
 
 def test_stalled_reader_is_evicted_and_does_not_hold_up_the_others(start_server):
-    server = start_server(sendq=64 * 1024)
+    server = start_server(sendq=64 * 1024, flood_rate=0)
     ann, bob = Peer(server.address), Peer(server.address)
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect, to count
@@ -229,7 +232,7 @@ def test_shutdown_tells_clients_and_frees_the_port(start_server):
 
 
 def test_many_clients_chat_at_once_and_everyone_gets_everything(start_server):
-    server = start_server()
+    server = start_server(flood_rate=0)
     peers = [Peer(server.address) for _ in range(20)]
     for i, peer in enumerate(peers):
         peer.register(f"user{i:02d}")
