@@ -183,6 +183,11 @@ class LineEditor:
         # keep the cursor inside the window, with its own cell free at the right edge
         while text_width(shown[offset : self.cursor]) > width - 1 and offset < self.cursor:
             offset += 1
+        # but leave no blank space at the right while text is hidden at the left (after a
+        # deletion, or when the window got wider)
+        cursor_cell = 1 if self.cursor == len(shown) else 0
+        while offset > 0 and text_width(shown[offset - 1 :]) + cursor_cell <= width:
+            offset -= 1
         visible, used = [], 0
         for char in shown[offset:]:
             cells = char_width(char)

@@ -92,8 +92,9 @@ def wrap(text: str, width: int, indent: int = 0) -> list[tuple[int, int]]:
     """Split ``text`` into rows of at most ``width`` cells; return each row as (start, end).
 
     Rows after the first are meant to be drawn after ``indent`` blank cells, so they get
-    ``width - indent`` cells. Rows break after a space where one fits, else between
-    characters (never between a character and its combining marks). The space a row breaks
+    ``width - indent`` cells. Rows break at the last space that fits, or beside a wide (CJK)
+    character, else between any two characters (never between a character and its
+    combining marks). The space a row breaks
     at is left out of both rows. Every row holds at least one character, so a character
     wider than the room left still gets a row of its own.
 
@@ -105,13 +106,16 @@ def wrap(text: str, width: int, indent: int = 0) -> list[tuple[int, int]]:
     start, length = 0, len(text)
     room = max(1, width)
     while start < length:
-        used, position, last_space = 0, start, -1
+        used, position, last_break = 0, start, None
         while position < length:
-            cells = char_width(text[position])
+            char = text[position]
+            cells = char_width(char)
             if used + cells > room and position > start and cells > 0:
                 break
-            if text[position] == " ":
-                last_space = position
+            if char == " ":
+                last_break = (position, position + 1)
+            elif position > start and cells and (cells == 2 or char_width(text[position - 1]) == 2):
+                last_break = (position, position)  # CJK text may break beside any wide character
             used += cells
             position += 1
         if position >= length:
@@ -119,8 +123,10 @@ def wrap(text: str, width: int, indent: int = 0) -> list[tuple[int, int]]:
             break
         if text[position] == " ":
             end, next_start = position, position + 1  # the row is full right before a space
-        elif last_space > start:
-            end, next_start = last_space, last_space + 1
+        elif char_width(text[position]) == 2 or char_width(text[position - 1]) == 2:
+            end, next_start = position, position
+        elif last_break is not None and last_break[0] > start:
+            end, next_start = last_break
         else:
             end, next_start = position, position
         rows.append((start, end))

@@ -49,6 +49,32 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class ScrollingScreen(pyte.Screen):
+    """pyte's Screen plus SU/SD (CSI n S / CSI n T), which ncurses uses to scroll a region.
+
+    pyte 0.8 ignores both; without them a scrolled pane would look corrupted in tests while
+    it is fine in a real terminal.
+    """
+
+    def scroll_up(self, count: int = 1, *args: object, **kwargs: object) -> None:
+        self._scroll(count or 1, up=True)
+
+    def scroll_down(self, count: int = 1, *args: object, **kwargs: object) -> None:
+        self._scroll(count or 1, up=False)
+
+    def _scroll(self, count: int, up: bool) -> None:
+        top, bottom = self.margins or (0, self.lines - 1)
+        y, x = self.cursor.y, self.cursor.x
+        self.cursor.y = bottom if up else top
+        for _ in range(count):
+            self.index() if up else self.reverse_index()
+        self.cursor.y, self.cursor.x = y, x
+
+
+class ScrollingByteStream(pyte.ByteStream):
+    csi = {**pyte.ByteStream.csi, "S": "scroll_up", "T": "scroll_down"}
+
+
 class Terminal:
     """The client running in a pty of ``rows`` x ``cols``, drawn onto a pyte screen."""
 
@@ -56,8 +82,8 @@ class Terminal:
         env = dict(os.environ, TERM="xterm-256color", LANG="C.UTF-8", LC_ALL="C.UTF-8", PYTHONPATH=str(REPO))
         env.pop("COLUMNS", None)
         env.pop("LINES", None)
-        self.screen = pyte.Screen(cols, rows)
-        self.stream = pyte.ByteStream(self.screen)
+        self.screen = ScrollingScreen(cols, rows)
+        self.stream = ScrollingByteStream(self.screen)
         self.raw = bytearray()  # everything the client wrote, for tests of escape output
         self.process = PtyProcess.spawn(
             [sys.executable, "-m", "curses_client", *args], env=env, cwd=str(REPO), dimensions=(rows, cols)

@@ -156,3 +156,10 @@ def test_editor_invariants(actions, width):
         visible, cursor, offset = editor.view(width, offset)
         assert text_width(visible) <= width
         assert 0 <= cursor <= width - 1 or editor.cursor == offset
+
+
+def test_view_scrolls_back_when_the_window_grows():
+    editor = editor_with("draft text")
+    _, _, offset = editor.view(1)
+    assert offset == 10
+    assert editor.view(17, offset) == ("draft text", 10, 0)

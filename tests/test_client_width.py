@@ -92,3 +92,8 @@ def test_wrapped_rows_never_exceed_the_width(text, width, data):
     # nothing but the spaces at break points is lost, and the order is kept
     assert "".join(rows_text(text, rows)).replace(" ", "") == text.replace(" ", "")
     assert all(end <= next_start for (_, end), (next_start, _) in zip(rows, rows[1:]))
+
+
+def test_wrap_breaks_beside_wide_characters_to_fill_rows():
+    text = "<bob> 漢字かな交じり文"
+    assert rows_text(text, wrap(text, 14)) == ["<bob> 漢字か", "な交じり文"]

@@ -1,0 +1,312 @@
+"""End to end: the real client in a pseudo-terminal, against the real server, with raw peers.
+
+Each test starts ``python -m curses_client`` in a pty (see client_harness.Terminal), reads
+the screen through pyte, and waits for conditions with deadlines: no fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from chat_server import ChatServer, ServerConfig
+from client_harness import REPO, IrcPeer, Terminal, free_port, wait_until
+from curses_client.width import text_width
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal"),
+]
+
+LEFT, RIGHT, HOME, END = "\x1bOD", "\x1bOC", "\x1bOH", "\x1bOF"  # as xterm sends in keypad mode
+UP, PAGE_UP, PAGE_DOWN = "\x1bOA", "\x1b[5~", "\x1b[6~"
+
+
+@pytest.fixture
+def server():
+    chat = ChatServer(ServerConfig(), "127.0.0.1", 0)
+    chat.start()
+    yield chat
+    chat.shutdown()
+
+
+@pytest.fixture
+def terminals():
+    started: list[Terminal] = []
+
+    def start(args, rows=24, cols=80):
+        terminal = Terminal(args, rows, cols)
+        started.append(terminal)
+        return terminal
+
+    yield start
+    for terminal in started:
+        terminal.close()
+
+
+@pytest.fixture
+def peers():
+    started: list[IrcPeer] = []
+
+    def connect(port, nick):
+        peer = IrcPeer(port, nick)
+        started.append(peer)
+        return peer
+
+    yield connect
+    for peer in started:
+        peer.close()
+
+
+def joined_client(terminals, port, nick="alice", rows=24, cols=80, extra=()):
+    terminal = terminals(["--port", str(port), "--username", nick, *extra], rows, cols)
+    terminal.wait_for("You joined #chat")
+    return terminal
+
+
+def bottom_right_is_empty(terminal):
+    screen = terminal.screen
+    return screen.buffer[screen.lines - 1][screen.columns - 1].data == " "
+
+
+def privmsg(peer, text=None):
+    return peer.expect(lambda m: m.command == "PRIVMSG" and (text is None or m.params[-1] == text),
+                       f"PRIVMSG {text!r}")
+
+
+def test_username_prompt_validates_locally_and_comes_back_on_nick_in_use(server, terminals, peers):
+    port = server.address[1]
+    peers(port, "bob")
+    terminal = terminals(["--port", str(port)])
+    terminal.wait_for("Username:")
+    terminal.type("no!\r")
+    terminal.wait_for("'no!' is not a valid name")
+    terminal.type("bob\r")
+    terminal.wait_for("Nickname is already in use. Choose another name.")
+    terminal.wait_screen(lambda: terminal.lines()[-1].startswith("Username:"), "the name prompt again")
+    terminal.type("alice\r")
+    terminal.wait_for("You joined #chat")
+    terminal.wait_screen(lambda: "| alice | #chat | 2 online | online" in terminal.text(), "status line")
+    assert bottom_right_is_empty(terminal)
+
+
+def test_chatting_both_ways(server, terminals, peers):
+    port = server.address[1]
+    terminal = joined_client(terminals, port)
+    bob = peers(port, "bob")
+    terminal.wait_for("bob joined #chat")
+    bob.send("PRIVMSG", "#chat", "hello alice")
+    bob.send("PRIVMSG", "#chat", "\x01ACTION waves\x01")
+    bob.send("PRIVMSG", "alice", "a secret")
+    terminal.wait_for("<bob> hello alice")
+    terminal.wait_for("* bob waves")
+    terminal.wait_for("*bob* a secret")
+    terminal.type("hi bob\r")
+    privmsg(bob, "hi bob")
+    terminal.wait_for("<alice> hi bob")
+    terminal.type("/me smiles\r")
+    privmsg(bob, "\x01ACTION smiles\x01")
+    terminal.type("/msg bob just you\r")
+    message = privmsg(bob, "just you")
+    assert message.params[0] == "bob"
+    terminal.wait_for("-> *bob* just you")
+    terminal.type("//slash text\r")
+    privmsg(bob, "/slash text")
+    terminal.type("/users\r")
+    terminal.wait_for("2 in #chat: alice, bob")
+    terminal.type("/dance\r")
+    terminal.wait_for("Unknown command /dance")
+    terminal.type("/nick alicia\r")
+    bob.expect(lambda m: m.command == "NICK" and m.params[0] == "alicia", "NICK alicia")
+    terminal.wait_for("You are now known as alicia")
+    bob.send("QUIT", "off to lunch")
+    terminal.wait_for("bob quit (Quit: off to lunch)")
+
+
+def test_line_editing_keys_history_and_completion(server, terminals, peers):
+    port = server.address[1]
+    terminal = joined_client(terminals, port)
+    bob = peers(port, "bob")
+    terminal.wait_for("bob joined")
+    terminal.type("helo" + LEFT + "l" + HOME + "X" + END + "!\r")
+    privmsg(bob, "Xhello!")
+    terminal.type("one two three\x17\x17four\r")  # Ctrl-W twice
+    privmsg(bob, "one four")
+    terminal.type("junk\x15kept\x01\x0b" + "gone\r")  # Ctrl-U, Ctrl-A, Ctrl-K
+    privmsg(bob, "gone")
+    terminal.type(UP + UP + "\r")
+    privmsg(bob, "one four")
+    terminal.type("bo\tthere\r")
+    privmsg(bob, "bob: there")
+    terminal.type("/ms\tbob x\r")
+    privmsg(bob, "x")
+    terminal.type("日本\x7f語\r")
+    privmsg(bob, "日語")
+
+
+def test_long_input_scrolls_sideways(server, terminals, peers):
+    port = server.address[1]
+    terminal = joined_client(terminals, port, cols=40)
+    bob = peers(port, "bob")
+    text = "".join(f"{n:02d}-" for n in range(40))  # 120 characters
+    terminal.type(text)
+    terminal.wait_screen(lambda: terminal.lines()[-1].rstrip().endswith("38-39-"), "the end of the input")
+    assert bottom_right_is_empty(terminal)
+    terminal.type(HOME)
+    terminal.wait_screen(lambda: terminal.lines()[-1].startswith("> 00-01-"), "the start of the input")
+    terminal.type("\r")
+    privmsg(bob, text)
+
+
+def test_bracketed_paste_sends_nothing_until_enter(server, terminals, peers):
+    port = server.address[1]
+    terminal = joined_client(terminals, port)
+    bob = peers(port, "bob")
+    terminal.wait_for("bob joined")
+    terminal.type("\x1b[200~first line\rsecond line\x1b[201~")
+    terminal.wait_for("first line\u21b5second line")
+    # local echo and sending happen together: no echo in the pane means nothing was sent
+    assert "<alice> first" not in terminal.text()
+    terminal.type("\r")
+    privmsg(bob, "first line")
+    privmsg(bob, "second line")
+    terminal.wait_for("<alice> second line")
+
+
+def test_resizes_rewrap_keep_input_and_survive_tiny_sizes(server, terminals, peers):
+    port = server.address[1]
+    terminal = joined_client(terminals, port)
+    bob = peers(port, "bob")
+    long_text = "lorem ipsum dolor sit amet " * 4 + "THE-END"
+    bob.send("PRIVMSG", "#chat", long_text)
+    terminal.wait_for("THE-END")
+    terminal.type("draft text")
+    for rows, cols in ((10, 40), (30, 120), (3, 10), (1, 1), (6, 20), (15, 33), (24, 80)):
+        terminal.resize(rows, cols)
+        if rows < 4 or cols < 20:
+            if cols > 1:
+                terminal.wait_for("Terminal too small"[: cols - 1])
+            else:
+                terminal.pump(0.2)  # a 1x1 terminal shows nothing; the check is that it lives on
+            continue
+        terminal.wait_screen(lambda: terminal.lines()[-1].startswith("> draft text"), f"input kept at {rows}x{cols}")
+        terminal.wait_screen(lambda: "THE-END" in terminal.text() or rows < 8, f"message at {rows}x{cols}")
+        assert bottom_right_is_empty(terminal)
+        assert all(len(line) == cols for line in terminal.lines())
+    assert terminal.process.isalive()
+    terminal.resize(12, 40)
+    terminal.wait_screen(lambda: sum("lorem" in line for line in terminal.lines()) >= 2, "the message re-wrapped")
+    continuation = [line for line in terminal.lines() if line.startswith(" " * 6) and line.strip()]
+    assert continuation, "wrapped rows hang under the text"
+    terminal.type(" more\r")
+    privmsg(bob, "draft text more")
+
+
+def test_scrollback_keeps_the_reader_in_place(server, terminals, peers):
+    port = server.address[1]
+    terminal = joined_client(terminals, port, rows=12)
+    bob = peers(port, "bob")
+    for number in range(40):
+        bob.send("PRIVMSG", "#chat", f"line {number:02d}")
+    terminal.wait_for("line 39")
+    terminal.type(PAGE_UP)
+    terminal.wait_for("more below")
+    terminal.wait_screen(lambda: "line 39" not in terminal.text(), "line 39 scrolled out")
+    pane_before = terminal.lines()[:-2]
+    bob.send("PRIVMSG", "#chat", "a new message")
+    terminal.wait_screen(lambda: "10 more below" in terminal.text() or "11 more below" in terminal.text(),
+                         "the count to go up")
+    assert terminal.lines()[:-2] == pane_before
+    terminal.type(PAGE_UP + PAGE_UP + PAGE_UP + PAGE_UP + PAGE_UP)
+    terminal.wait_for("Connected to 127.0.0.1")  # the top of the history
+    for _ in range(10):
+        terminal.type(PAGE_DOWN)
+    terminal.wait_screen(lambda: "a new message" in terminal.text() and "more below" not in terminal.text(),
+                         "back at the bottom")
+
+
+def test_wide_characters_take_two_cells_and_wrap_cleanly(server, terminals, peers):
+    port = server.address[1]
+    terminal = joined_client(terminals, port, cols=30)
+    bob = peers(port, "bob")
+    message = "漢字かな交じり文と絵文字😀😀😀の長い行です。終"
+    bob.send("PRIVMSG", "#chat", message)
+    terminal.wait_for("終")
+    lines = terminal.lines()
+    first = next(index for index, line in enumerate(lines) if "<bob>" in line)
+    rows = lines[first : first + 4]
+    assert rows[0].startswith(" ".join(rows[0].split()[:2]))
+    shown = rows[0].split("<bob> ", 1)[1].strip() + "".join(row.strip() for row in rows[1:])
+    assert shown.startswith(message)  # every character, in order, none lost at a row's edge
+    assert all(text_width(line) == 30 for line in lines)  # cells, as the terminal counts them
+    terminal.type("日本語テキスト\r")
+    privmsg(bob, "日本語テキスト")
+
+
+def test_escape_sequences_from_the_network_are_neutralised(server, terminals, peers):
+    port = server.address[1]
+    terminal = joined_client(terminals, port)
+    bob = peers(port, "bob")
+    bob.send("PRIVMSG", "#chat", "\x1b]0;pwned\x07\x1b[2J\x1b[H\x1b[31mred\x1b[0m \x1b[10;10Hmoved \x9b2J\x07bell END")
+    terminal.wait_for("END")
+    assert b"pwned" not in terminal.raw and b"\x1b[10;10H" not in terminal.raw
+    assert "pwned" not in terminal.screen.title
+    assert "<bob> red moved" in terminal.text()
+    assert "You joined #chat" in terminal.text()  # the screen was not cleared
+
+
+def test_reconnects_after_a_server_restart(terminals, peers):
+    port = free_port()
+    first = ChatServer(ServerConfig(), "127.0.0.1", port)
+    first.start()
+    terminal = joined_client(terminals, port, extra=("--retry-delay", "0.2"))
+    first.shutdown()
+    terminal.wait_for("Lost the connection")
+    terminal.wait_for("disconnected, retry")
+    second = ChatServer(ServerConfig(), "127.0.0.1", port)
+    second.start()
+    try:
+        terminal.wait_screen(lambda: terminal.text().count("You joined #chat") == 2, "the client to rejoin")
+        bob = peers(port, "bob")
+        terminal.wait_for("bob joined")
+        terminal.type("back again\r")
+        privmsg(bob, "back again")
+    finally:
+        second.shutdown()
+
+
+def test_exit_quits_restores_the_terminal_and_others_see_it(server, terminals, peers):
+    port = server.address[1]
+    bob = peers(port, "bob")
+    terminal = joined_client(terminals, port)
+    bob.expect(lambda m: m.command == "JOIN" and m.nick == "alice", "alice's JOIN")
+    terminal.type("/exit\r")
+    assert terminal.wait_exit() == 0
+    quit_message = bob.expect(lambda m: m.command == "QUIT" and m.nick == "alice", "alice's QUIT")
+    assert quit_message.params == ("Quit: Leaving",)
+    assert b"\x1b[?2004l" in terminal.raw  # bracketed paste switched off again
+    assert terminal.raw.rfind(b"\x1b[?1049l") > terminal.raw.rfind(b"\x1b[?1049h")  # left the alt screen
+
+
+def test_ctrl_c_quits_cleanly(server, terminals, peers):
+    port = server.address[1]
+    bob = peers(port, "bob")
+    terminal = joined_client(terminals, port)
+    terminal.type("\x03")
+    assert terminal.wait_exit() == 130
+    bob.expect(lambda m: m.command == "QUIT" and m.params == ("Quit: Interrupted",), "alice's QUIT")
+    assert b"Traceback" not in terminal.raw
+    assert terminal.raw.rfind(b"\x1b[?1049l") > terminal.raw.rfind(b"\x1b[?1049h")
+
+
+def test_unreachable_server_is_one_sentence_and_nonzero_exit():
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "curses_client", "--port", str(port), "--username", "alice"],
+        cwd=REPO, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Cannot connect to the chat server at 127.0.0.1:{port}: Connection refused."
+    assert result.stdout == ""
