@@ -96,4 +96,4 @@ def test_wrapped_rows_never_exceed_the_width(text, width, data):
 
 def test_wrap_breaks_beside_wide_characters_to_fill_rows():
     text = "<bob> 漢字かな交じり文"
-    assert rows_text(text, wrap(text, 14)) == ["<bob> 漢字か", "な交じり文"]
+    assert rows_text(text, wrap(text, 14)) == ["<bob> 漢字かな", "交じり文"]
