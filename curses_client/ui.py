@@ -208,17 +208,24 @@ class Screen:
                 piece = fit(piece, width - x)
                 cells = text_width(piece)
             if piece:
-                self.stdscr.addstr(y, x, piece, self.style(style, nick))
+                try:
+                    self.stdscr.addstr(y, x, piece, self.style(style, nick))
+                except curses.error:  # curses counted cells differently from us (a newer emoji?)
+                    log.info("could not draw %r at row %d column %d", piece[:40], y, x)
+                    return
             x += cells
 
     def _draw_status(self, y: int, width: int, status: StatusLine) -> None:
-        parts = [status.server, status.nick or "(no name yet)", status.room]
+        parts = [status.nick or "(no name yet)", status.room]
         if status.online is not None:
             parts.append(f"{status.online} online")
         parts.append(status.link)
         if status.more_below:
             parts.append(f"{status.more_below} more below")
-        text = fit(" " + " | ".join(parts), width)
+        text = " " + " | ".join(parts)
+        if text_width(text) + text_width(status.server) + 3 <= width:
+            text = f" {status.server} |{text}"  # the server name goes first when it fits
+        text = fit(text, width)
         attr = curses.A_REVERSE if not self._colours else self._pair(PAIR_STATUS) | curses.A_BOLD
         self.stdscr.addstr(y, 0, text + " " * (width - text_width(text)), attr)
 

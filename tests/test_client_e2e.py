@@ -22,6 +22,7 @@ pytestmark = [
 
 LEFT, RIGHT, HOME, END = "\x1bOD", "\x1bOC", "\x1bOH", "\x1bOF"  # as xterm sends in keypad mode
 UP, PAGE_UP, PAGE_DOWN = "\x1bOA", "\x1b[5~", "\x1b[6~"
+CTRL_LEFT, CTRL_RIGHT = "\x1b[1;5D", "\x1b[1;5C"
 
 
 @pytest.fixture
@@ -144,6 +145,10 @@ def test_line_editing_keys_history_and_completion(server, terminals, peers):
     privmsg(bob, "x")
     terminal.type("日本\x7f語\r")
     privmsg(bob, "日語")
+    terminal.type("one two" + CTRL_LEFT + "X" + CTRL_RIGHT + "Y\r")  # word jumps
+    privmsg(bob, "one XtwoY")
+    terminal.type("left\x1b[D\x1b[DX\r")  # CSI arrows, in case the terminal sends those
+    privmsg(bob, "leXft")
 
 
 def test_long_input_scrolls_sideways(server, terminals, peers):
@@ -219,6 +224,9 @@ def test_scrollback_keeps_the_reader_in_place(server, terminals, peers):
     terminal.wait_screen(lambda: "10 more below" in terminal.text() or "11 more below" in terminal.text(),
                          "the count to go up")
     assert terminal.lines()[:-2] == pane_before
+    terminal.resize(12, 50)  # a resize while scrolled back keeps the same place
+    terminal.wait_screen(lambda: len(terminal.lines()[0]) == 50 and "more below" in terminal.text(), "resized")
+    terminal.wait_screen(lambda: terminal.lines()[:-2] == [line[:50] for line in pane_before], "the same rows")
     terminal.type(PAGE_UP + PAGE_UP + PAGE_UP + PAGE_UP + PAGE_UP)
     terminal.wait_for("Connected to 127.0.0.1")  # the top of the history
     for _ in range(10):
@@ -310,3 +318,15 @@ def test_unreachable_server_is_one_sentence_and_nonzero_exit():
     assert result.returncode == 1
     assert result.stderr.strip() == f"Cannot connect to the chat server at 127.0.0.1:{port}: Connection refused."
     assert result.stdout == ""
+
+
+def test_exit_works_while_the_server_is_away(terminals):
+    port = free_port()
+    chat = ChatServer(ServerConfig(), "127.0.0.1", port)
+    chat.start()
+    terminal = joined_client(terminals, port, extra=("--retry-delay", "5"))
+    chat.shutdown()
+    terminal.wait_for("Lost the connection")
+    terminal.wait_for("disconnected, retry #1")
+    terminal.type("/quit\r")
+    assert terminal.wait_exit() == 0
