@@ -91,18 +91,20 @@ class Terminal:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def pump(self, timeout: float = 0.05) -> None:
-        """Feed whatever the client has written within ``timeout`` into the screen."""
+    def pump(self, timeout: float = 0.05) -> bool:
+        """Feed whatever the client writes within ``timeout`` into the screen; False at EOF."""
         ready, _, _ = select.select([self.process.fd], [], [], timeout)
         if not ready:
-            return
+            return True
         try:
             data = os.read(self.process.fd, 65536)
-        except OSError:  # EIO: the client exited and the pty is closed
-            data = b""
-        if data:
-            self.raw += data
-            self.stream.feed(data)
+        except OSError:  # EIO: the client exited and everything it wrote has been read
+            return False
+        if not data:
+            return False
+        self.raw += data
+        self.stream.feed(data)
+        return True
 
     def lines(self) -> list[str]:
         return list(self.screen.display)
@@ -128,7 +130,16 @@ class Terminal:
     # -- ending -------------------------------------------------------------------------------
 
     def wait_exit(self, timeout: float = DEADLINE) -> int:
-        wait_until(lambda: not self.process.isalive(), "the client to exit", timeout, self.pump)
+        open_ = [True]
+
+        def read_to_eof(seconds: float) -> None:
+            if open_[0]:
+                open_[0] = self.pump(seconds)
+            else:
+                time.sleep(min(seconds, 0.01))  # polling interval while the process is reaped
+
+        # the last bytes (the terminal being restored) may still sit in the pty after exit
+        wait_until(lambda: not open_[0] and not self.process.isalive(), "the client to exit", timeout, read_to_eof)
         self.process.wait()
         return self.process.exitstatus
 
