@@ -32,7 +32,10 @@ class LineEditor:
         self._completion: tuple[str, int, list[str], int] | None = None  # (text, start, matches, index)
 
     def _set(self, text: str, cursor: int) -> None:
-        self.text, self.cursor = text, max(0, min(cursor, len(text)))
+        cursor = max(0, min(cursor, len(text)))
+        while 0 < cursor < len(text) and char_width(text[cursor]) == 0:
+            cursor -= 1  # never between a character and its combining marks
+        self.text, self.cursor = text, cursor
         self._completion = None
 
     # -- typing and deleting ------------------------------------------------------------
@@ -186,7 +189,11 @@ class LineEditor:
         # but leave no blank space at the right while text is hidden at the left (after a
         # deletion, or when the window got wider)
         cursor_cell = 1 if self.cursor == len(shown) else 0
-        while offset > 0 and text_width(shown[offset - 1 :]) + cursor_cell <= width:
+        while (
+            offset > 0
+            and text_width(shown[offset - 1 :]) + cursor_cell <= width
+            and text_width(shown[offset - 1 : self.cursor]) <= width - 1
+        ):
             offset -= 1
         visible, used = [], 0
         for char in shown[offset:]:

@@ -27,8 +27,17 @@ REPO = Path(__file__).resolve().parent.parent
 DEADLINE = 10.0  # seconds any one condition may take, even on a loaded machine
 
 
-def wait_until(condition: Callable[[], object], what: str, timeout: float = DEADLINE, poll: Callable[[float], None] | None = None) -> object:
-    """Call ``poll(seconds)`` (which waits for input) until ``condition()`` is truthy."""
+def wait_until(
+    condition: Callable[[], object],
+    what: str | Callable[[], str],
+    timeout: float = DEADLINE,
+    poll: Callable[[float], None] | None = None,
+) -> object:
+    """Call ``poll(seconds)`` (which waits for input) until ``condition()`` is truthy.
+
+    ``what`` describes the wait for the failure message; a callable is asked only on
+    failure, so it can show the state at the deadline.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
@@ -36,7 +45,7 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = DEAD
             return result
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         if poll is not None:
             poll(min(0.05, remaining))
         else:
@@ -113,10 +122,10 @@ class Terminal:
         return "\n".join(self.lines())
 
     def wait_for(self, needle: str, timeout: float = DEADLINE) -> None:
-        wait_until(lambda: needle in self.text(), f"{needle!r} on screen:\n{self.text()}", timeout, self.pump)
+        wait_until(lambda: needle in self.text(), lambda: f"{needle!r} on screen:\n{self.text()}", timeout, self.pump)
 
     def wait_screen(self, condition: Callable[[], object], what: str, timeout: float = DEADLINE) -> None:
-        wait_until(condition, f"{what}; screen:\n{self.text()}", timeout, self.pump)
+        wait_until(condition, lambda: f"{what}; screen:\n{self.text()}", timeout, self.pump)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -195,7 +204,7 @@ class IrcPeer:
             else:
                 raise AssertionError(f"connection closed while waiting for {what}")
 
-        message = wait_until(found, f"{what} (got {[m.command for m in self.received][-20:]})", timeout, poll)
+        message = wait_until(found, lambda: f"{what} (got {[(m.command, *m.params) for m in self.received][-20:]})", timeout, poll)
         self.received.remove(message)
         return message
 
