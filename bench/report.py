@@ -1,0 +1,201 @@
+"""Turn measured cells into medians, ratios, ``docs/benchmarks.md`` and the PNG plot.
+
+A *cell* is one run of every phase against one server at one room size N; ``run.py`` makes
+them and this module only reads them: every number written here comes from a cell.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+# (key in a cell, column title, format) for the main table
+COLUMNS = [
+    ("connect_s", "connect+register all (s)", "{:.2f}"),
+    ("kb_per_client", "idle RSS / client (KB)", "{:.1f}"),
+    ("rss_mb", "idle RSS (MB)", "{:.1f}"),
+    ("deliveries_per_s", "fan-out deliveries/s", "{:,.0f}"),
+    ("p50_ms", "p50 (ms)", "{:.2f}"),
+    ("p99_ms", "p99 (ms)", "{:.2f}"),
+    ("max_ms", "max (ms)", "{:.2f}"),
+]
+CPU_COLUMNS = [
+    ("connect_server_cores", "connect: server", "{:.2f}"),
+    ("connect_gen_cores", "connect: generator", "{:.2f}"),
+    ("fanout_server_cores", "fan-out: server", "{:.2f}"),
+    ("fanout_gen_cores", "fan-out: generator", "{:.2f}"),
+    ("latency_server_cores", "latency: server", "{:.2f}"),
+    ("latency_gen_cores", "latency: generator", "{:.2f}"),
+]
+# (key, title, True if higher is better)
+RATIOS = [
+    ("deliveries_per_s", "deliveries/s", True),
+    ("p99_ms", "p99 latency", False),
+    ("p50_ms", "p50 latency", False),
+    ("connect_s", "connect time", False),
+    ("kb_per_client", "RSS/client", False),
+]
+
+
+def median(cells: list[dict], key: str) -> float | None:
+    values = [cell[key] for cell in cells if cell.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def group(cells: list[dict]) -> dict[tuple[str, int], list[dict]]:
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for cell in cells:
+        groups.setdefault((cell["server"], cell["n"]), []).append(cell)
+    return groups
+
+
+def fmt(value: float | None, pattern: str) -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def medians_table(cells: list[dict], columns=COLUMNS) -> str:
+    rows = []
+    for (server, n), group_cells in sorted(group(cells).items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        row = [f"{n:,}", server, str(len(group_cells))]
+        row += [fmt(median(group_cells, key), pattern) for key, _, pattern in columns]
+        rows.append(row)
+    return table(rows, ["N", "server", "runs"] + [title for _, title, _ in columns])
+
+
+def ratio_rows(cells: list[dict], base: str = "ngircd", ours: str = "ours") -> list[dict]:
+    groups = group(cells)
+    rows = []
+    for n in sorted({n for _, n in groups}):
+        if (ours, n) not in groups or (base, n) not in groups:
+            continue
+        row = {"n": n}
+        for key, _, _ in RATIOS:
+            a, b = median(groups[(ours, n)], key), median(groups[(base, n)], key)
+            row[key] = a / b if a is not None and b else None
+        rows.append(row)
+    return rows
+
+
+def ratios_table(cells: list[dict]) -> str:
+    rows = [
+        [f"{row['n']:,}"] + [fmt(row[key], "{:.2f}x") for key, _, _ in RATIOS]
+        for row in ratio_rows(cells)
+    ]
+    header = ["N"] + [f"{title} ({'higher' if up else 'lower'} is better)" for _, title, up in RATIOS]
+    return table(rows, header)
+
+
+def correctness_table(cells: list[dict]) -> str:
+    rows = []
+    for (server, n), group_cells in sorted(group(cells).items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        total = lambda key: sum(cell.get(key) or 0 for cell in group_cells)  # noqa: E731
+        rows.append([
+            f"{n:,}", server, f"{total('fanout_received'):,}", f"{total('latency_received'):,}",
+            str(total("lost")), str(total("reordered")), str(total("disconnected")),
+            str(sum(1 for cell in group_cells if cell.get("timed_out"))),
+        ])
+    header = ["N", "server", "fan-out deliveries checked", "latency deliveries checked",
+              "lost", "reordered", "disconnected", "phases timed out"]
+    return table(rows, header)
+
+
+def plot(cells: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = group(cells)
+    servers = sorted({server for server, _ in groups})
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for server in servers:
+        sizes = sorted(n for s, n in groups if s == server)
+        rates = [median(groups[(server, n)], "deliveries_per_s") for n in sizes]
+        p99 = [median(groups[(server, n)], "p99_ms") for n in sizes]
+        left.plot(sizes, rates, marker="o", label=server)
+        right.plot(sizes, p99, marker="o", label=server)
+    left.set(xscale="log", yscale="log", xlabel="members in the room (N)",
+             ylabel="deliveries per second (median)", title="Fan-out throughput")
+    right.set(xscale="log", yscale="log", xlabel="members in the room (N)",
+              ylabel="p99 latency, ms (median)", title="Latency at 200 messages/s offered")
+    for axes in (left, right):
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_markdown(path: Path, *, cells: list[dict], big_cells: list[dict], machine: dict,
+                   commands: list[str], params: dict, plot_name: str | None,
+                   ngircd_conf: str, notes: list[str]) -> None:
+    parts = [
+        "# Benchmarks: our server side by side with ngircd",
+        "",
+        "Written by `bench/run.py` from the numbers it measured in one run; do not edit by hand.",
+        "",
+        "## Machine",
+        "",
+        *[f"- {key}: {value}" for key, value in machine.items()],
+        "",
+        "## How to reproduce",
+        "",
+        "```sh",
+        *commands,
+        "```",
+        "",
+        "## What was measured",
+        "",
+        *[f"- {line}" for line in params["description"]],
+        "",
+        "## Medians per cell",
+        "",
+        medians_table(cells),
+        "",
+        "## Ratios, ours / ngircd (medians of the same run)",
+        "",
+        ratios_table(cells),
+        "",
+        "## CPU per phase, in cores (CPU seconds / wall seconds; median)",
+        "",
+        "The generator's own CPU is shown next to the server's: on 2 cores, a phase where",
+        "server + generator is near 2.0 is limited by the machine, not by the server alone.",
+        "",
+        medians_table(cells, CPU_COLUMNS),
+        "",
+    ]
+    if big_cells:
+        parts += [
+            f"## Capacity: {big_cells[0]['n']:,} clients (connect + idle RSS only)",
+            "",
+            medians_table(big_cells, COLUMNS[:3] + CPU_COLUMNS[:2]),
+            "",
+        ]
+    parts += [
+        "## Correctness (summed over all runs)",
+        "",
+        "Every delivery was checked: per receiver and sender, the sequence numbers must",
+        "continue exactly where the previous chunk stopped.",
+        "",
+        correctness_table(cells + big_cells),
+        "",
+    ]
+    if plot_name:
+        parts += [f"![deliveries/s and p99 latency against N]({plot_name})", ""]
+    if notes:
+        parts += ["## Notes", "", *[f"- {note}" for note in notes], ""]
+    parts += [
+        "## ngircd's configuration (written to a temporary directory per run)",
+        "",
+        "```ini",
+        ngircd_conf.strip(),
+        "```",
+        "",
+    ]
+    path.write_text("\n".join(parts))

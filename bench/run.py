@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""Run the whole comparison: our server and ngircd (and any --extra-server), one command.
+
+    python bench/run.py            # full run, writes docs/benchmarks.md and docs/benchmarks.png
+    python bench/run.py --quick    # a tiny run (seconds), written under bench/results/
+
+For every room size N, every repeat and every server, a *cell* is: start a fresh server,
+connect N clients in waves, measure idle RSS, run the fan-out phase, run the latency phase,
+stop the server. Servers alternate inside each repeat so that drift hits them alike.
+See docs/benchmarks.md for what each phase does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import loadgen, report  # noqa: E402
+from bench.servers import NGIRCD_CONF, ExternalServer, NgircdServer, OurServer, Server  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def setup() -> None:
+    """Install what the bench needs and a fresh machine may lack: ngircd and matplotlib."""
+    from bench.servers import ensure_ngircd
+
+    ensure_ngircd()
+    if importlib.util.find_spec("matplotlib") is None:
+        print("matplotlib not found: pip install matplotlib", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"], check=True)
+
+
+def per_sender_messages(n: int, target: int, low: int, high: int) -> int:
+    """M for room size n: about ``target`` deliveries per fan-out phase, within [low, high]."""
+    return max(low, min(high, target // (loadgen.SENDERS * max(1, n - 1))))
+
+
+def cores(cpu: float | None, wall: float) -> float | None:
+    return None if cpu is None or wall <= 0 else cpu / wall
+
+
+def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dict:
+    cell: dict = {"server": server.name, "n": n, "disconnected": 0, "lost": 0, "reordered": 0}
+    server.start()
+    try:
+        time.sleep(0.2)  # let a freshly started server settle before its baseline RSS
+        base_rss = server.rss_kb()
+        with loadgen.LoadGenerator(server.host, server.port, args.workers, f"b{tag}",
+                                   server.autojoin) as gen:
+            cpu0 = server.cpu_seconds()
+            result = gen.connect(n, args.wave, args.connect_timeout)
+            cpu1 = server.cpu_seconds()
+            stats = result.stats
+            cell["connect_s"] = result.elapsed
+            cell["ready"] = stats.ready
+            cell["disconnected"] += stats.disconnected
+            cell["timed_out"] = stats.timed_out
+            cell["connect_server_cores"] = cores(cpu1 - cpu0 if cpu0 is not None else None, result.elapsed)
+            cell["connect_gen_cores"] = cores(stats.cpu, result.elapsed)
+            failures = list(stats.failures)
+            gen.idle(args.settle)
+            rss = server.rss_kb()
+            if rss is not None:
+                cell["rss_mb"] = rss / 1024
+                cell["kb_per_client"] = (rss - base_rss) / n
+            if phases and stats.ready == n:
+                m = per_sender_messages(n, args.deliveries, args.min_messages, args.max_messages)
+                cell["messages_per_sender"] = m
+                cpu0 = server.cpu_seconds()
+                result = gen.fanout(m, args.window, args.phase_timeout)
+                cpu1 = server.cpu_seconds()
+                stats = result.stats
+                cell["deliveries_per_s"] = stats.received / result.elapsed
+                cell["fanout_s"] = result.elapsed
+                cell["fanout_received"] = stats.received
+                cell["fanout_server_cores"] = cores(cpu1 - cpu0 if cpu0 is not None else None, result.elapsed)
+                cell["fanout_gen_cores"] = cores(stats.cpu, result.elapsed)
+                cell["lost"] += stats.expected - stats.received
+                cell["reordered"] += stats.reordered
+                cell["disconnected"] += stats.disconnected
+                cell["timed_out"] |= stats.timed_out
+                failures += stats.failures
+
+                cpu0 = server.cpu_seconds()
+                result = gen.latency(args.rate, args.latency_seconds, args.phase_timeout)
+                cpu1 = server.cpu_seconds()
+                stats, lat = result.stats, result.latencies_us
+                if lat:
+                    cell["p50_ms"] = lat[len(lat) // 2] / 1000
+                    cell["p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000
+                    cell["max_ms"] = lat[-1] / 1000
+                    cell["latency_samples"] = len(lat)
+                cell["latency_received"] = stats.received
+                cell["latency_server_cores"] = cores(cpu1 - cpu0 if cpu0 is not None else None, result.elapsed)
+                cell["latency_gen_cores"] = cores(stats.cpu, result.elapsed)
+                cell["lost"] += stats.expected - stats.received
+                cell["reordered"] += stats.reordered
+                cell["disconnected"] += stats.disconnected
+                cell["timed_out"] |= stats.timed_out
+                failures += stats.failures
+            elif phases:
+                failures.append(f"only {stats.ready} of {n} clients registered; phases skipped")
+            cell["alive"] = server.alive()
+            cell["failures"] = failures[:5]
+            server.stop()  # before the clients go, so no one waits for QUIT storms
+            gen.close()
+    finally:
+        server.stop()
+    return cell
+
+
+def show(cell: dict) -> str:
+    def f(key, pattern):
+        value = cell.get(key)
+        return "-" if value is None else pattern.format(value)
+
+    text = (
+        f"{cell['server']:>8} N={cell['n']:<5} connect {f('connect_s', '{:.2f}')} s"
+        f" (server {f('connect_server_cores', '{:.2f}')} / gen {f('connect_gen_cores', '{:.2f}')} cores)"
+        f" | RSS {f('rss_mb', '{:.1f}')} MB, {f('kb_per_client', '{:.1f}')} KB/client"
+        f" | fan-out {f('deliveries_per_s', '{:,.0f}')}/s"
+        f" (server {f('fanout_server_cores', '{:.2f}')} / gen {f('fanout_gen_cores', '{:.2f}')} cores)"
+        f" | p50 {f('p50_ms', '{:.2f}')} p99 {f('p99_ms', '{:.2f}')} max {f('max_ms', '{:.1f}')} ms"
+        f" (server {f('latency_server_cores', '{:.2f}')} / gen {f('latency_gen_cores', '{:.2f}')} cores)"
+        f" | lost {cell['lost']} reordered {cell['reordered']} disconnected {cell['disconnected']}"
+    )
+    if cell.get("failures"):
+        text += "\n          " + "; ".join(cell["failures"])
+    return text
+
+
+def machine_info() -> dict:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except OSError:
+        mem_kb = 0
+    try:
+        ngircd = subprocess.run(["ngircd", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    except OSError:
+        ngircd = "not installed"
+    return {
+        "CPU": f"{model}, {os.cpu_count()} cores",
+        "memory": f"{mem_kb / 1024 / 1024:.0f} GiB",
+        "kernel": platform.platform(),
+        "Python": platform.python_version(),
+        "ngircd": ngircd,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny run: N=10,50, 1 repeat, output under bench/results/")
+    parser.add_argument("--sizes", default="10,100,500,2000", help="room sizes N (default %(default)s)")
+    parser.add_argument("--big", type=int, default=5000, help="clients for the capacity run (0: skip; default %(default)s)")
+    parser.add_argument("--big-servers", default="ours,ngircd", help="servers for the capacity run (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is reported (default %(default)s)")
+    parser.add_argument("--servers", default="ours,ngircd", help="managed servers to compare (default %(default)s)")
+    parser.add_argument("--extra-server", action="append", default=[], metavar="HOST:PORT",
+                        help="also measure an IRC server already listening on this machine (repeatable)")
+    parser.add_argument("--workers", type=int, default=2, help="load generator processes (default %(default)s)")
+    parser.add_argument("--wave", type=int, default=loadgen.CONNECT_WAVE, help="clients connecting at once (default %(default)s)")
+    parser.add_argument("--window", type=int, default=96, help="fan-out: messages in flight ahead of the slowest receiver, all senders together (default %(default)s)")
+    parser.add_argument("--deliveries", type=int, default=1_600_000, help="fan-out: target deliveries per phase; M = this / (S*(N-1)) (default %(default)s)")
+    parser.add_argument("--min-messages", type=int, default=100, help="fan-out: least M (default %(default)s)")
+    parser.add_argument("--max-messages", type=int, default=5000, help="fan-out: most M (default %(default)s)")
+    parser.add_argument("--rate", type=float, default=200.0, help="latency: messages/s offered into the room (default %(default)s)")
+    parser.add_argument("--latency-seconds", type=float, default=3.0, help="latency: seconds of sending (default %(default)s)")
+    parser.add_argument("--settle", type=float, default=0.5, help="idle seconds before reading RSS (default %(default)s)")
+    parser.add_argument("--connect-timeout", type=float, default=120.0)
+    parser.add_argument("--phase-timeout", type=float, default=120.0)
+    parser.add_argument("--out", type=Path, help="markdown report (default docs/benchmarks.md; --quick: bench/results/quick.md)")
+    parser.add_argument("--no-setup", action="store_true", help="do not install ngircd/matplotlib when missing")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.repeats, args.big = "10,50", 1, 200
+        args.deliveries, args.min_messages, args.latency_seconds = 50_000, 20, 1.0
+    args.sizes = [int(n) for n in args.sizes.split(",") if n]
+    if args.out is None:
+        args.out = RESULTS / "quick.md" if args.quick else ROOT / "docs" / "benchmarks.md"
+    return args
+
+
+def make_servers(names: list[str], extras: list[str], log_dir: Path) -> list:
+    factories = []
+    for name in names:
+        if name == "ours":
+            factories.append(lambda: OurServer(log_dir=log_dir))
+        elif name == "ngircd":
+            factories.append(lambda: NgircdServer(log_dir=log_dir))
+        else:
+            raise SystemExit(f"unknown server {name!r}: use ours, ngircd or --extra-server")
+    for address in extras:
+        factories.append(lambda address=address: ExternalServer(address))
+    return factories
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    if not args.no_setup:
+        setup()
+    loadgen.raise_fd_limit()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    log_dir = RESULTS / "logs"
+    servers = make_servers(args.servers.split(","), args.extra_server, log_dir)
+    big_servers = make_servers([s for s in args.big_servers.split(",") if s], [], log_dir)
+    cells: list[dict] = []
+    big_cells: list[dict] = []
+    run_id = 0
+    for n in args.sizes:
+        for repeat in range(args.repeats):
+            for factory in servers:
+                run_id += 1
+                cell = run_cell(factory(), n, args, f"{run_id % 100:02d}x")
+                cell["repeat"] = repeat
+                cells.append(cell)
+                print(show(cell), flush=True)
+    if args.big:
+        for factory in big_servers:
+            run_id += 1
+            cell = run_cell(factory(), args.big, args, f"{run_id % 100:02d}x", phases=False)
+            big_cells.append(cell)
+            print(show(cell), flush=True)
+    elapsed = time.monotonic() - started
+    print(f"total {elapsed:.0f} s", flush=True)
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    raw = RESULTS / f"raw-{stamp}.json"
+    raw.write_text(json.dumps({"cells": cells, "big": big_cells, "args": vars(args)}, default=str, indent=1))
+    plot_path = args.out.with_suffix(".png")
+    try:
+        report.plot(cells, plot_path)
+        plot_name = plot_path.name
+    except ImportError:
+        print("matplotlib missing: no plot", file=sys.stderr)
+        plot_name = None
+    argv_text = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
+    messages = {n: per_sender_messages(n, args.deliveries, args.min_messages, args.max_messages) for n in args.sizes}
+    description = [
+        f"Room sizes N = {', '.join(map(str, args.sizes))}; {args.repeats} runs per server and N,"
+        " each against a freshly started server; medians reported.",
+        f"Generator: {args.workers} processes, each driving its share of the clients with one"
+        " `selectors` loop over non-blocking sockets (`bench/loadgen.py`).",
+        f"Connect: clients connect, register (NICK/USER) and are in #chat (own JOIN echo, then"
+        f" 366) in waves of {args.wave} at a time; ngircd's clients send `JOIN #chat` after 001,"
+        " ours are put in the room by the server. Timed from the first connect to the last 366.",
+        f"Idle RSS: read from /proc after {args.settle} s idle with all N connected;"
+        " KB/client = (RSS with N - RSS right after start) / N.",
+        f"Fan-out: S = {loadgen.SENDERS} senders send M messages each into #chat, at most"
+        f" {args.window} in flight (all senders together) ahead of the slowest receiver;"
+        f" M per N: {', '.join(f'{n}: {m}' for n, m in messages.items())}"
+        f" (about {args.deliveries:,} deliveries per run). deliveries/s = messages received,"
+        " summed over all receivers, / phase time.",
+        f"Latency: {args.rate:.0f} messages/s offered into the room ({args.rate / loadgen.SENDERS:.0f}/s"
+        f" from each of the {loadgen.SENDERS} senders) for {args.latency_seconds} s; the send time"
+        f" (monotonic clock, same host) is in the text; latency is taken at up to"
+        f" {loadgen.LATENCY_PROBES} probe receivers spread over the room, read as soon as data"
+        f" arrives; all other receivers are read every {loadgen.SWEEP_INTERVAL * 1000:.0f} ms and"
+        " checked for loss and order only (a generator reading 400,000 lines/s one by one would"
+        " measure itself, not the server).",
+        "CPU: server from /proc/<pid>/stat (all threads), generator from its workers' os.times(),"
+        " both per phase.",
+        f"Capacity: {args.big} clients connected the same way (connect time and idle RSS only).",
+        f"Whole run took {elapsed / 60:.1f} minutes.",
+    ]
+    notes = build_notes(cells, big_cells)
+    report.write_markdown(
+        args.out, cells=cells, big_cells=big_cells, machine=machine_info(),
+        commands=[f"python bench/run.py {argv_text}".strip(), "python bench/run.py --quick   # a small version, seconds"],
+        params={"description": description}, plot_name=plot_name,
+        ngircd_conf=NGIRCD_CONF.format(host="127.0.0.1", port="<free port>", dir="<tmp>"),
+        notes=notes,
+    )
+    print(f"wrote {args.out} and {plot_path} (raw: {raw})")
+    bad = sum(c["lost"] + c["reordered"] + c["disconnected"] for c in cells + big_cells)
+    return 1 if bad else 0
+
+
+def build_notes(cells: list[dict], big_cells: list[dict]) -> list[str]:
+    """Facts computed from the cells: targets from issue 4, met or missed, with the figures."""
+    notes = []
+    for row in report.ratio_rows(cells):
+        n = row["n"]
+        rate = row.get("deliveries_per_s")
+        if n >= 100 and rate is not None:
+            verdict = "met" if rate >= 1.0 else "missed"
+            notes.append(f"Target deliveries/s >= 1.0x ngircd at N={n}: {rate:.2f}x ({verdict}).")
+        p99 = row.get("p99_ms")
+        if n in (100, 2000) and p99 is not None:
+            verdict = "met" if p99 <= 1.5 else "missed"
+            notes.append(f"Target p99 <= 1.5x ngircd at N={n}: {p99:.2f}x ({verdict}).")
+    for cell_group in (cells, big_cells):
+        for (server, n), group_cells in report.group(cell_group).items():
+            if server != "ours" or n < 2000:
+                continue
+            connect = report.median(group_cells, "connect_s")
+            per_client = report.median(group_cells, "kb_per_client")
+            if connect is not None:
+                notes.append(f"Target connect {n} clients < 5 s (ours): {connect:.2f} s"
+                             f" ({'met' if connect < 5 else 'missed'}).")
+            if per_client is not None:
+                notes.append(f"Target idle RSS < 30 KB/client at N={n} (ours): {per_client:.1f} KB"
+                             f" ({'met' if per_client < 30 else 'missed'}).")
+    bad = sum(c["lost"] + c["reordered"] + c["disconnected"] for c in cells + big_cells)
+    notes.append(f"Lost, reordered or disconnected over all runs: {bad}"
+                 f" ({'none' if not bad else 'see the correctness table'}).")
+    return notes
+
+
+if __name__ == "__main__":
+    sys.exit(main())
