@@ -26,11 +26,10 @@ CTRL_LEFT, CTRL_RIGHT = "\x1b[1;5D", "\x1b[1;5C"
 
 
 @pytest.fixture
-def server():
-    chat = ChatServer(ServerConfig(), "127.0.0.1", 0)
-    chat.start()
-    yield chat
-    chat.shutdown()
+def server(start_server):
+    """The real server (conftest's ``start_server``), without flood control: peers here send
+    bursts of lines, and waiting out the server's rate limit would only slow the tests down."""
+    return start_server(flood_rate=0)
 
 
 @pytest.fixture
