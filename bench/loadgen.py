@@ -125,8 +125,9 @@ class PhaseStats:
 
 class Worker:
     def __init__(self, worker_id: int, workers: int, progress, host: str, port: int,
-                 nick_prefix: str, autojoin: bool | None) -> None:
+                 nick_prefix: str, autojoin: bool | None, quickack: bool = True) -> None:
         self.id = worker_id
+        self.quickack = quickack and hasattr(socket, "TCP_QUICKACK")
         self.workers = workers
         self.progress = progress  # RawArray('q', workers * SENDERS)
         self.address = (host, port)
@@ -226,6 +227,9 @@ class Worker:
         except OSError as error:
             self.fail(client, f"recv: {error}")
             return None
+        if self.quickack:
+            # Ack at once, so a server that leaves Nagle on is not held up by delayed ACKs.
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         if not data:
             self.fail(client, "server closed the connection")
             return None
@@ -524,9 +528,10 @@ class Worker:
         self.lat = array("q")
 
 
-def worker_main(conn, worker_id, workers, progress, host, port, nick_prefix, autojoin) -> None:
+def worker_main(conn, worker_id, workers, progress, host, port, nick_prefix, autojoin,
+                quickack) -> None:
     raise_fd_limit()
-    worker = Worker(worker_id, workers, progress, host, port, nick_prefix, autojoin)
+    worker = Worker(worker_id, workers, progress, host, port, nick_prefix, autojoin, quickack)
     try:
         worker.run(conn)
     except (EOFError, KeyboardInterrupt):
@@ -549,7 +554,7 @@ class LoadGenerator:
     """Starts ``workers`` processes against one server and runs phases on all of them."""
 
     def __init__(self, host: str, port: int, workers: int = 2, nick_prefix: str = "b",
-                 autojoin: bool | None = True) -> None:
+                 autojoin: bool | None = True, quickack: bool = True) -> None:
         raise_fd_limit()
         context = multiprocessing.get_context("fork")
         self.workers = workers
@@ -560,7 +565,8 @@ class LoadGenerator:
             parent, child = context.Pipe()
             proc = context.Process(
                 target=worker_main, name=f"bench-worker-{worker_id}", daemon=True,
-                args=(child, worker_id, workers, self.progress, host, port, nick_prefix, autojoin),
+                args=(child, worker_id, workers, self.progress, host, port, nick_prefix, autojoin,
+                      quickack),
             )
             proc.start()
             child.close()

@@ -59,7 +59,7 @@ def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dic
         time.sleep(0.2)  # let a freshly started server settle before its baseline RSS
         base_rss = server.rss_kb()
         with loadgen.LoadGenerator(server.host, server.port, args.workers, f"b{tag}",
-                                   server.autojoin) as gen:
+                                   server.autojoin, not args.no_quickack) as gen:
             cpu0 = server.cpu_seconds()
             result = gen.connect(n, args.wave, args.connect_timeout)
             cpu1 = server.cpu_seconds()
@@ -171,7 +171,7 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny run: N=10,50, 1 repeat, output under bench/results/")
     parser.add_argument("--sizes", default="10,100,500,2000", help="room sizes N (default %(default)s)")
     parser.add_argument("--big", type=int, default=5000, help="clients for the capacity run (0: skip; default %(default)s)")
-    parser.add_argument("--big-servers", default="ours,ngircd", help="servers for the capacity run (default %(default)s)")
+    parser.add_argument("--big-servers", default="ours", help="servers for the capacity run (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is reported (default %(default)s)")
     parser.add_argument("--servers", default="ours,ngircd", help="managed servers to compare (default %(default)s)")
     parser.add_argument("--extra-server", action="append", default=[], metavar="HOST:PORT",
@@ -179,15 +179,19 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=2, help="load generator processes (default %(default)s)")
     parser.add_argument("--wave", type=int, default=loadgen.CONNECT_WAVE, help="clients connecting at once (default %(default)s)")
     parser.add_argument("--window", type=int, default=96, help="fan-out: messages in flight ahead of the slowest receiver, all senders together (default %(default)s)")
-    parser.add_argument("--deliveries", type=int, default=1_600_000, help="fan-out: target deliveries per phase; M = this / (S*(N-1)) (default %(default)s)")
+    parser.add_argument("--deliveries", type=int, default=1_000_000, help="fan-out: target deliveries per phase; M = this / (S*(N-1)) (default %(default)s)")
     parser.add_argument("--min-messages", type=int, default=100, help="fan-out: least M (default %(default)s)")
     parser.add_argument("--max-messages", type=int, default=5000, help="fan-out: most M (default %(default)s)")
     parser.add_argument("--rate", type=float, default=200.0, help="latency: messages/s offered into the room (default %(default)s)")
     parser.add_argument("--latency-seconds", type=float, default=3.0, help="latency: seconds of sending (default %(default)s)")
     parser.add_argument("--settle", type=float, default=0.5, help="idle seconds before reading RSS (default %(default)s)")
-    parser.add_argument("--connect-timeout", type=float, default=120.0)
-    parser.add_argument("--phase-timeout", type=float, default=120.0)
+    parser.add_argument("--connect-timeout", type=float, default=240.0, help="seconds for all N to be in the room (default %(default)s)")
+    parser.add_argument("--phase-timeout", type=float, default=120.0, help="seconds a fan-out or latency phase may take (default %(default)s)")
     parser.add_argument("--out", type=Path, help="markdown report (default docs/benchmarks.md; --quick: bench/results/quick.md)")
+    parser.add_argument("--no-quickack", action="store_true",
+                        help="let the generator's sockets delay ACKs (the kernel default); see docs/benchmarks.md")
+    parser.add_argument("--ours-rev", metavar="REV",
+                        help="measure chat_server.py as committed at this git revision (default: the work tree's file)")
     parser.add_argument("--no-setup", action="store_true", help="do not install ngircd/matplotlib when missing")
     args = parser.parse_args(argv)
     if args.quick:
@@ -199,11 +203,28 @@ def parse_args(argv=None):
     return args
 
 
-def make_servers(names: list[str], extras: list[str], log_dir: Path) -> list:
+def git(*words: str) -> str:
+    try:
+        return subprocess.run(["git", *words], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def ours_script(revision: str | None) -> tuple[Path, str]:
+    """The chat_server.py to measure, and a line saying which version it is."""
+    if revision:
+        sha = git("rev-parse", "--short", revision)
+        return OurServer.snapshot(revision, RESULTS / "snapshot"), f"git {sha} (--ours-rev {revision})"
+    head = git("rev-parse", "--short", "HEAD")
+    dirty = git("status", "--porcelain", "--", "chat_server.py")
+    return ROOT / "chat_server.py", f"work tree at git {head}" + (" with uncommitted changes" if dirty else "")
+
+
+def make_servers(names: list[str], extras: list[str], log_dir: Path, script: Path) -> list:
     factories = []
     for name in names:
         if name == "ours":
-            factories.append(lambda: OurServer(log_dir=log_dir))
+            factories.append(lambda: OurServer(log_dir=log_dir, script=script))
         elif name == "ngircd":
             factories.append(lambda: NgircdServer(log_dir=log_dir))
         else:
@@ -221,8 +242,10 @@ def main(argv=None) -> int:
     loadgen.raise_fd_limit()
     RESULTS.mkdir(parents=True, exist_ok=True)
     log_dir = RESULTS / "logs"
-    servers = make_servers(args.servers.split(","), args.extra_server, log_dir)
-    big_servers = make_servers([s for s in args.big_servers.split(",") if s], [], log_dir)
+    script, version = ours_script(args.ours_rev)
+    servers = make_servers(args.servers.split(","), args.extra_server, log_dir, script)
+    big_servers = make_servers([s for s in args.big_servers.split(",") if s], [], log_dir, script)
+    commands_used = [OurServer(script=script).describe(), NgircdServer.describe_static()]
     cells: list[dict] = []
     big_cells: list[dict] = []
     run_id = 0
@@ -277,14 +300,22 @@ def main(argv=None) -> int:
         f" arrives; all other receivers are read every {loadgen.SWEEP_INTERVAL * 1000:.0f} ms and"
         " checked for loss and order only (a generator reading 400,000 lines/s one by one would"
         " measure itself, not the server).",
+        ("The generator's sockets delay their ACKs (kernel default): ngircd leaves Nagle on,"
+         " so its lines wait for those ACKs at low N." if args.no_quickack else
+         "The generator sets TCP_QUICKACK after every read: ngircd does not set TCP_NODELAY,"
+         " and with the kernel's delayed ACKs its Nagle delay would dominate at low N"
+         " (run with --no-quickack to see that)."),
         "CPU: server from /proc/<pid>/stat (all threads), generator from its workers' os.times(),"
         " both per phase.",
         f"Capacity: {args.big} clients connected the same way (connect time and idle RSS only).",
         f"Whole run took {elapsed / 60:.1f} minutes.",
     ]
     notes = build_notes(cells, big_cells)
+    machine = machine_info()
+    machine["chat_server.py"] = version
+    machine["servers started as"] = "; ".join(f"`{c}`" for c in commands_used)
     report.write_markdown(
-        args.out, cells=cells, big_cells=big_cells, machine=machine_info(),
+        args.out, cells=cells, big_cells=big_cells, machine=machine,
         commands=[f"python bench/run.py {argv_text}".strip(), "python bench/run.py --quick   # a small version, seconds"],
         params={"description": description}, plot_name=plot_name,
         ngircd_conf=NGIRCD_CONF.format(host="127.0.0.1", port="<free port>", dir="<tmp>"),

@@ -106,24 +106,60 @@ class Server:
 
 
 class OurServer(Server):
-    """``chat_server.py`` on a kernel-chosen port, with its per-client limits lifted."""
+    """``chat_server.py`` on a kernel-chosen port, with its per-client limits lifted.
+
+    ``script`` defaults to the work tree's ``chat_server.py``; ``snapshot`` writes the file as
+    it is at a git revision to a temporary directory, so a run measures one known version.
+    """
 
     name = "ours"
     autojoin = True
     SENDQ = 64 << 20  # bytes: far above anything the bench's window lets pile up
+    # Flags that lift a limit, used when the server's --help lists them.
+    LIFTS = [
+        ("--no-flood-control", []),
+        ("--max-clients", ["100000"]),
+        ("--max-per-ip", ["100000"]),
+    ]
 
-    def __init__(self, python: str = sys.executable, log_dir: Path | None = None) -> None:
+    def __init__(self, python: str = sys.executable, log_dir: Path | None = None,
+                 script: Path = CHAT_SERVER) -> None:
         super().__init__()
         self.python = python
         self.log_dir = log_dir
+        self.script = Path(script)
         self.log_path: Path | None = None
+        self._command: list[str] | None = None
+
+    @staticmethod
+    def snapshot(revision: str, directory: Path) -> Path:
+        """``chat_server.py`` as committed at ``revision``, copied into ``directory``."""
+        text = subprocess.run(
+            ["git", "show", f"{revision}:chat_server.py"], cwd=ROOT, check=True,
+            capture_output=True,
+        ).stdout
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "chat_server.py"
+        path.write_bytes(text)
+        return path
 
     def command(self) -> list[str]:
-        return [
-            self.python, str(CHAT_SERVER), "--host", self.host, "--port", "0",
-            "--sendq", str(self.SENDQ), "--log-level", "WARNING",
-            "--ping-interval", "86400", "--ping-timeout", "86400", "--register-timeout", "86400",
-        ]
+        if self._command is None:
+            usage = subprocess.run(
+                [self.python, str(self.script), "--help"], capture_output=True, text=True,
+                timeout=30, cwd=ROOT,
+            ).stdout
+            command = [
+                self.python, str(self.script), "--host", self.host, "--port", "0",
+                "--sendq", str(self.SENDQ), "--log-level", "WARNING",
+                "--ping-interval", "86400", "--ping-timeout", "86400",
+                "--register-timeout", "86400",
+            ]
+            for flag, values in self.LIFTS:
+                if flag in usage:
+                    command += [flag, *values]
+            self._command = command
+        return self._command
 
     def start(self) -> None:
         log_dir = self.log_dir or Path(tempfile.gettempdir())
@@ -141,7 +177,8 @@ class OurServer(Server):
         self.port = int(line.split("listening on", 1)[1].split(",", 1)[0].rsplit(":", 1)[1])
 
     def describe(self) -> str:
-        return "chat_server.py " + " ".join(self.command()[2:]).replace("--port 0", "--port P")
+        args = " ".join(self.command()[2:]).replace("--port 0", "--port P")
+        return f"python chat_server.py {args}"
 
 
 def _read_line(stream, deadline: float) -> str:
@@ -255,7 +292,11 @@ class NgircdServer(Server):
             self.workdir = None
 
     def describe(self) -> str:
-        return f"{self.binary} -n -f <tmp>/ngircd.conf (config below)"
+        return self.describe_static()
+
+    @staticmethod
+    def describe_static() -> str:
+        return "ngircd -n -f <tmp>/ngircd.conf (config below)"
 
 
 def _is_loopback(host: str) -> bool:
