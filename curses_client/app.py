@@ -20,7 +20,7 @@ from curses_client.commands import parse_input
 from curses_client.edit import LineEditor
 from curses_client.entries import Kind, make
 from curses_client.keys import KeyDecoder, Paste
-from curses_client.model import ChatState, Reaction, clean_typed
+from curses_client.model import ChatState, Link, Reaction, clean_typed
 from curses_client.scrollback import Scrollback
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,9 @@ class ChatApp:
     def _submit(self) -> None:
         if self.state.needs_nick:
             lines = self.editor.submit(remember=False)
-            if lines:
+            if lines and isinstance(parse_input(lines[0]), commands.Quit):
+                self.quit(commands.DEFAULT_QUIT_REASON)  # /exit works at the name prompt too
+            elif lines:
                 self._show(self.state.choose_nick(lines[0]))
             return
         for line in self.editor.submit():
@@ -209,7 +211,7 @@ class ChatApp:
         if self.sender.send(format_line("QUIT", clean_typed(reason) or commands.DEFAULT_QUIT_REASON)):
             self.sender.finish_writing()
             deadline = time.monotonic() + QUIT_WAIT
-            while not self._network_stopped and self.state.link.value != "disconnected":
+            while not self._network_stopped and self.state.link is not Link.DISCONNECTED:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     log.info("the server did not close the link after QUIT; leaving anyway")
@@ -225,7 +227,7 @@ class ChatApp:
     def _status(self) -> ui.StatusLine:
         state = self.state
         link = state.link.value
-        if state.link.value == "disconnected" and self._retry is not None:
+        if state.link is Link.DISCONNECTED and self._retry is not None:
             seconds = max(0, round(self._retry.due - time.monotonic()))
             link = f"disconnected, retry #{self._retry.attempt} in {seconds}s"
         return ui.StatusLine(
@@ -292,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
             except KeyboardInterrupt:  # Ctrl-C: leave as politely as /exit does
                 app.quit("Interrupted", EXIT_INTERRUPTED)
                 return EXIT_INTERRUPTED
+    except ui.TerminalUnavailable as error:
+        print(f"Cannot start the chat screen: {error}.", file=sys.stderr)
+        return 1
     except Exception:
         log.exception("the client failed")
         raise  # the terminal is restored by now, so the traceback is readable

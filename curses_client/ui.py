@@ -66,12 +66,21 @@ def key_names() -> dict[int, str]:
 EXTENDED_KEY_NAMES = {b"kLFT5": "ctrl-left", b"kRIT5": "ctrl-right", b"kLFT3": "ctrl-left", b"kRIT3": "ctrl-right"}
 
 
+class TerminalUnavailable(Exception):
+    """Standard input/output is not a terminal curses can drive."""
+
+
 @contextlib.contextmanager
 def terminal() -> Iterator[curses.window]:
     """Set the terminal up for the chat and restore it on every way out, like curses.wrapper."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise TerminalUnavailable("standard input and output must be a terminal")
     locale.setlocale(locale.LC_ALL, "")
     os.environ.setdefault("ESCDELAY", "25")  # a lone ESC should not freeze input for a second
-    stdscr = curses.initscr()
+    try:
+        stdscr = curses.initscr()
+    except curses.error as error:  # e.g. TERM names a terminal without a terminfo entry
+        raise TerminalUnavailable(f"curses could not start ({error}); check TERM") from error
     try:
         curses.noecho()
         curses.cbreak()  # not raw(): Ctrl-C stays an interrupt, so it can end the program

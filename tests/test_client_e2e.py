@@ -329,3 +329,19 @@ def test_exit_works_while_the_server_is_away(terminals):
     terminal.wait_for("disconnected, retry #1")
     terminal.type("/quit\r")
     assert terminal.wait_exit() == 0
+
+
+def test_exit_at_the_name_prompt(server, terminals):
+    terminal = terminals(["--port", str(server.address[1])])
+    terminal.wait_for("Username:")
+    terminal.type("/exit\r")
+    assert terminal.wait_exit() == 0
+
+
+def test_not_a_terminal_is_one_sentence(server):
+    result = subprocess.run(
+        [sys.executable, "-m", "curses_client", "--port", str(server.address[1]), "--username", "alice"],
+        cwd=REPO, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Cannot start the chat screen: standard input and output must be a terminal."
