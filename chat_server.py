@@ -565,7 +565,8 @@ def liveness_actions(hub: Hub, now: float) -> list[tuple[User, str]]:
             if now - user.connected > config.register_timeout:
                 actions.append((user, "Registration timed out"))
         elif user.ping_sent is not None:
-            if now - user.ping_sent > config.ping_timeout:
+            # Measured from the last line too: a client heard from since the PING is alive.
+            if now - max(user.ping_sent, user.last_seen) > config.ping_timeout:
                 actions.append((user, f"Ping timeout: {round(now - user.last_seen)} seconds"))
         elif now - user.last_seen > config.ping_interval:
             actions.append((user, "ping"))
