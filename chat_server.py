@@ -1421,11 +1421,6 @@ class ChatServer:
 # ---------------------------------------------------------------------------------------------
 
 
-# TEMP while the benchmark harness is being built against this CLI: flood control is off by
-# default on the command line. Set to ServerConfig.flood_rate once bench/ passes --no-flood-control.
-TEMP_FLOOD_RATE = 0.0
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="chat_server.py",
@@ -1448,7 +1443,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     parser.add_argument("--tls-port", type=int, default=6697, help="TLS port (default %(default)s)")
     parser.add_argument("--flood-burst", type=int, default=defaults.flood_burst, help="lines a client may send at once (default %(default)s)")
-    parser.add_argument("--flood-rate", type=float, default=TEMP_FLOOD_RATE, help="lines per second after the burst (default %(default)s)")
+    parser.add_argument("--flood-rate", type=float, default=defaults.flood_rate, help="lines per second after the burst (default %(default)s)")
     parser.add_argument("--no-flood-control", action="store_true", help="let clients send as fast as they like (benchmarks)")
     parser.add_argument("--max-clients", type=int, default=defaults.max_clients, help="connections in all (default %(default)s)")
     parser.add_argument("--max-per-ip", type=int, default=defaults.max_per_ip, help="connections from one address, loopback exempt (default %(default)s)")
