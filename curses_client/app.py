@@ -113,15 +113,11 @@ class ChatApp:
             return False
         changed = self._on_keys(self.decoder.feed(key))
         # whatever else is already waiting (a paste, fast typing) is handled before drawing
-        self.screen.stdscr.timeout(0)
-        try:
-            for _ in range(MAX_KEYS_PER_PASS):
-                key = self.screen.read_key()
-                if key is None or self.exit_code is not None:
-                    break
-                changed = self._on_keys(self.decoder.feed(key)) or changed
-        finally:
-            self.screen.stdscr.timeout(ui.KEY_TIMEOUT_MS)
+        for _ in range(MAX_KEYS_PER_PASS):
+            key = self.screen.read_key(wait=False)
+            if key is None or self.exit_code is not None:
+                break
+            changed = self._on_keys(self.decoder.feed(key)) or changed
         return changed
 
     def _drain_events(self) -> bool:

@@ -136,12 +136,21 @@ class Screen:
 
     # -- keys ---------------------------------------------------------------------------------
 
-    def read_key(self) -> str | None:
-        """One key as a str (a character or a key name), or None when the timeout passed."""
+    def read_key(self, wait: bool = True) -> str | None:
+        """One key as a str (a character or a key name), or None if none came.
+
+        With ``wait`` it waits up to KEY_TIMEOUT_MS, which is what keeps an idle client
+        asleep; without, it only takes a key that is already there.
+        """
+        if not wait:
+            self.stdscr.timeout(0)
         try:
             key = self.stdscr.get_wch()
         except curses.error:
             return None  # get_wch reports its timeout as an error: no key this time
+        finally:
+            if not wait:
+                self.stdscr.timeout(KEY_TIMEOUT_MS)
         if isinstance(key, str):
             return key
         name = self._codes.get(key)
