@@ -1421,35 +1421,49 @@ class ChatServer:
 # ---------------------------------------------------------------------------------------------
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="chat_server.py",
         description="A threaded chat server speaking a subset of IRC. Every user joins one room.",
+        formatter_class=_HelpFormatter,
     )
     defaults = ServerConfig()
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    parser.add_argument("--port", type=int, default=5555, help="TCP port (default %(default)s; 0 picks a free one)")
-    parser.add_argument("--server-name", default=defaults.server_name, help="name the server gives itself (default %(default)s)")
-    parser.add_argument("--network", default=defaults.network, help="network name in the welcome (default %(default)s)")
-    parser.add_argument("--room", default=defaults.room, help="the room every user joins (default %(default)s)")
-    parser.add_argument("--motd-file", help="file whose lines are the message of the day (default: a one-line greeting)")
-    parser.add_argument("--ping-interval", type=float, default=defaults.ping_interval, help="idle seconds before a PING (default %(default)s)")
-    parser.add_argument("--ping-timeout", type=float, default=defaults.ping_timeout, help="seconds to answer a PING (default %(default)s)")
-    parser.add_argument("--register-timeout", type=float, default=defaults.register_timeout, help="seconds a connection has to register (default %(default)s)")
-    parser.add_argument("--sendq", type=int, default=defaults.sendq, help="bytes queued for a client before it is dropped (default %(default)s)")
-    parser.add_argument("--password", default=os.environ.get("CHAT_SERVER_PASSWORD"),
-                        help="password clients must send with PASS (better: set CHAT_SERVER_PASSWORD, which ps does not show)")
-    parser.add_argument("--tls-cert", help="PEM certificate chain: also listen with TLS on --tls-port")
-    parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
-    parser.add_argument("--tls-port", type=int, default=6697, help="TLS port (default %(default)s)")
-    parser.add_argument("--flood-burst", type=int, default=defaults.flood_burst, help="lines a client may send at once (default %(default)s)")
-    parser.add_argument("--flood-rate", type=float, default=defaults.flood_rate, help="lines per second after the burst (default %(default)s)")
-    parser.add_argument("--no-flood-control", action="store_true", help="let clients send as fast as they like (benchmarks)")
-    parser.add_argument("--max-clients", type=int, default=defaults.max_clients, help="connections in all (default %(default)s)")
-    parser.add_argument("--max-per-ip", type=int, default=defaults.max_per_ip, help="connections from one address, loopback exempt (default %(default)s)")
-    parser.add_argument("--max-channels", type=int, default=defaults.max_channels, help="channels per user (default %(default)s)")
-    parser.add_argument("--nick-changes-per-minute", type=int, default=defaults.nick_changes_per_minute, help="(default %(default)s)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="console log level (default %(default)s)")
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="address to listen on")
+    add("--port", type=int, default=5555, help="TCP port; 0 picks a free one")
+    add("--server-name", default=defaults.server_name, help="name the server gives itself")
+    add("--network", default=defaults.network, help="network name in the welcome")
+    add("--room", default=defaults.room, help="the room every user joins")
+    add("--motd-file", help="file whose lines are the message of the day (default: a greeting)")
+    add("--ping-interval", type=float, default=defaults.ping_interval, help="idle seconds before a PING")
+    add("--ping-timeout", type=float, default=defaults.ping_timeout, help="seconds to answer a PING")
+    add("--register-timeout", type=float, default=defaults.register_timeout,
+        help="seconds a new connection has to register")
+    add("--sendq", type=int, default=defaults.sendq, help="bytes queued for a client before it is dropped")
+    add("--password", help="password clients must give with PASS; better, set CHAT_SERVER_PASSWORD, "
+                           "which ps does not show")
+    add("--tls-cert", help="PEM certificate chain: also listen with TLS on --tls-port")
+    add("--tls-key", help="PEM private key for --tls-cert")
+    add("--tls-port", type=int, default=6697, help="TLS port")
+    add("--flood-burst", type=int, default=defaults.flood_burst, help="lines a client may send at once")
+    add("--flood-rate", type=float, default=defaults.flood_rate, help="lines a second after the burst")
+    add("--no-flood-control", action="store_true", help="let clients send as fast as they like")
+    add("--max-clients", type=int, default=defaults.max_clients, help="connections in all")
+    add("--max-per-ip", type=int, default=defaults.max_per_ip,
+        help="connections from one address (loopback is exempt)")
+    add("--max-channels", type=int, default=defaults.max_channels, help="channels one user may be in")
+    add("--nick-changes-per-minute", type=int, default=defaults.nick_changes_per_minute,
+        help="name changes one user may make in a minute")
+    add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="console log level")
     args = parser.parse_args(argv)
     if not CHANNEL_RE.match(args.room):
         parser.error(f"--room {args.room!r} is not a channel name like #chat")
@@ -1468,7 +1482,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         server_name=args.server_name, network=args.network, room=args.room, motd=motd,
         ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
-        register_timeout=args.register_timeout, sendq=args.sendq, password=args.password or None,
+        register_timeout=args.register_timeout, sendq=args.sendq,
+        password=args.password or os.environ.get("CHAT_SERVER_PASSWORD") or None,
         flood_burst=args.flood_burst, flood_rate=0 if args.no_flood_control else args.flood_rate,
         max_clients=args.max_clients, max_per_ip=args.max_per_ip, max_channels=args.max_channels,
         nick_changes_per_minute=args.nick_changes_per_minute,
