@@ -162,3 +162,34 @@ def test_password_is_compared_without_leaking_through_registration():
     out = client.do("PASS :nope", "NICK ann", "USER a 0 * :A")
     assert numerics(out) == ["464"] and not client.user.registered
     assert client.user.quit_reason == "Bad password"
+
+
+def test_command_line_tls_and_password_from_the_environment(certificate):
+    import os
+    import subprocess
+    import sys
+
+    from test_server_cli import SERVER
+
+    env = dict(os.environ, CHAT_SERVER_PASSWORD="from-env")
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVER), "--port", "0", "--tls-port", "0",
+         "--tls-cert", str(certificate / "cert.pem"), "--tls-key", str(certificate / "key.pem")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        first = proc.stdout.readline()
+        assert "TLS on port" in first
+        tls_port = int(first.split("TLS on port ")[1].split(",")[0])
+        context = ssl.create_default_context(cafile=str(certificate / "ca.pem"))
+        peer = TlsPeer(("127.0.0.1", tls_port), context)
+        peer.send("PASS from-env")
+        peer.register("secure")
+        proc.terminate()
+        assert any("Server shutting down" in line for line in peer.expect_closed())
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "from-env" not in proc.stderr.read()
