@@ -66,6 +66,14 @@ def key_names() -> dict[int, str]:
 EXTENDED_KEY_NAMES = {b"kLFT5": "ctrl-left", b"kRIT5": "ctrl-right", b"kLFT3": "ctrl-left", b"kRIT3": "ctrl-right"}
 
 
+def colour_index(nick: str, colours: int) -> int:
+    """Which of ``colours`` a name gets: the same in every session, whatever its case.
+
+    CRC-32 rather than ``hash()``, which Python salts differently in every process.
+    """
+    return zlib.crc32(irc_fold(nick).encode("utf-8")) % colours
+
+
 class TerminalUnavailable(Exception):
     """Standard input/output is not a terminal curses can drive."""
 
@@ -88,8 +96,10 @@ def terminal() -> Iterator[curses.window]:
         stdscr.timeout(KEY_TIMEOUT_MS)
         if curses.has_colors():
             curses.start_color()
-            with contextlib.suppress(curses.error):  # optional: keeps the terminal's background
-                curses.use_default_colors()
+            try:
+                curses.use_default_colors()  # keeps the terminal's own background (-1)
+            except curses.error as error:
+                log.info("no default colours (%s): drawing without colour", error)
         _write_raw(BRACKETED_PASTE_ON)
         yield stdscr
     finally:
@@ -184,13 +194,12 @@ class Screen:
         return curses.color_pair(number) if self._colours else 0
 
     def nick_attr(self, nick: str) -> int:
-        """A stable colour per name: a hash of its folded form (not Python's salted hash)."""
+        """Bold in the name's own colour; just bold on a terminal without colours."""
         if not self._colours or not nick:
             return curses.A_BOLD
         pair = self._nick_pairs.get(nick)
         if pair is None:
-            index = zlib.crc32(irc_fold(nick).encode("utf-8")) % len(self._palette)
-            pair = self._nick_pairs[nick] = PAIR_FIRST_NICK + index
+            pair = self._nick_pairs[nick] = PAIR_FIRST_NICK + colour_index(nick, len(self._palette))
         return curses.A_BOLD | curses.color_pair(pair)
 
     def draw(self, rows: list[Row], status: StatusLine, prompt: str, view: tuple[str, int]) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyte
+import pytest
 from ptyprocess import PtyProcess
 
 from chat_server import LineFramer, Message, decode_line, encode_line, format_line, parse_message
@@ -157,6 +158,21 @@ class Terminal:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait()
         self.process.close()
+
+
+@pytest.fixture
+def terminals():
+    """Start clients in ptys with ``terminals(args, rows, cols)``; each is killed at the end."""
+    started: list[Terminal] = []
+
+    def start(args: list[str], rows: int = 24, cols: int = 80) -> Terminal:
+        terminal = Terminal(args, rows, cols)
+        started.append(terminal)
+        return terminal
+
+    yield start
+    for terminal in started:
+        terminal.close()
 
 
 class IrcPeer:

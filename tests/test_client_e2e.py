@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from chat_server import ChatServer, ServerConfig
-from client_harness import REPO, IrcPeer, Terminal, free_port, wait_until
+from client_harness import REPO, IrcPeer, free_port, terminals  # noqa: F401  (terminals: a fixture)
 from curses_client.width import text_width
 
 pytestmark = [
@@ -30,20 +30,6 @@ def server(start_server):
     """The real server (conftest's ``start_server``), without flood control: peers here send
     bursts of lines, and waiting out the server's rate limit would only slow the tests down."""
     return start_server(flood_rate=0)
-
-
-@pytest.fixture
-def terminals():
-    started: list[Terminal] = []
-
-    def start(args, rows=24, cols=80):
-        terminal = Terminal(args, rows, cols)
-        started.append(terminal)
-        return terminal
-
-    yield start
-    for terminal in started:
-        terminal.close()
 
 
 @pytest.fixture

@@ -1,0 +1,110 @@
+"""The real client against a scripted IRC server: exact lines in, exact lines out.
+
+A listening socket in the test plays the server, so the test decides every line the client
+sees (PING, numerics the chat server never sends, an overlong line) and checks every line
+the client sends back.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import sys
+
+import pytest
+
+from chat_server import LineFramer, decode_line
+from client_harness import Terminal, terminals, wait_until  # noqa: F401  (terminals: a fixture)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal"),
+]
+
+
+class ScriptedServer:
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.conn: socket.socket | None = None
+        self.framer = LineFramer()
+        self.lines: list[str] = []
+
+    def accept(self) -> None:
+        ready, _, _ = select.select([self.listener], [], [], 10)
+        assert ready, "the client never connected"
+        self.conn, _ = self.listener.accept()
+
+    def send(self, *lines: str) -> None:
+        assert self.conn is not None
+        self.conn.sendall("".join(line + "\r\n" for line in lines).encode("utf-8"))
+
+    def _poll(self, seconds: float) -> None:
+        assert self.conn is not None
+        ready, _, _ = select.select([self.conn], [], [], seconds)
+        if ready:
+            data = self.conn.recv(65536)
+            assert data, "the client closed the connection"
+            self.lines += [decode_line(line) for line in self.framer.feed(data) if isinstance(line, bytes)]
+
+    def expect(self, line: str) -> None:
+        wait_until(lambda: line in self.lines, lambda: f"{line!r} from the client (got {self.lines})", poll=self._poll)
+        self.lines.remove(line)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def scripted():
+    server = ScriptedServer()
+    yield server
+    server.close()
+
+
+def test_registration_autojoin_ping_and_odd_lines(scripted, terminals):
+    terminal: Terminal = terminals(["--port", str(scripted.port), "--username", "alice", "--room", "#den"])
+    scripted.accept()
+    scripted.expect("NICK :alice")
+    scripted.expect("USER alice 0 * :alice")
+    scripted.send(":irc.test 001 alice :Welcome alice", ":irc.test 005 alice CHANTYPES=# :are supported")
+    scripted.expect("PING :curses-client-autojoin")
+    scripted.send(":irc.test PONG irc.test :curses-client-autojoin")
+    scripted.expect("JOIN :#den")  # no automatic JOIN came first: the client joins --room
+    scripted.send(":alice!a@h JOIN #den", ":irc.test 353 alice = #den :alice @carol", ":irc.test 366 alice #den :End")
+    terminal.wait_screen(lambda: "| alice | #den | 2 online | online" in terminal.text(), "the status line")
+    scripted.send("PING :keepalive-42")
+    scripted.expect("PONG :keepalive-42")
+    scripted.send(
+        ":irc.test 999 alice some :unknown numeric text",
+        ":irc.test NOTICE alice :a notice",
+        ":carol!c@h PRIVMSG #den :" + "x" * 600,  # overlong: skipped, not shown, no crash
+        ":carol!c@h PRIVMSG #den :still here",
+    )
+    terminal.wait_for("<carol> still here")
+    assert "some unknown numeric text" in terminal.text()
+    assert "-irc.test- a notice" in terminal.text()
+    assert "xxxxxxxxxx" not in terminal.text()
+    scripted.send("ERROR :Closing Link: test over")
+    scripted.conn.close()
+    scripted.conn = None
+    terminal.wait_for("The server closed the link: Closing Link: test over")
+    terminal.wait_for("Lost the connection")
+    terminal.type("/exit\r")
+    assert terminal.wait_exit() == 0
+
+
+def test_nick_in_use_brings_the_prompt_back(scripted, terminals):
+    terminal: Terminal = terminals(["--port", str(scripted.port), "--username", "alice"])
+    scripted.accept()
+    scripted.expect("NICK :alice")
+    scripted.expect("USER alice 0 * :alice")
+    scripted.send(":irc.test 433 * alice :Nickname is already in use")
+    terminal.wait_screen(lambda: terminal.lines()[-1].startswith("Username:"), "the name prompt")
+    terminal.type("alice2\r")
+    scripted.expect("NICK :alice2")
+    scripted.send(":irc.test 001 alice2 :Welcome")
+    scripted.expect("PING :curses-client-autojoin")
+    terminal.wait_screen(lambda: "| alice2 | #chat |" in terminal.text(), "the new name in the status line")
