@@ -1182,11 +1182,12 @@ class OutputPump(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(name="output-pump", daemon=True)
-        self._lock = threading.Lock()  # guards _ready, _sleeping, _closing, _stopping
+        self._lock = threading.Lock()  # guards the next five fields and the wake-up sockets
         self._ready: list[Connection] = []
         self._closing: dict[Connection, float] = {}  # connection -> deadline to flush by
         self._sleeping = False
-        self._stopping = False
+        self._stopping = False  # asked to finish: flush what is closing, then exit
+        self._stopped = False  # exited: late connections are closed on the spot
         self._selector = selectors.DefaultSelector()
         self._waiting: set[Connection] = set()  # registered in the selector for writability
         self._wake_in, self._wake_out = socket.socketpair()
@@ -1195,26 +1196,34 @@ class OutputPump(threading.Thread):
         self._selector.register(self._wake_in, selectors.EVENT_READ)
 
     def schedule(self, conn: Connection) -> None:
-        with self._lock:
-            self._ready.append(conn)
-            wake, self._sleeping = self._sleeping, False
-        if wake:
-            self._wake()
+        """``conn`` has output: send it on the next pass."""
+        self._submit(conn, close=False)
 
     def close_when_flushed(self, conn: Connection) -> None:
+        """Send what ``conn`` still has (for up to CLOSE_GRACE seconds), then close it."""
+        self._submit(conn, close=True)
+
+    def _submit(self, conn: Connection, close: bool) -> None:
         with self._lock:
-            self._closing[conn] = time.monotonic() + CLOSE_GRACE
-            self._ready.append(conn)
-            wake, self._sleeping = self._sleeping, False
-        if wake:
-            self._wake()
+            if not self._stopped:
+                if close:
+                    self._closing[conn] = time.monotonic() + CLOSE_GRACE
+                self._ready.append(conn)
+                if self._sleeping:
+                    self._sleeping = False
+                    self._wake()
+                return
+        if close:  # a straggler after shutdown: no pump left to flush for it
+            conn.close()
 
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
-        self._wake()
+            if not self._stopped:
+                self._wake()
 
     def _wake(self) -> None:
+        """Interrupt the pump's select; called with ``_lock`` held (never blocks)."""
         try:
             self._wake_out.send(b"\0")
         except BlockingIOError:
@@ -1244,9 +1253,11 @@ class OutputPump(threading.Thread):
                     self._selector.register(conn.sock, selectors.EVENT_WRITE, conn)
                     self._waiting.add(conn)
             self._close_finished()
-        self._selector.close()
-        self._wake_in.close()
-        self._wake_out.close()
+        with self._lock:
+            self._stopped = True
+            self._selector.close()
+            self._wake_in.close()
+            self._wake_out.close()
 
     @staticmethod
     def _select_timeout(deadlines: list[float], stopping: bool) -> float | None:
@@ -1344,6 +1355,9 @@ class ChatServer:
         except OSError as error:  # e.g. out of file descriptors: pause instead of spinning
             log.error("accept failed: %s", error)
             self._stop.wait(0.5)
+            return
+        if self._stop.is_set():
+            sock.close()  # shutting down: too late to serve anyone new
             return
         sock.setblocking(True)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
