@@ -942,6 +942,7 @@ CLOSE_GRACE = 2.0  # seconds a closing connection gets to flush its last lines
 # block, so there a stalled reader can hold up the pump; the server is meant for POSIX hosts.
 SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0)
 _QUEUED, _SCHEDULE, _OVERFLOWED = "queued", "schedule", "overflowed"  # Connection._queue_locked
+FLUSHED, BLOCKED, MORE = "flushed", "blocked", "more"  # Connection.flush
 
 
 class TlsSession:
@@ -998,8 +999,9 @@ class Connection:
         self.tls = TlsSession(tls) if tls is not None else None
         self._killed = threading.Event()  # set with kill_reason; ends a flood-control wait
         self._lock = threading.Lock()
-        self._outbox: list[bytes] = []
-        self._queued = 0  # bytes in the outbox
+        self._outbox: list[bytes] = []  # lines queued since the pump last took them
+        self._unsent = b""  # taken by the pump, not yet accepted by the socket; pump only
+        self._queued = 0  # bytes in _outbox and _unsent: what SendQ limits
         self._scheduled = False  # the pump knows this connection has output
         self._overflowed = False  # SendQ exceeded: further output is dropped
         self._closed = False  # the pump closed the socket
@@ -1126,39 +1128,51 @@ class Connection:
 
     # -- called by the pump thread only ---------------------------------------------------
 
-    def flush(self) -> bool:
-        """Send as much of the outbox as the socket takes now; True when nothing is left."""
+    def flush(self) -> str:
+        """Send what is queued, in one ``send``; FLUSHED, BLOCKED (socket full) or MORE.
+
+        The lock is held only to take the queued lines and to settle the count afterwards,
+        never during the system call, so senders queueing for this client never wait on it.
+        """
         with self._lock:
-            if self._closed or not self._outbox:
+            if self._closed:
                 self._scheduled = False
-                return True
-            data = self._outbox[0] if len(self._outbox) == 1 else b"".join(self._outbox)
+                return FLUSHED
+            batch, self._outbox = self._outbox, []
+        if batch:
+            joined = batch[0] if len(batch) == 1 else b"".join(batch)
+            self._unsent = self._unsent + joined if self._unsent else joined
+        data = self._unsent
+        sent, write_error = 0, None
+        if data:
             try:
                 sent = self.sock.send(data, SEND_FLAGS)
             except BlockingIOError:
-                sent = 0
+                pass
             except OSError as error:
+                write_error = f"Write error: {error.strerror or error}"
+        with self._lock:
+            if write_error is not None:
                 self._overflowed = True  # nothing more can reach this peer
                 self._outbox.clear()
+                self._unsent = b""
                 self._queued = 0
                 self._scheduled = False
-                write_error = f"Write error: {error.strerror or error}"
             else:
-                write_error = None
-                if sent == len(data):
-                    self._outbox.clear()
-                    self._queued = 0
-                    self._scheduled = False
-                    return True
-                self._outbox = [data[sent:]]
-                self._queued = len(data) - sent
-                return False
+                self._unsent = data[sent:]
+                self._queued -= sent
+                if self._unsent:
+                    return BLOCKED
+                if self._outbox:
+                    return MORE  # queued while we were sending: next pass
+                self._scheduled = False
+                return FLUSHED
         self.abort(write_error)
-        return True
+        return FLUSHED
 
     def has_output(self) -> bool:
         with self._lock:
-            return bool(self._outbox)
+            return bool(self._outbox or self._unsent)
 
     def close(self) -> None:
         with self._lock:
@@ -1248,10 +1262,19 @@ class OutputPump(threading.Thread):
                     ready.append(key.data)
             with self._lock:
                 self._sleeping = False
+            again = []
             for conn in ready:
-                if conn not in self._waiting and not conn.flush():
+                if conn in self._waiting:
+                    continue
+                outcome = conn.flush()
+                if outcome is BLOCKED:
                     self._selector.register(conn.sock, selectors.EVENT_WRITE, conn)
                     self._waiting.add(conn)
+                elif outcome is MORE:
+                    again.append(conn)
+            if again:
+                with self._lock:
+                    self._ready.extend(again)
             self._close_finished()
         with self._lock:
             self._stopped = True
