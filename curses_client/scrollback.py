@@ -105,10 +105,17 @@ class Scrollback:
 
     # -- scrolling ---------------------------------------------------------------------------
 
+    def _position(self, width: int) -> tuple[int, int]:
+        """The anchor (or the newest row), with ``hidden`` cut to what the entry has now."""
+        if self._anchor is None:
+            return self._end() - 1, 0
+        number, hidden = self._anchor
+        return number, min(hidden, len(self.rows_of(number, width)) - 1)
+
     def scroll_up(self, count: int, width: int, height: int) -> None:
-        number, hidden = self._anchor if self._anchor is not None else (self._end() - 1, 0)
-        if number < self._first:
+        if not self._entries:
             return
+        number, hidden = self._position(width)
         for _ in range(count):
             rows = len(self.rows_of(number, width))
             if hidden + 1 < rows:
@@ -127,7 +134,7 @@ class Scrollback:
     def scroll_down(self, count: int, width: int) -> None:
         if self._anchor is None:
             return
-        number, hidden = self._anchor
+        number, hidden = self._position(width)
         for _ in range(count):
             if hidden > 0:
                 hidden -= 1

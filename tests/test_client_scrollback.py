@@ -112,3 +112,11 @@ def test_the_pane_never_overflows(texts, moves, width, height):
         assert 1 <= len(rows) <= height
         assert all(row.indent + text_width(text) <= width for row, text in zip(rows, shown(rows)))
         assert 0 <= store.more_below() <= len(texts)
+
+
+def test_scrolling_down_after_a_rewrap_to_fewer_rows():
+    store = filled(30, "message {} " + "word " * 30)
+    store.scroll_up(3, 30, 5)  # inside a message that has many rows at width 30
+    assert store.more_below() == 1
+    store.scroll_down(1, 200)  # at width 200 it is one row: one step down is the bottom
+    assert store.following
