@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import queue
+import signal
 import sys
 import time
 
@@ -30,6 +31,7 @@ MAX_KEYS_PER_PASS = 4096  # keys read before redrawing (a paste arrives as many 
 NAME_PROMPT = "Username: "
 CHAT_PROMPT = "> "
 EXIT_INTERRUPTED = 130
+EXIT_SIGNAL_BASE = 128  # exit status 128 + signal number, as shells report it
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -268,6 +270,28 @@ EDITOR_ACTIONS = {
 }
 
 
+class Terminated(Exception):
+    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C, so the terminal is restored."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def catch_termination() -> None:
+    """Turn SIGTERM and SIGHUP into an exception (the handler only raises; POSIX has both,
+    Windows only SIGTERM). The default action would end the process without restoring the
+    terminal."""
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            signal.signal(signum, _raise_terminated)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_up_logging(args.log_file)
@@ -282,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     network = net.NetworkThread(args.host, args.port, events, sender, sock, args.retry_delay)
     state = ChatState(f"{args.host}:{args.port}", args.room, args.username)
     network.start()
+    catch_termination()
     try:
         with ui.terminal() as stdscr:
             app = ChatApp(ui.Screen(stdscr), state, events, sender)
@@ -290,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
             except KeyboardInterrupt:  # Ctrl-C: leave as politely as /exit does
                 app.quit("Interrupted", EXIT_INTERRUPTED)
                 return EXIT_INTERRUPTED
+            except Terminated as signal_received:  # kill, or the terminal window closed
+                app.quit("Terminated", EXIT_SIGNAL_BASE + signal_received.signum)
+                return EXIT_SIGNAL_BASE + signal_received.signum
     except ui.TerminalUnavailable as error:
         print(f"Cannot start the chat screen: {error}.", file=sys.stderr)
         return 1

@@ -293,7 +293,6 @@ class ChatState:
             name = sanitize(name.lstrip(NAME_PREFIXES))
             if name:
                 self._names[irc_fold(name)] = name
-        return
 
     def _on_end_of_names(self, msg: Message, reaction: Reaction) -> None:
         if len(msg.params) < 2 or irc_fold(msg.params[1]) != irc_fold(self.room):

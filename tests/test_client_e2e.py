@@ -6,6 +6,8 @@ the screen through pyte, and waits for conditions with deadlines: no fixed sleep
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -331,3 +333,13 @@ def test_not_a_terminal_is_one_sentence(server):
     )
     assert result.returncode == 1
     assert result.stderr.strip() == "Cannot start the chat screen: standard input and output must be a terminal."
+
+
+def test_sigterm_restores_the_terminal_and_quits(server, terminals, peers):
+    port = server.address[1]
+    bob = peers(port, "bob")
+    terminal = joined_client(terminals, port)
+    os.kill(terminal.process.pid, signal.SIGTERM)  # the client this test started, by its pid
+    assert terminal.wait_exit() == 128 + signal.SIGTERM
+    bob.expect(lambda m: m.command == "QUIT" and m.params == ("Quit: Terminated",), "alice's QUIT")
+    assert terminal.raw.rfind(b"\x1b[?1049l") > terminal.raw.rfind(b"\x1b[?1049h")
