@@ -88,8 +88,8 @@ class ScrollingByteStream(pyte.ByteStream):
 class Terminal:
     """The client running in a pty of ``rows`` x ``cols``, drawn onto a pyte screen."""
 
-    def __init__(self, args: list[str], rows: int = 24, cols: int = 80) -> None:
-        env = dict(os.environ, TERM="xterm-256color", LANG="C.UTF-8", LC_ALL="C.UTF-8", PYTHONPATH=str(REPO))
+    def __init__(self, args: list[str], rows: int = 24, cols: int = 80, term: str = "xterm-256color") -> None:
+        env = dict(os.environ, TERM=term, LANG="C.UTF-8", LC_ALL="C.UTF-8", PYTHONPATH=str(REPO))
         env.pop("COLUMNS", None)
         env.pop("LINES", None)
         self.screen = ScrollingScreen(cols, rows)
@@ -165,8 +165,8 @@ def terminals():
     """Start clients in ptys with ``terminals(args, rows, cols)``; each is killed at the end."""
     started: list[Terminal] = []
 
-    def start(args: list[str], rows: int = 24, cols: int = 80) -> Terminal:
-        terminal = Terminal(args, rows, cols)
+    def start(args: list[str], rows: int = 24, cols: int = 80, term: str = "xterm-256color") -> Terminal:
+        terminal = Terminal(args, rows, cols, term)
         started.append(terminal)
         return terminal
 

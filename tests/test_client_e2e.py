@@ -343,3 +343,19 @@ def test_sigterm_restores_the_terminal_and_quits(server, terminals, peers):
     assert terminal.wait_exit() == 128 + signal.SIGTERM
     bob.expect(lambda m: m.command == "QUIT" and m.params == ("Quit: Terminated",), "alice's QUIT")
     assert terminal.raw.rfind(b"\x1b[?1049l") > terminal.raw.rfind(b"\x1b[?1049h")
+
+
+def test_nick_colours_on_a_colour_terminal_and_none_on_a_monochrome_one(server, terminals, peers):
+    port = server.address[1]
+    colour = terminals(["--port", str(port), "--username", "alice"])
+    mono = terminals(["--port", str(port), "--username", "carol"], term="xterm-mono")
+    colour.wait_for("You joined #chat")
+    mono.wait_for("You joined #chat")
+    bob = peers(port, "bob")
+    bob.send("PRIVMSG", "#chat", "colourful?")
+    colour.wait_for("<bob> colourful?")
+    mono.wait_for("<bob> colourful?")
+    bob_cell = next(cell for line in colour.screen.buffer.values() for cell in line.values() if cell.data == "b"
+                    and cell.bold)
+    assert bob_cell.fg != "default"
+    assert b"\x1b[3" not in mono.raw and b"\x1b[38;5" not in mono.raw  # no colour escapes at all
