@@ -1,0 +1,13 @@
+"""The examples in the client modules' docstrings are run as tests too."""
+
+import doctest
+
+import pytest
+
+from curses_client import commands, entries, model, width
+
+
+@pytest.mark.parametrize("module", [width, commands, entries, model], ids=lambda module: module.__name__)
+def test_docstring_examples(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
