@@ -53,10 +53,6 @@ class Scrollback:
     def __len__(self) -> int:
         return len(self._entries)
 
-    @property
-    def entries(self) -> list[Entry]:
-        return list(self._entries)
-
     def _end(self) -> int:
         return self._first + len(self._entries)  # one past the newest entry's number
 

@@ -136,6 +136,12 @@ def test_line_editing_keys_history_and_completion(server, terminals, peers):
     privmsg(bob, "one XtwoY")
     terminal.type("left\x1b[D\x1b[DX\r")  # CSI arrows, in case the terminal sends those
     privmsg(bob, "leXft")
+    terminal.type("keypad\x1bOM")  # keypad Enter (KEY_ENTER)
+    privmsg(bob, "keypad")
+    terminal.type("newline\n")
+    privmsg(bob, "newline")
+    terminal.type("abc" + HOME + "\x1b[3~\r")  # Delete
+    privmsg(bob, "bc")
 
 
 def test_long_input_scrolls_sideways(server, terminals, peers):
