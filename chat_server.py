@@ -1196,10 +1196,12 @@ class OutputPump(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(name="output-pump", daemon=True)
-        self._lock = threading.Lock()  # guards the next five fields and the wake-up sockets
-        self._ready: list[Connection] = []
+        # Connections with output. A deque, so that queueing one takes no lock: a broadcast
+        # may schedule thousands of connections at once.
+        self._ready: collections.deque[Connection] = collections.deque()
+        self._lock = threading.Lock()  # guards the next four fields and the wake-up sockets
         self._closing: dict[Connection, float] = {}  # connection -> deadline to flush by
-        self._sleeping = False
+        self._sleeping = False  # set (under _lock) just before the pump may block in select
         self._stopping = False  # asked to finish: flush what is closing, then exit
         self._stopped = False  # exited: late connections are closed on the spot
         self._selector = selectors.DefaultSelector()
@@ -1218,17 +1220,21 @@ class OutputPump(threading.Thread):
         self._submit(conn, close=True)
 
     def _submit(self, conn: Connection, close: bool) -> None:
-        with self._lock:
-            if not self._stopped:
-                if close:
-                    self._closing[conn] = time.monotonic() + CLOSE_GRACE
-                self._ready.append(conn)
-                if self._sleeping:
+        if close:
+            with self._lock:
+                stopped = self._stopped
+                self._closing[conn] = time.monotonic() + CLOSE_GRACE
+            if stopped:  # a straggler after shutdown: no pump left to flush for it
+                conn.close()
+                return
+        self._ready.append(conn)
+        # The pump sets _sleeping before it looks at _ready one last time, so either it sees
+        # this connection or we see it asleep and wake it.
+        if self._sleeping:
+            with self._lock:
+                if self._sleeping and not self._stopped:
                     self._sleeping = False
                     self._wake()
-                return
-        if close:  # a straggler after shutdown: no pump left to flush for it
-            conn.close()
 
     def stop(self) -> None:
         with self._lock:
@@ -1245,12 +1251,14 @@ class OutputPump(threading.Thread):
 
     def run(self) -> None:
         while True:
+            ready = self._take_ready()
             with self._lock:
-                ready, self._ready = self._ready, []
                 stopping = self._stopping
                 deadlines = list(self._closing.values())
                 self._sleeping = not ready
-            if stopping and not self._closing and not ready:
+            if not ready:
+                ready = self._take_ready()  # the last look before sleeping (see _submit)
+            if stopping and not deadlines and not ready:
                 break
             timeout = 0 if ready else self._select_timeout(deadlines, stopping)
             for key, _ in self._selector.select(timeout):
@@ -1260,9 +1268,9 @@ class OutputPump(threading.Thread):
                     self._selector.unregister(key.fileobj)
                     self._waiting.discard(key.data)
                     ready.append(key.data)
-            with self._lock:
-                self._sleeping = False
-            again = []
+            if self._sleeping:
+                with self._lock:
+                    self._sleeping = False
             for conn in ready:
                 if conn in self._waiting:
                     continue
@@ -1271,16 +1279,24 @@ class OutputPump(threading.Thread):
                     self._selector.register(conn.sock, selectors.EVENT_WRITE, conn)
                     self._waiting.add(conn)
                 elif outcome is MORE:
-                    again.append(conn)
-            if again:
-                with self._lock:
-                    self._ready.extend(again)
+                    self._ready.append(conn)
             self._close_finished()
         with self._lock:
             self._stopped = True
+            stragglers = list(self._closing)  # handed over after our last look
             self._selector.close()
             self._wake_in.close()
             self._wake_out.close()
+        for conn in stragglers:
+            conn.close()
+
+    def _take_ready(self) -> list[Connection]:
+        ready = []
+        try:
+            while True:
+                ready.append(self._ready.popleft())
+        except IndexError:
+            return ready
 
     @staticmethod
     def _select_timeout(deadlines: list[float], stopping: bool) -> float | None:
@@ -1437,7 +1453,8 @@ class ChatServer:
         self._stop.set()
         self._stop_out.send(b"\0")
         for thread in self._threads:
-            thread.join(timeout)
+            if thread.ident is not None:  # started (a signal may come before start())
+                thread.join(timeout)
         self.listener.close()
         if self.tls_listener is not None:
             self.tls_listener.close()
@@ -1448,7 +1465,8 @@ class ChatServer:
         with self._connections_changed:
             self._connections_changed.wait_for(lambda: not self._connections, timeout)
         self.pump.stop()
-        self.pump.join(timeout)
+        if self.pump.ident is not None:
+            self.pump.join(timeout)
         self._stop_in.close()
         self._stop_out.close()
 
@@ -1549,19 +1567,24 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # ssl.SSLError included: a bad certificate or key
         print(f"chat_server.py: cannot start on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
         return 1
-    # Set both explicitly: a shell starting us in the background may have ignored SIGINT.
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    server.start()
-    host, port = server.address
-    tls_note = f", TLS on port {server.tls_address[1]}" if server.tls_address else ""
-    print(f"chat_server listening on {host}:{port}{tls_note}, room {config.room} (Ctrl-C to stop)", flush=True)
     try:
+        # Set both explicitly: a shell starting us in the background may have ignored SIGINT.
+        signal.signal(signal.SIGINT, _raise_interrupt)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        server.start()
+        host, port = server.address
+        tls_note = f", TLS on port {server.tls_address[1]}" if server.tls_address else ""
+        print(f"chat_server listening on {host}:{port}{tls_note}, room {config.room} (Ctrl-C to stop)",
+              flush=True)
         while True:  # the threads do the work; SIGINT or SIGTERM ends this wait
             time.sleep(3600)
     except KeyboardInterrupt:
         log.info("shutting down")
-    server.shutdown()
+    finally:
+        # A second Ctrl-C must not cut the shutdown short: it takes a couple of seconds at most.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        server.shutdown()
     log.info("stopped")
     return 0
 
