@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -365,3 +366,18 @@ def test_nick_colours_on_a_colour_terminal_and_none_on_a_monochrome_one(server, 
                     and cell.bold)
     assert bob_cell.fg != "default"
     assert b"\x1b[3" not in mono.raw and b"\x1b[38;5" not in mono.raw  # no colour escapes at all
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads CPU time from /proc")
+def test_an_idle_client_sleeps(server, terminals):
+    terminal = joined_client(terminals, server.address[1])
+
+    def cpu_seconds():
+        fields = open(f"/proc/{terminal.process.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    before, start = cpu_seconds(), time.monotonic()
+    while time.monotonic() - start < 3.0:  # a measuring window, not a synchronisation
+        terminal.pump(0.5)
+    used = cpu_seconds() - before
+    assert used < 0.3, f"the idle client used {used:.2f}s of CPU in 3s: a busy loop?"
