@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 # (key in a cell, column title, format) for the main table
+SPREAD = {"deliveries_per_s", "p99_ms"}  # columns that also show (min-max) over the runs
 COLUMNS = [
     ("connect_s", "connect+register all (s)", "{:.2f}"),
     ("kb_per_client", "idle RSS / client (KB)", "{:.1f}"),
@@ -19,7 +20,8 @@ COLUMNS = [
     ("p99_ms", "p99 (ms)", "{:.2f}"),
     ("max_ms", "max (ms)", "{:.2f}"),
 ]
-CPU_COLUMNS = [
+CPU_SPREAD = {"deliveries_per_s", "p99_ms"}  # columns that also show (min-max) over the runs
+COLUMNS = [
     ("connect_server_cores", "connect: server", "{:.2f}"),
     ("connect_gen_cores", "connect: generator", "{:.2f}"),
     ("fanout_server_cores", "fan-out: server", "{:.2f}"),
@@ -63,7 +65,12 @@ def medians_table(cells: list[dict], columns=COLUMNS) -> str:
     rows = []
     for (server, n), group_cells in sorted(group(cells).items(), key=lambda kv: (kv[0][1], kv[0][0])):
         row = [f"{n:,}", server, str(len(group_cells))]
-        row += [fmt(median(group_cells, key), pattern) for key, _, pattern in columns]
+        for key, _, pattern in columns:
+            text = fmt(median(group_cells, key), pattern)
+            values = [cell[key] for cell in group_cells if cell.get(key) is not None]
+            if key in SPREAD and len(values) > 1:
+                text += f" ({pattern.format(min(values))}-{pattern.format(max(values))})"
+            row.append(text)
         rows.append(row)
     return table(rows, ["N", "server", "runs"] + [title for _, title, _ in columns])
 
@@ -155,6 +162,8 @@ def write_markdown(path: Path, *, cells: list[dict], big_cells: list[dict], mach
         *[f"- {line}" for line in params["description"]],
         "",
         "## Medians per cell",
+        "",
+        "Fan-out deliveries/s and p99 also show (min-max) over the runs.",
         "",
         medians_table(cells),
         "",
