@@ -20,8 +20,7 @@ COLUMNS = [
     ("p99_ms", "p99 (ms)", "{:.2f}"),
     ("max_ms", "max (ms)", "{:.2f}"),
 ]
-CPU_SPREAD = {"deliveries_per_s", "p99_ms"}  # columns that also show (min-max) over the runs
-COLUMNS = [
+CPU_COLUMNS = [
     ("connect_server_cores", "connect: server", "{:.2f}"),
     ("connect_gen_cores", "connect: generator", "{:.2f}"),
     ("fanout_server_cores", "fan-out: server", "{:.2f}"),
