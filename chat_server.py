@@ -32,6 +32,7 @@ import ipaddress
 import logging
 import os
 import re
+import select
 import selectors
 import signal
 import socket
@@ -334,7 +335,7 @@ def _ignore(_: object) -> None:
     """Default I/O callback for a User not attached to a connection (unit tests)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class User:
     """One connection's IRC identity. Fields other than the clocks change under ``Hub.lock``.
 
@@ -366,7 +367,7 @@ class User:
         return f"{self.nick}!{self.username}@{self.host}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Channel:
     name: str
     created: float = field(default_factory=time.time)
@@ -997,7 +998,14 @@ class Connection:
         self.sock = sock
         self.user = User(host=address[0], deliver=self.enqueue, disconnect=self.abort)
         self.tls = TlsSession(tls) if tls is not None else None
-        self._killed = threading.Event()  # set with kill_reason; ends a flood-control wait
+        # Released by abort(), ending a flood-control wait early: a held Lock is a one-shot
+        # event at a fraction of threading.Event's size, which matters at thousands of clients.
+        self._kill_latch = threading.Lock()
+        self._kill_latch.acquire()
+        # Waiting for data before handing recv() a buffer: an idle reader then holds none.
+        self._poller = select.poll() if hasattr(select, "poll") else None
+        if self._poller is not None:
+            self._poller.register(sock, select.POLLIN)
         self._lock = threading.Lock()
         self._outbox: list[bytes] = []  # lines queued since the pump last took them
         self._unsent = b""  # taken by the pump, not yet accepted by the socket; pump only
@@ -1049,7 +1057,8 @@ class Connection:
         with self._lock:
             if self.kill_reason is None:
                 self.kill_reason = reason
-            self._killed.set()
+            if self._kill_latch.locked():
+                self._kill_latch.release()
             if self._closed:
                 return
             try:
@@ -1066,6 +1075,8 @@ class Connection:
         eof_reason = "Connection closed"
         try:
             while user.quit_reason is None and self.kill_reason is None:
+                if self._poller is not None:
+                    self._poller.poll()
                 data = self.sock.recv(RECV_BYTES)
                 if not data:
                     break
@@ -1080,7 +1091,7 @@ class Connection:
                     # Flood control: an eager sender waits here, in its own thread, so its
                     # socket fills up and TCP slows it down; nothing is dropped, nobody else waits.
                     wait = bucket.delay(time.monotonic()) if config.flood_rate > 0 else 0.0
-                    if wait and self._killed.wait(wait):
+                    if wait and self._kill_latch.acquire(timeout=wait):
                         break
                     self._handle(line)
                     if user.quit_reason is not None:
