@@ -1,7 +1,8 @@
 """The program: command line, start-up, and the one UI loop that ties the pieces together.
 
-``main`` connects first (an unreachable server is one sentence on stderr and exit status
-1), then starts the network thread and enters the terminal. ``ChatApp.run`` is the loop:
+``main`` connects first (an unreachable server, or a TLS certificate that does not verify,
+is one sentence on stderr and exit status 1), then starts the network thread and enters
+the terminal. ``ChatApp.run`` is the loop:
 read keys (``get_wch`` with a short timeout, so an idle client sleeps), drain the event
 queue into the chat state, and redraw once, only when something changed.
 """
@@ -10,18 +11,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import queue
 import signal
+import ssl
 import sys
 import time
 
 from chat_server import CHANNEL_RE, NICK_RE, format_line
-from curses_client import commands, net, ui
+from curses_client import commands, net, tls, ui
 from curses_client.commands import parse_input
 from curses_client.edit import LineEditor
 from curses_client.entries import Kind, make
 from curses_client.keys import KeyDecoder, Paste
-from curses_client.model import ChatState, Link, Reaction, clean_typed
+from curses_client.model import ChatState, Link, Reaction, Transport, clean_typed
 from curses_client.scrollback import Scrollback
 
 log = logging.getLogger(__name__)
@@ -29,7 +32,12 @@ log = logging.getLogger(__name__)
 QUIT_WAIT = 2.0  # seconds to let the server see our QUIT and close before we go
 MAX_KEYS_PER_PASS = 4096  # keys read before redrawing (a paste arrives as many keys)
 NAME_PROMPT = "Username: "
+PASSWORD_PROMPT = "Password: "
+PASSWORD_MASK = "*"
 CHAT_PROMPT = "> "
+PASSWORD_VARIABLE = "CHAT_PASSWORD"  # the password from the environment keeps it out of ps
+PLAIN_PORT, TLS_PORT = 5555, 6697
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_SIGNAL_BASE = 128  # exit status 128 + signal number, as shells report it
 
@@ -40,9 +48,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Terminal chat client for the chat server (and any IRC server).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="server address (default %(default)s)")
-    parser.add_argument("--port", type=int, default=5555, help="server port (default %(default)s)")
+    parser.add_argument("--port", type=int, help=f"server port (default {PLAIN_PORT}, or {TLS_PORT} with --tls)")
     parser.add_argument("--username", help="your name (3-20 of a-z A-Z 0-9 _); asked on screen if not given")
     parser.add_argument("--room", default="#chat", help="room to join if the server does not put you in one (default %(default)s)")
+    parser.add_argument("--tls", action="store_true", help="connect with TLS, verifying the server's certificate")
+    parser.add_argument("--tls-ca", metavar="FILE",
+                        help="with --tls: trust the certificate authorities in this PEM file instead of the system's")
+    parser.add_argument("--tls-insecure", action="store_true",
+                        help="with --tls: do not verify the certificate (anyone on the way could read the chat)")
+    parser.add_argument("--password", help=f"server password (visible in ps: prefer the {PASSWORD_VARIABLE} "
+                                           "environment variable; asked on screen if the server wants one)")
     parser.add_argument("--log-file", help="write a debug log to this file (nothing is logged otherwise)")
     parser.add_argument("--retry-delay", type=float, default=net.FIRST_RETRY_DELAY,
                         help="seconds before the first reconnection attempt; doubles up to 30 (default %(default)s)")
@@ -51,8 +66,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--username {args.username!r}: use 3-20 letters, digits or _")
     if not CHANNEL_RE.match(args.room):
         parser.error(f"--room {args.room!r} is not a room name like #chat")
+    if args.port is None:
+        args.port = TLS_PORT if args.tls else PLAIN_PORT
     if not 0 < args.port < 65536:
         parser.error(f"--port {args.port} is not a TCP port")
+    if (args.tls_ca is not None or args.tls_insecure) and not args.tls:
+        parser.error("--tls-ca and --tls-insecure go with --tls")
+    if args.tls_ca is not None and args.tls_insecure:
+        parser.error("--tls-ca and --tls-insecure contradict each other: choose one")
+    if args.password is None:
+        args.password = os.environ.get(PASSWORD_VARIABLE) or None
+    if args.password is not None and any(char in args.password for char in "\r\n\x00"):
+        parser.error("the password cannot hold a line break or NUL")
     if args.retry_delay <= 0:
         parser.error("--retry-delay must be positive")
     return args
@@ -81,11 +106,13 @@ class ChatApp:
         state: ChatState,
         events: queue.Queue[net.Event],
         sender: net.Sender,
+        network: net.NetworkThread | None = None,
     ) -> None:
         self.screen = screen
         self.state = state
         self.events = events
         self.sender = sender
+        self.network = network  # held back while the password prompt shows
         self.scrollback = Scrollback()
         self.editor = LineEditor()
         self.decoder = KeyDecoder()
@@ -134,7 +161,12 @@ class ChatApp:
 
     def _on_event(self, event: net.Event) -> None:
         if isinstance(event, net.Received):
+            asking = self.state.needs_password
             self._show(self.state.handle(event.message))
+            if self.state.needs_password and not asking:
+                self.editor.clear()  # a half-typed chat line must not become the password
+                if self.network is not None:
+                    self.network.pause()
         elif isinstance(event, net.Connected):
             self._retry = None
             self._show(self.state.connected())
@@ -142,6 +174,8 @@ class ChatApp:
             self._show(self.state.disconnected(event.reason))
         elif isinstance(event, net.Retrying):
             self._retry = event
+        elif isinstance(event, net.Refused):
+            self._show(self.state.refused(event.reason))
         elif isinstance(event, net.Stopped):
             self._network_stopped = True
 
@@ -160,9 +194,10 @@ class ChatApp:
 
     def _on_key(self, key: str | Paste) -> None:
         editor = self.editor
+        prompting = self.state.needs_nick or self.state.needs_password
         if isinstance(key, Paste):
             text = clean_typed_keep_newlines(key.text)
-            editor.insert(text.split("\n")[0] if self.state.needs_nick else text)
+            editor.insert(text.split("\n")[0] if prompting else text)
         elif key.startswith("char:"):
             editor.insert(key[len("char:") :])
         elif key == "enter":
@@ -175,18 +210,30 @@ class ChatApp:
             else:
                 self.scrollback.scroll_down(page, width)
         elif key == "tab":
-            if not self.state.needs_nick:
+            if not prompting:
                 editor.complete(commands.COMMAND_NAMES, self.state.nicks_for_completion())
         elif key == "redraw":
             self.screen.stdscr.clear()
         else:
             action = EDITOR_ACTIONS.get(key)
+            if self.state.needs_password and key in ("up", "down"):
+                action = None  # history holds chat lines: none of them is the password
             if action is not None:
                 action(editor)
             elif key != "resize":
                 log.debug("key %s does nothing", key)
 
     def _submit(self) -> None:
+        if self.state.needs_password:
+            text = self.editor.text.split("\n")[0]
+            self.editor.submit(remember=False)
+            if text.strip() in ("/exit", "/quit"):
+                self.quit(commands.DEFAULT_QUIT_REASON)
+                return
+            self._show(self.state.choose_password(text))
+            if not self.state.needs_password and self.network is not None:
+                self.network.resume()
+            return
         if self.state.needs_nick:
             lines = self.editor.submit(remember=False)
             if lines and isinstance(parse_input(lines[0]), commands.Quit):
@@ -225,11 +272,14 @@ class ChatApp:
     def _status(self) -> ui.StatusLine:
         state = self.state
         link = state.link.value
-        if state.link is Link.DISCONNECTED and self._retry is not None:
+        if state.needs_password:
+            link = "password needed"
+        elif state.link is Link.DISCONNECTED and self._retry is not None:
             seconds = max(0, round(self._retry.due - time.monotonic()))
             link = f"disconnected, retry #{self._retry.attempt} in {seconds}s"
         return ui.StatusLine(
             server=state.server_label,
+            security=state.transport.value,
             nick=state.nick or "",
             room=state.room,
             online=state.online_count,
@@ -239,9 +289,12 @@ class ChatApp:
 
     def draw(self) -> None:
         height, width = self.screen.size()
-        prompt = NAME_PROMPT if self.state.needs_nick else CHAT_PROMPT
+        if self.state.needs_password:
+            prompt, mask = PASSWORD_PROMPT, PASSWORD_MASK
+        else:
+            prompt, mask = (NAME_PROMPT if self.state.needs_nick else CHAT_PROMPT), None
         visible, cursor, self.screen.input_offset = self.editor.view(
-            self.screen.input_width(prompt), self.screen.input_offset
+            self.screen.input_width(prompt), self.screen.input_offset, mask
         )
         rows = self.scrollback.visible(width, height - 2) if width >= ui.MIN_COLUMNS else []
         status = self._status()
@@ -295,21 +348,35 @@ def catch_termination() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_up_logging(args.log_file)
+    context, transport = None, Transport.PLAIN
+    if args.tls:
+        try:
+            context = tls.client_context(args.tls_ca, args.tls_insecure)
+        except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+            reason = net.describe_error(error) if isinstance(error, OSError) else str(error)
+            print(f"Cannot use {args.tls_ca} as the certificate authority file: {reason}.", file=sys.stderr)
+            return EXIT_USAGE
+        transport = Transport.TLS_UNVERIFIED if args.tls_insecure else Transport.TLS
     try:
-        sock = net.open_connection(args.host, args.port)
+        connection = net.open_connection(args.host, args.port, context)
+    except ssl.SSLCertVerificationError as error:
+        print(f"Refusing the chat server at {args.host}:{args.port}: {net.describe_error(error)}; "
+              "use --tls-ca FILE to trust the authority that signed it, or --tls-insecure to skip the check.",
+              file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"Cannot connect to the chat server at {args.host}:{args.port}: {net.describe_error(error)}.",
               file=sys.stderr)
         return 1
     events: queue.Queue[net.Event] = queue.Queue()
     sender = net.Sender()
-    network = net.NetworkThread(args.host, args.port, events, sender, sock, args.retry_delay)
-    state = ChatState(f"{args.host}:{args.port}", args.room, args.username)
+    network = net.NetworkThread(args.host, args.port, events, sender, connection, args.retry_delay, context)
+    state = ChatState(f"{args.host}:{args.port}", args.room, args.username, args.password, transport)
     network.start()
     catch_termination()
     try:
         with ui.terminal() as stdscr:
-            app = ChatApp(ui.Screen(stdscr), state, events, sender)
+            app = ChatApp(ui.Screen(stdscr), state, events, sender, network)
             try:
                 return app.run()
             except KeyboardInterrupt:  # Ctrl-C: leave as politely as /exit does

@@ -171,15 +171,21 @@ class LineEditor:
 
     # -- display ----------------------------------------------------------------------------
 
-    def view(self, width: int, offset: int = 0) -> tuple[str, int, int]:
+    def view(self, width: int, offset: int = 0, mask: str | None = None) -> tuple[str, int, int]:
         """What the input line shows in ``width`` cells: (visible text, cursor cell, offset).
 
         ``offset`` is the index of the first character shown last time; it moves only as
         far as needed to keep the cursor on screen, so the line does not jump while typing.
-        Pasted line breaks are shown as "↵".
+        Pasted line breaks are shown as "↵". With ``mask`` (one narrow character) every
+        character shows as that, as a password should.
+
+        >>> editor = LineEditor()
+        >>> editor.insert("s3crét")
+        >>> editor.view(20, mask="*")
+        ('******', 6, 0)
         """
         width = max(1, width)
-        shown = self.text.replace("\n", NEWLINE_SHOWN_AS)
+        shown = mask * len(self.text) if mask else self.text.replace("\n", NEWLINE_SHOWN_AS)
         offset = min(offset, self.cursor)
         while 0 < offset < len(shown) and char_width(shown[offset]) == 0:
             offset -= 1  # never start the view on a combining mark

@@ -4,12 +4,19 @@
 arrived, the user typed a command) and answers with a ``Reaction``: entries for the pane
 and IRC lines to send. It never touches a socket or the screen, so it is tested directly.
 
-Registration: after the user picks a name, NICK and USER go out on every (re)connection.
-432/433 before the welcome bring the name prompt back with the server's reason. Our own
+Registration: after the user picks a name, NICK and USER go out on every (re)connection,
+after PASS when there is a password. 432/433 before the welcome bring the name prompt back
+with the server's reason; 464 (password incorrect) brings up the password prompt, and the
+app holds reconnection back until the user has typed one. Our own
 server puts everyone in its room by itself; a plain IRC server does not. So after 001 the
 client sends a PING with a marker token: a server answers lines in order, so when its PONG
 comes back any automatic JOIN has already arrived, and if none has, the client JOINs the
 room itself.
+
+Everything from the network is hostile until shown otherwise: text goes through
+``sanitize`` before it becomes an entry, and names that end up in lines we send (our nick,
+the room) are taken only if they are safe there, so no server line can make the client
+build a line ``format_line`` refuses.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from chat_server import NICK_RE, Message, format_line, irc_fold
+from chat_server import CHANNEL_RE, ERR_PASSWDMISMATCH, NICK_RE, Message, format_line, irc_fold
 from curses_client import commands
 from curses_client.entries import Entry, Kind, make
 from curses_client.width import sanitize
@@ -28,6 +35,14 @@ MAX_TEXT_BYTES = 400  # leaves room for ":nick!user@host PRIVMSG #room :" within
 NAME_PREFIXES = "~&@%+"  # channel status marks in a 353 reply
 CTCP_MARK = "\x01"
 NICK_RULE = "Names are 3-20 letters, digits or _."
+
+
+class Transport(Enum):
+    """How the connection is made, for the pane and the status line."""
+
+    PLAIN = ""
+    TLS = "TLS"
+    TLS_UNVERIFIED = "TLS UNVERIFIED"
 
 
 class Link(Enum):
@@ -65,16 +80,42 @@ def split_text(text: str, limit: int = MAX_TEXT_BYTES) -> list[str]:
     return pieces + [text] if text else pieces
 
 
+def is_safe_name(name: str) -> bool:
+    """Whether a name from the server can be shown and sent back as a middle parameter.
+
+    >>> is_safe_name("ann[away]"), is_safe_name("a b"), is_safe_name(":x"), is_safe_name("\\x1b[2J")
+    (True, False, False, False)
+    """
+    return (
+        0 < len(name) <= 64
+        and name.isprintable()
+        and not any(char in name for char in " ,")
+        and not name.startswith(":")
+        and sanitize(name) == name
+    )
+
+
 def clean_typed(text: str) -> str:
     """What the user typed or pasted, without control characters that IRC would refuse."""
     return "".join(" " if char == "\t" else char for char in text if char == "\t" or ord(char) >= 0x20)
 
 
 class ChatState:
-    def __init__(self, server_label: str, room: str, nick: str | None = None) -> None:
+    def __init__(
+        self,
+        server_label: str,
+        room: str,
+        nick: str | None = None,
+        password: str | None = None,
+        transport: Transport = Transport.PLAIN,
+    ) -> None:
         self.server_label = server_label
         self.room = room  # the room we are in, or will join
         self.nick = nick  # None until the user has picked a valid name
+        self.password = password  # sent as PASS before NICK/USER; never shown or logged
+        self.transport = transport
+        self.asking_password = False  # the server refused (or wanted) a password: prompt for one
+        self._last_refusal = ""  # the last TLS refusal shown, so retries do not repeat it
         self.link = Link.CONNECTING
         self.registered = False
         self.in_room = False
@@ -106,6 +147,7 @@ class ChatState:
             "432": self._on_bad_nick,
             "433": self._on_bad_nick,
             "436": self._on_bad_nick,
+            ERR_PASSWDMISMATCH: self._on_bad_password,
         }
 
     # -- what the status line shows ---------------------------------------------------------
@@ -113,6 +155,10 @@ class ChatState:
     @property
     def needs_nick(self) -> bool:
         return self.nick is None
+
+    @property
+    def needs_password(self) -> bool:
+        return self.asking_password
 
     @property
     def online_count(self) -> int | None:
@@ -128,9 +174,41 @@ class ChatState:
         self._connected, self.registered, self.in_room = True, False, False
         self._user_sent = False
         self.link, self.retry_text = Link.REGISTERING, ""
-        reaction.info(f"Connected to {self.server_label}.")
+        self._last_refusal = ""
+        if self.transport is Transport.TLS_UNVERIFIED:
+            reaction.info(
+                f"Connected to {self.server_label} over TLS WITHOUT checking its certificate "
+                "(--tls-insecure): anyone on the way could read or change the chat.",
+                Kind.ERROR,
+            )
+        else:
+            over = " over TLS" if self.transport is Transport.TLS else ""
+            reaction.info(f"Connected to {self.server_label}{over}.")
+        if self.asking_password:
+            return reaction  # registering waits for the password the user is typing
+        if self.password is not None:
+            reaction.send.append(format_line("PASS", self.password))
         if self.nick is not None:
             self._register(reaction)
+        return reaction
+
+    def refused(self, reason: str) -> Reaction:
+        """A reconnection was refused before any IRC (a TLS certificate that does not verify)."""
+        reaction = Reaction()
+        if reason != self._last_refusal:
+            self._last_refusal = reason
+            reaction.info(f"Refusing {self.server_label}: {reason}; still trying, over TLS only.", Kind.ERROR)
+        return reaction
+
+    def choose_password(self, password: str) -> Reaction:
+        """The user typed a password at the prompt; the app then connects again at once."""
+        reaction = Reaction()
+        password = clean_typed(password)
+        if not password:
+            reaction.info("Type the password and press Enter, or /exit to leave.", Kind.ERROR)
+            return reaction
+        self.password, self.asking_password = password, False
+        reaction.info("Connecting again with the password...")
         return reaction
 
     def disconnected(self, reason: str) -> Reaction:
@@ -154,7 +232,7 @@ class ChatState:
             reaction.info(self.nick_problem, Kind.ERROR)
             return reaction
         self.nick, self.nick_problem = nick, None
-        if self._connected:
+        if self._connected and not self.asking_password:
             self._register(reaction)
         return reaction
 
@@ -176,7 +254,7 @@ class ChatState:
             self._on_other_numeric(msg, reaction)
         else:
             shown = " ".join(sanitize(param) for param in msg.params)
-            reaction.info(f"{msg.command} {shown}".strip())
+            reaction.info(f"{sanitize(msg.command)} {shown}".strip())
         return reaction
 
     def _ignore(self, msg: Message, reaction: Reaction) -> None:
@@ -210,10 +288,20 @@ class ChatState:
             self.nick, self.nick_problem = None, text  # back to the name prompt
             reaction.info(f"{text}. Choose another name.", Kind.ERROR)
 
+    def _on_bad_password(self, msg: Message, reaction: Reaction) -> None:
+        reason = sanitize(msg.params[-1]) if len(msg.params) > 1 else "Password incorrect"
+        if self.registered:
+            reaction.info(reason, Kind.ERROR)
+            return
+        lead = "The server refused the password" if self.password is not None else "The server needs a password"
+        self.password, self.asking_password = None, True
+        reaction.info(f"{lead} ({reason}). Type it below and press Enter (it shows as *), or /exit to leave.",
+                      Kind.ERROR)
+
     def _on_join(self, msg: Message, reaction: Reaction) -> None:
         channel = msg.params[0] if msg.params else ""
         who = sanitize(msg.nick or "?")
-        if self.is_me(msg.nick):
+        if self.is_me(msg.nick) and CHANNEL_RE.match(channel) and is_safe_name(channel):
             self.room, self.in_room = channel, True
             self.members = {irc_fold(self.nick or who): self.nick or who}
             reaction.info(f"You joined {sanitize(channel)}.", Kind.JOIN)
@@ -246,7 +334,7 @@ class ChatState:
         old, new = sanitize(msg.nick or "?"), sanitize(msg.params[0] if msg.params else "?")
         if self.members.pop(irc_fold(old), None) is not None:
             self.members[irc_fold(new)] = new
-        if self.is_me(msg.nick):
+        if self.is_me(msg.nick) and msg.params and is_safe_name(msg.params[0]):
             self.nick = new
             reaction.info(f"You are now known as {new}", Kind.NICK, new)
         else:

@@ -38,6 +38,7 @@ PAIR_STATUS, PAIR_ERROR, PAIR_JOIN, PAIR_PRIVATE, PAIR_FIRST_NICK = 1, 2, 3, 4, 
 @dataclass(frozen=True)
 class StatusLine:
     server: str
+    security: str  # "", "TLS" or "TLS UNVERIFIED"
     nick: str
     room: str
     online: int | None
@@ -243,7 +244,8 @@ class Screen:
             x += cells
 
     def _draw_status(self, y: int, width: int, status: StatusLine) -> None:
-        parts = [status.nick or "(no name yet)", status.room]
+        parts = [status.security] if status.security else []
+        parts += [status.nick or "(no name yet)", status.room]
         if status.online is not None:
             parts.append(f"{status.online} online")
         parts.append(status.link)

@@ -1,0 +1,120 @@
+"""TLS for the client: the context the flags ask for, and TLS over memory buffers.
+
+``client_context`` verifies the server's certificate against the system store, or only
+against ``--tls-ca FILE``, with hostname checking on; ``--tls-insecure`` turns both off and
+the UI says so. ``TlsStream`` keeps TLS off the socket (an ``SSLObject`` over two
+``MemoryBIO``\\ s, as the server does): the network thread reads ciphertext and decrypts, the
+UI thread encrypts and writes, and one lock keeps the SSL object single-threaded and the
+records it makes in order on the wire. ``handshake`` runs over a blocking socket, so a
+certificate that does not verify fails in ``open_connection``, before the screen starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+
+log = logging.getLogger(__name__)
+
+RECV_BYTES = 16384
+
+
+def client_context(ca_file: str | None = None, insecure: bool = False) -> ssl.SSLContext:
+    """The stdlib's modern client defaults; raises OSError/ssl.SSLError for a bad CA file."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def describe_tls_error(error: ssl.SSLError) -> str:
+    """A reader's phrase for a TLS failure, without OpenSSL's file and line.
+
+    >>> describe_tls_error(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"))
+    'the TLS handshake failed (wrong version number)'
+    """
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"its TLS certificate could not be verified ({error.verify_message or error.reason})"
+    reason = getattr(error, "reason", None)
+    if not reason and len(error.args) > 1 and isinstance(error.args[1], str):
+        reason = error.args[1].split("] ", 1)[-1].split(" (_ssl.c", 1)[0]
+    return f"the TLS handshake failed ({str(reason or 'no reason given').replace('_', ' ').lower()})"
+
+
+class TlsStream:
+    """One TLS session over a connected socket; ``receive`` and ``send`` are thread-safe."""
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str) -> None:
+        self.sock = sock
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
+        self._lock = threading.Lock()
+
+    def handshake(self) -> None:
+        """Complete the handshake on the (blocking, time-limited) socket, or raise.
+
+        Raises ssl.SSLCertVerificationError for a certificate that does not verify, other
+        ssl.SSLError for a failed handshake, OSError for the socket's own failures.
+        """
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self.sock.recv(RECV_BYTES)
+                if not data:
+                    raise ssl.SSLEOFError(8, "the server closed the connection during the TLS handshake") from None
+                self._incoming.write(data)
+            except ssl.SSLError:
+                self._flush_quietly()  # the alert tells the server why
+                raise
+        self._flush()
+
+    def receive(self, data: bytes) -> bytes | None:
+        """Ciphertext in, plaintext out (maybe b""); None once the server closed TLS."""
+        with self._lock:
+            self._incoming.write(data)
+            chunks = []
+            try:
+                while chunk := self._tls.read(RECV_BYTES):
+                    chunks.append(chunk)
+            except ssl.SSLWantReadError:
+                pass  # the rest of a record is still on its way
+            except ssl.SSLZeroReturnError:
+                return None
+            finally:
+                self._flush()  # e.g. an answer to a key update
+            return b"".join(chunks)
+
+    def send(self, plaintext: bytes) -> None:
+        with self._lock:
+            self._tls.write(plaintext)
+            self._flush()
+
+    def close_notify(self) -> None:
+        """Say we are done writing (after QUIT); reading goes on until the server closes."""
+        with self._lock:
+            try:
+                self._tls.unwrap()
+            except ssl.SSLWantReadError:
+                pass  # sent ours; the server's close_notify comes later, or not at all
+            except ssl.SSLError as error:
+                log.debug("close_notify: %s", error)
+            self._flush_quietly()
+
+    def _flush(self) -> None:
+        data = self._outgoing.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _flush_quietly(self) -> None:
+        try:
+            self._flush()
+        except OSError as error:  # the connection is failing anyway; the caller reports why
+            log.debug("could not send the last TLS records: %s", error)
