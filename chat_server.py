@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -346,6 +347,7 @@ class User:
     host: str
     deliver: Callable[[bytes], None] = _ignore
     disconnect: Callable[[str], None] = _ignore
+    link: Any = None  # the I/O layer's object for this user (a Connection); the core never looks
     nick: str | None = None
     username: str | None = None
     realname: str = ""
@@ -384,8 +386,10 @@ class Hub:
     other threads read. Hold it briefly; never do socket I/O under it.
     """
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig,
+                 fanout: Callable[[Iterable[User], bytes], None] | None = None) -> None:
         self.config = config
+        self.fanout = fanout  # the I/O layer's batched send_all, if it has one
         self.lock = threading.Lock()
         self.users: set[User] = set()  # every connection, registered or not
         self.nicks: dict[str, User] = {}  # folded nick -> user, claimed at NICK
@@ -407,10 +411,13 @@ class Hub:
                            prefix=self.config.server_name)
         return encode_line(line)
 
-    @staticmethod
-    def send_all(recipients: Iterable[User], data: bytes) -> None:
-        for recipient in recipients:
-            recipient.deliver(data)
+    def send_all(self, recipients: Iterable[User], data: bytes) -> None:
+        """Hand the same encoded line to every recipient (batched, if the I/O layer can)."""
+        if self.fanout is not None:
+            self.fanout(recipients, data)
+        else:
+            for recipient in recipients:
+                recipient.deliver(data)
 
     # -- state changes ---------------------------------------------------------------------
 
@@ -942,7 +949,6 @@ CLOSE_GRACE = 2.0  # seconds a closing connection gets to flush its last lines
 # Sends never wait for a slow reader. On platforms without MSG_DONTWAIT (Windows) sends
 # block, so there a stalled reader can hold up the pump; the server is meant for POSIX hosts.
 SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0)
-_QUEUED, _SCHEDULE, _OVERFLOWED = "queued", "schedule", "overflowed"  # Connection._queue_locked
 FLUSHED, BLOCKED, MORE = "flushed", "blocked", "more"  # Connection.flush
 
 
@@ -996,7 +1002,7 @@ class Connection:
                  tls: ssl.SSLContext | None = None) -> None:
         self.server = server
         self.sock = sock
-        self.user = User(host=address[0], deliver=self.enqueue, disconnect=self.abort)
+        self.user = User(host=address[0], deliver=self.enqueue, disconnect=self.abort, link=self)
         self.tls = TlsSession(tls) if tls is not None else None
         # Released by abort(), ending a flood-control wait early: a held Lock is a one-shot
         # event at a fraction of threading.Event's size, which matters at thousands of clients.
@@ -1018,39 +1024,40 @@ class Connection:
     # -- called from any thread -----------------------------------------------------------
 
     def enqueue(self, data: bytes) -> None:
-        """Queue a line for this client (encrypted here on a TLS connection); never blocks."""
+        """Queue a line for this client (User.deliver); never blocks."""
+        if self.queue(data):
+            self.server.pump.schedule(self)
+
+    def queue(self, data: bytes) -> bool:
+        """Append a line (encrypted first on TLS); True when the pump must be told of it."""
         with self._lock:
             if self.tls is not None and not (self._overflowed or self._closed):
                 try:
                     data = self.tls.wrap(data)
                 except ssl.SSLError as error:  # e.g. a timeout's ERROR before the handshake
                     log.debug("dropped a line for %s: %s", self.user.host, error)
-                    return
-            outcome = self._queue_locked(data)
-        self._after_queue(outcome)
+                    return False
+            verdict = self._queue_locked(data)
+        if verdict is None:
+            self.abort("SendQ exceeded")
+            return False
+        return verdict
 
-    def _queue_locked(self, data: bytes) -> str:
-        """Append wire bytes to the outbox; the caller holds ``_lock``."""
+    def _queue_locked(self, data: bytes) -> bool | None:
+        """Append wire bytes (``_lock`` held): True if newly scheduled, None on overflow."""
         if self._overflowed or self._closed:
-            return _QUEUED
+            return False
         if self._queued + len(data) > self.server.config.sendq:
             self._overflowed = True
             self._outbox.clear()
             self._queued = 0
-            return _OVERFLOWED
+            return None
         self._outbox.append(data)
         self._queued += len(data)
         if self._scheduled:
-            return _QUEUED
+            return False
         self._scheduled = True
-        return _SCHEDULE
-
-    def _after_queue(self, outcome: str) -> None:
-        """The part of queueing done after releasing ``_lock``."""
-        if outcome is _OVERFLOWED:
-            self.abort("SendQ exceeded")
-        elif outcome is _SCHEDULE:
-            self.server.pump.schedule(self)
+        return True
 
     def abort(self, reason: str) -> None:
         """Drop this connection: wake its reader thread, which then tears it down."""
@@ -1107,8 +1114,8 @@ class Connection:
         """Ciphertext from the socket to plaintext (b"" while a record is incomplete)."""
         with self._lock:
             plaintext, reply = self.tls.receive(data)
-            outcome = self._queue_locked(reply) if reply else _QUEUED
-        self._after_queue(outcome)
+            if reply and self._queue_locked(reply):
+                self.server.pump.schedule(self)  # (a handshake reply never overflows SendQ)
         return plaintext
 
     def _handle(self, line: bytes | LineTooLong) -> None:
@@ -1226,6 +1233,10 @@ class OutputPump(threading.Thread):
         """``conn`` has output: send it on the next pass."""
         self._submit(conn, close=False)
 
+    def schedule_many(self, conns: list[Connection]) -> None:
+        self._ready.extend(conns)
+        self._wake_if_sleeping()
+
     def close_when_flushed(self, conn: Connection) -> None:
         """Send what ``conn`` still has (for up to CLOSE_GRACE seconds), then close it."""
         self._submit(conn, close=True)
@@ -1239,8 +1250,11 @@ class OutputPump(threading.Thread):
                 conn.close()
                 return
         self._ready.append(conn)
+        self._wake_if_sleeping()
+
+    def _wake_if_sleeping(self) -> None:
         # The pump sets _sleeping before it looks at _ready one last time, so either it sees
-        # this connection or we see it asleep and wake it.
+        # what was just queued or we see it asleep and wake it.
         if self._sleeping:
             with self._lock:
                 if self._sleeping and not self._stopped:
@@ -1358,7 +1372,7 @@ class ChatServer:
     def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int = 5555,
                  tls: ssl.SSLContext | None = None, tls_port: int = 6697) -> None:
         self.config = config
-        self.hub = Hub(config)
+        self.hub = Hub(config, fanout=self._fanout)
         self.pump = OutputPump()
         self.listener = _listen(host, port)
         self.tls_listener = _listen(host, tls_port) if tls is not None else None
@@ -1435,6 +1449,12 @@ class ChatServer:
         if self._per_host[host] >= self.config.max_per_ip and not ipaddress.ip_address(host).is_loopback:
             return "Too many connections from your address"
         return None
+
+    def _fanout(self, users: Iterable[User], data: bytes) -> None:
+        """Queue one line for many users, telling the pump once for all of them."""
+        newly_ready = [user.link for user in users if user.link.queue(data)]
+        if newly_ready:
+            self.pump.schedule_many(newly_ready)
 
     def forget(self, conn: Connection) -> None:
         with self._connections_changed:
