@@ -88,10 +88,13 @@ class ScrollingByteStream(pyte.ByteStream):
 class Terminal:
     """The client running in a pty of ``rows`` x ``cols``, drawn onto a pyte screen."""
 
-    def __init__(self, args: list[str], rows: int = 24, cols: int = 80, term: str = "xterm-256color") -> None:
+    def __init__(self, args: list[str], rows: int = 24, cols: int = 80, term: str = "xterm-256color",
+                 env: dict[str, str] | None = None) -> None:
+        overrides = env or {}
         env = dict(os.environ, TERM=term, LANG="C.UTF-8", LC_ALL="C.UTF-8", PYTHONPATH=str(REPO))
-        env.pop("COLUMNS", None)
-        env.pop("LINES", None)
+        for name in ("COLUMNS", "LINES", "CHAT_PASSWORD"):  # nothing from the tester's own shell
+            env.pop(name, None)
+        env.update(overrides)
         self.screen = ScrollingScreen(cols, rows)
         self.stream = ScrollingByteStream(self.screen)
         self.raw = bytearray()  # everything the client wrote, for tests of escape output
@@ -162,11 +165,12 @@ class Terminal:
 
 @pytest.fixture
 def terminals():
-    """Start clients in ptys with ``terminals(args, rows, cols)``; each is killed at the end."""
+    """Start clients in ptys with ``terminals(args, rows, cols, term, env)``; each is killed at the end."""
     started: list[Terminal] = []
 
-    def start(args: list[str], rows: int = 24, cols: int = 80, term: str = "xterm-256color") -> Terminal:
-        terminal = Terminal(args, rows, cols, term)
+    def start(args: list[str], rows: int = 24, cols: int = 80, term: str = "xterm-256color",
+              env: dict[str, str] | None = None) -> Terminal:
+        terminal = Terminal(args, rows, cols, term, env)
         started.append(terminal)
         return terminal
 
