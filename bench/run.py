@@ -53,7 +53,8 @@ def cores(cpu: float | None, wall: float) -> float | None:
 
 
 def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dict:
-    cell: dict = {"server": server.name, "n": n, "disconnected": 0, "lost": 0, "reordered": 0}
+    cell: dict = {"server": server.name, "n": n, "disconnected": 0, "lost": 0, "reordered": 0,
+                  "loadavg_1min": os.getloadavg()[0]}  # other work on the machine shows here
     server.start()
     try:
         time.sleep(0.2)  # let a freshly started server settle before its baseline RSS
@@ -373,6 +374,13 @@ def build_notes(cells: list[dict], big_cells: list[dict]) -> list[str]:
             if per_client is not None:
                 notes.append(f"Target idle RSS < 30 KB/client at N={n} (ours): {per_client:.1f} KB"
                              f" ({'met' if per_client < 30 else 'missed'}).")
+    loads = sorted(c["loadavg_1min"] for c in cells if c.get("loadavg_1min") is not None)
+    if loads:
+        notes.append(f"Machine load (1-minute average) at the start of each run: min {loads[0]:.1f},"
+                     f" median {statistics.median(loads):.1f}, max {loads[-1]:.1f} on 2 cores:"
+                     " anything above about 1.0 is other work sharing the machine.")
+    notes.append("The servers alternate inside each repeat, so other work on the machine hits both"
+                 " alike; the (min-max) spread in the table shows how much the runs moved.")
     bad = sum(c["lost"] + c["reordered"] + c["disconnected"] for c in cells + big_cells)
     notes.append(f"Lost, reordered or disconnected over all runs: {bad}"
                  f" ({'none' if not bad else 'see the correctness table'}).")
