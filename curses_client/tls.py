@@ -39,10 +39,11 @@ def describe_tls_error(error: ssl.SSLError) -> str:
     """
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"its TLS certificate could not be verified ({error.verify_message or error.reason})"
-    reason = getattr(error, "reason", None)
-    if not reason and len(error.args) > 1 and isinstance(error.args[1], str):
-        reason = error.args[1].split("] ", 1)[-1].split(" (_ssl.c", 1)[0]
-    return f"the TLS handshake failed ({str(reason or 'no reason given').replace('_', ' ').lower()})"
+    code = getattr(error, "reason", None)  # OpenSSL's, e.g. WRONG_VERSION_NUMBER
+    if code:
+        return f"the TLS handshake failed ({code.replace('_', ' ').lower()})"
+    text = error.args[1] if len(error.args) > 1 and isinstance(error.args[1], str) else "no reason given"
+    return f"the TLS handshake failed ({text.split('] ', 1)[-1].split(' (_ssl.c', 1)[0]})"
 
 
 class TlsStream:
@@ -69,7 +70,7 @@ class TlsStream:
                 self._flush()
                 data = self.sock.recv(RECV_BYTES)
                 if not data:
-                    raise ssl.SSLEOFError(8, "the server closed the connection during the TLS handshake") from None
+                    raise ssl.SSLEOFError(8, "the server closed the connection") from None
                 self._incoming.write(data)
             except ssl.SSLError:
                 self._flush_quietly()  # the alert tells the server why

@@ -163,3 +163,11 @@ def test_view_scrolls_back_when_the_window_grows():
     _, _, offset = editor.view(1)
     assert offset == 10
     assert editor.view(17, offset) == ("draft text", 10, 0)
+
+
+def test_a_masked_view_shows_one_star_per_character_and_keeps_the_cursor():
+    editor = LineEditor()
+    editor.insert("日本\u0301x")
+    editor.left()
+    assert editor.view(20, mask="*") == ("****", 3, 0)
+    assert editor.view(3, mask="*")[0] == "***"

@@ -154,3 +154,65 @@ def test_disconnect_forgets_the_room_and_reconnect_registers_again():
     entries = state.disconnected("reset").entries
     assert entries[0].kind is Kind.ERROR and state.link is Link.DISCONNECTED and state.online_count is None
     assert state.connected().send == ["NICK :alice", "USER alice 0 * :alice"]
+
+
+# -- password and transport ------------------------------------------------------------------
+
+
+def test_password_goes_first_on_every_connection():
+    state = ChatState("h", "#chat", "alice", password="pw")
+    assert state.connected().send == ["PASS :pw", "NICK :alice", "USER alice 0 * :alice"]
+    state.disconnected("gone")
+    assert state.connected().send[0] == "PASS :pw"
+
+
+def test_password_goes_before_a_name_chosen_later():
+    state = ChatState("h", "#chat", password="pw")
+    assert state.connected().send == ["PASS :pw"]
+    assert state.choose_nick("alice").send == ["NICK :alice", "USER alice 0 * :alice"]
+
+
+def test_464_asks_for_the_password_and_registration_waits_for_it():
+    state = ChatState("h", "#chat", "alice", password="wrong")
+    state.connected()
+    entries, _ = feed(state, ":srv 464 alice :Password incorrect")
+    assert state.needs_password and state.password is None
+    assert entries[0].kind is Kind.ERROR
+    assert entries[0].text.startswith("The server refused the password (Password incorrect).")
+    state.disconnected("closed")
+    assert state.connected().send == []  # nothing goes out while the user types
+    assert state.choose_password("").entries[0].kind is Kind.ERROR and state.needs_password
+    state.choose_password("right\x07")
+    assert not state.needs_password
+    state.disconnected("reconnecting")
+    assert state.connected().send == ["PASS :right", "NICK :alice", "USER alice 0 * :alice"]
+
+
+def test_464_without_a_password_says_one_is_needed():
+    state = ChatState("h", "#chat", "alice")
+    state.connected()
+    entries, _ = feed(state, ":srv 464 alice :Password incorrect")
+    assert entries[0].text.startswith("The server needs a password")
+
+
+def test_464_after_registration_is_only_an_error():
+    state = registered()
+    entries, _ = feed(state, ":srv 464 alice :nope")
+    assert not state.needs_password and entries[0].text == "nope"
+
+
+def test_unverified_tls_is_a_warning_on_every_connection():
+    from curses_client.model import Transport
+
+    state = ChatState("h:6697", "#chat", "alice", transport=Transport.TLS_UNVERIFIED)
+    entry = state.connected().entries[0]
+    assert entry.kind is Kind.ERROR and "WITHOUT checking its certificate" in entry.text
+    assert ChatState("h:6697", "#chat", transport=Transport.TLS).connected().entries[0].text == "Connected to h:6697 over TLS."
+
+
+def test_a_refused_certificate_on_reconnection_is_shown_once_per_reason():
+    state = registered()
+    state.disconnected("gone")
+    assert len(state.refused("its TLS certificate could not be verified (x)").entries) == 1
+    assert state.refused("its TLS certificate could not be verified (x)").entries == []
+    assert len(state.refused("its TLS certificate could not be verified (y)").entries) == 1
