@@ -352,9 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tls:
         try:
             context = tls.client_context(args.tls_ca, args.tls_insecure)
-        except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
-            reason = net.describe_error(error) if isinstance(error, OSError) else str(error)
-            print(f"Cannot use {args.tls_ca} as the certificate authority file: {reason}.", file=sys.stderr)
+        except tls.CaFileError as error:
+            print(error, file=sys.stderr)
             return EXIT_USAGE
         transport = Transport.TLS_UNVERIFIED if args.tls_insecure else Transport.TLS
     try:

@@ -225,6 +225,7 @@ class NetworkThread(threading.Thread):
         """After the current connection ends, wait for ``resume`` instead of reconnecting."""
         with self._wake:
             self._paused = True
+            self._wake.notify_all()  # a retry already being waited for waits for resume instead
 
     def resume(self) -> None:
         """Connect again now: a connection still up is ended, a pending wait is cut short."""

@@ -21,9 +21,20 @@ log = logging.getLogger(__name__)
 RECV_BYTES = 16384
 
 
+class CaFileError(Exception):
+    """``--tls-ca`` names a file that cannot be read as certificates; the message says why."""
+
+
 def client_context(ca_file: str | None = None, insecure: bool = False) -> ssl.SSLContext:
-    """The stdlib's modern client defaults; raises OSError/ssl.SSLError for a bad CA file."""
-    context = ssl.create_default_context(cafile=ca_file)
+    """The stdlib's modern client defaults; raises CaFileError for a CA file it cannot use."""
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except ssl.SSLError as error:
+        reason = (error.reason or "not a PEM certificate file").replace("_", " ").lower()
+        raise CaFileError(f"Cannot use {ca_file} as the certificate authority file: {reason}.") from error
+    except OSError as error:
+        raise CaFileError(f"Cannot use {ca_file} as the certificate authority file: "
+                          f"{error.strerror or error}.") from error
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if insecure:
         context.check_hostname = False

@@ -5,7 +5,7 @@ import ssl
 import pytest
 
 from curses_client.app import parse_args
-from curses_client.tls import client_context, describe_tls_error
+from curses_client.tls import CaFileError, client_context, describe_tls_error
 
 
 def test_default_port_follows_tls():
@@ -46,9 +46,14 @@ def test_context_verifies_with_hostname_checks_unless_insecure():
     assert insecure.verify_mode == ssl.CERT_NONE and not insecure.check_hostname
 
 
-def test_a_missing_ca_file_is_an_oserror(tmp_path):
-    with pytest.raises(OSError):
-        client_context(str(tmp_path / "missing.pem"))
+def test_a_ca_file_that_cannot_be_used_is_one_sentence(tmp_path):
+    missing, junk = tmp_path / "missing.pem", tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    with pytest.raises(CaFileError, match=r"^Cannot use .*missing.pem as the certificate authority file: "
+                                          r"No such file or directory\.$"):
+        client_context(str(missing))
+    with pytest.raises(CaFileError, match=r"^Cannot use .*junk.pem as the certificate authority file: .+\.$"):
+        client_context(str(junk))
 
 
 def test_tls_errors_read_as_phrases():

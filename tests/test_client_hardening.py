@@ -26,18 +26,20 @@ PASSWORD = "open sesame"
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
-    """A throwaway CA and a certificate for 127.0.0.1 signed by it, as PEM files."""
+    """A throwaway CA, a certificate for 127.0.0.1 signed by it (cert.pem, key.pem) and one
+    for another name (other-cert.pem, other-key.pem), as PEM files."""
     ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
     folder = tmp_path_factory.mktemp("client-tls")
     ca.cert_pem.write_to_path(folder / "ca.pem")
-    cert.private_key_pem.write_to_path(folder / "key.pem")
-    cert.cert_chain_pems[0].write_to_path(folder / "cert.pem")
+    for stem, names in (("", ("127.0.0.1", "localhost")), ("other-", ("other.example",))):
+        cert = ca.issue_cert(*names)
+        cert.private_key_pem.write_to_path(folder / f"{stem}key.pem")
+        cert.cert_chain_pems[0].write_to_path(folder / f"{stem}cert.pem")
     return folder
 
 
-def start_tls_server(certificate, port=0, tls_port=0):
-    context = tls_context(str(certificate / "cert.pem"), str(certificate / "key.pem"))
+def start_tls_server(certificate, port=0, tls_port=0, stem=""):
+    context = tls_context(str(certificate / f"{stem}cert.pem"), str(certificate / f"{stem}key.pem"))
     server = ChatServer(ServerConfig(flood_rate=0), "127.0.0.1", port, context, tls_port)
     server.start()
     return server
@@ -104,6 +106,28 @@ def test_tls_with_the_ca_chats_and_reconnects_over_tls(certificate, terminals, p
         privmsg(bob, "back, still encrypted")
         terminal.type("/exit\r")
         assert terminal.wait_exit() == 0
+    finally:
+        server.shutdown()
+
+
+def test_a_reconnection_to_a_certificate_for_another_name_is_refused_not_downgraded(certificate, terminals):
+    plain_port, tls_port = free_port(), free_port()
+    server = start_tls_server(certificate, plain_port, tls_port)
+    try:
+        terminal = terminals(["--tls", "--tls-ca", str(certificate / "ca.pem"), "--port", str(tls_port),
+                              "--username", "alice", "--retry-delay", "0.2"], cols=200)
+        terminal.wait_for("You joined #chat")
+        server.shutdown()
+        server = start_tls_server(certificate, plain_port, tls_port, stem="other-")  # same CA, wrong name
+        terminal.wait_for(f"Refusing 127.0.0.1:{tls_port}: its TLS certificate could not be verified (IP address")
+        terminal.wait_for("still trying, over TLS only")
+        terminal.wait_for("disconnected, retry")
+        assert terminal.text().count("You joined #chat") == 1
+        with server.hub.lock:
+            assert not server.hub.nicks  # no connection got as far as NICK: no plain-text fallback
+        server.shutdown()
+        server = start_tls_server(certificate, plain_port, tls_port)
+        terminal.wait_screen(lambda: terminal.text().count("You joined #chat") == 2, "the client to rejoin")
     finally:
         server.shutdown()
 
