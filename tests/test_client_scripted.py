@@ -108,3 +108,30 @@ def test_nick_in_use_brings_the_prompt_back(scripted, terminals):
     scripted.send(":irc.test 001 alice2 :Welcome")
     scripted.expect("PING :curses-client-autojoin")
     terminal.wait_screen(lambda: "| alice2 | #chat |" in terminal.text(), "the new name in the status line")
+
+
+def test_hostile_lines_leave_the_client_running_and_the_terminal_untouched(scripted, terminals):
+    terminal: Terminal = terminals(["--port", str(scripted.port), "--username", "alice"])
+    scripted.accept()
+    scripted.expect("USER alice 0 * :alice")
+    scripted.send(":irc.test 001 alice :Welcome", ":alice!a@h JOIN #chat")
+    terminal.wait_for("You joined #chat")
+    assert scripted.conn is not None
+    scripted.conn.sendall(
+        b":irc.test 001\r\n:irc.test 353\r\n:irc.test 366\r\n:irc.test 433\r\nPRIVMSG\r\n:bob PRIVMSG #chat\r\n"
+        b":@ PRIVMSG #chat :no nick\r\n:! QUIT\r\n: NOTICE\r\n\r\n   \r\n:only.a.prefix\r\n"
+        b":bob PRIVMSG #chat :bad \xff\xfe utf-8 \xc3\r\n"
+        b":bob PRIVMSG #chat :" + b"z" * 20000 + b"\r\n"  # past the framer's limit, tags or not
+        b"\x1b]0;pwned\x07 :x\r\n:bob \x1b[2J\x9b31m :y\r\n"  # escapes as the command itself
+        b":alice!a@h JOIN :#two words\r\n:alice!a@h NICK :new nick\r\n"  # would break our own lines
+        b":bob PRIVMSG #chat :\x1b[10;10Hmoved \x1bP1$r\x1b\\ \x85\x9d8;;x\x07 end-of-hostile\r\n"
+    )
+    terminal.wait_for("end-of-hostile")
+    assert b"pwned" not in terminal.raw and "pwned" not in terminal.screen.title
+    assert "You joined #chat" in terminal.text() and "<bob> moved" in terminal.text()  # not cleared, not moved
+    assert "bad \ufffd\ufffd utf-8 \ufffd" in terminal.text()
+    assert "zzzzzzzzzz" not in terminal.text()
+    terminal.type("still here\r")
+    scripted.expect("PRIVMSG #chat :still here")  # the room and the nick were not taken over
+    terminal.wait_screen(lambda: "| alice | #chat |" in terminal.text(), "the status line unchanged")
+    assert terminal.process.isalive()
