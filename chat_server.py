@@ -780,11 +780,13 @@ def cmd_names(hub: Hub, user: User, msg: Message) -> None:
 def _send_names(hub: Hub, user: User, channel: Channel) -> None:
     nicks = sorted((member.nick or "" for member in hub.members(channel)), key=str.lower)
     batch: list[str] = []
+    length = -1  # of " ".join(batch), kept as we go: joins of big rooms stay linear
     for nick in nicks:
-        if sum(len(n) + 1 for n in batch) + len(nick) > NAMES_PER_LINE_BYTES:
+        if batch and length + 1 + len(nick) > NAMES_PER_LINE_BYTES:
             hub.reply(user, RPL_NAMREPLY, "=", channel.name, " ".join(batch))
-            batch = []
+            batch, length = [], -1
         batch.append(nick)
+        length += 1 + len(nick)
     if batch:
         hub.reply(user, RPL_NAMREPLY, "=", channel.name, " ".join(batch))
     hub.reply(user, RPL_ENDOFNAMES, channel.name, "End of /NAMES list")
