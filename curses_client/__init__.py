@@ -9,6 +9,7 @@ Map of the package, each module with one job, curses only in ``ui``:
 - ``entries``: one pane message (``Entry``) and how it reads as styled text.
 - ``scrollback``: the stored messages, wrapped per width, and the scroll position.
 - ``model``: the chat state; IRC messages and user commands in, entries and IRC lines out.
+- ``tls``: the TLS context the flags ask for, and TLS over memory buffers for ``net``.
 - ``net``: the network thread (connect, read, frame, parse, reconnect) and the sender.
 - ``ui``: curses: terminal setup/restore, reading keys, drawing a frame.
 - ``app``: command line and the UI loop.
