@@ -376,7 +376,9 @@ class Channel:
     topic: str = ""
     topic_setter: str = ""
     topic_time: float = 0.0
-    members: set[User] = field(default_factory=set)
+    # A dict used as an ordered set: NAMES then lists members in the order they joined,
+    # with no sorting on every join into a big room.
+    members: dict[User, None] = field(default_factory=dict)
 
 
 class Hub:
@@ -392,6 +394,7 @@ class Hub:
         self.fanout = fanout  # the I/O layer's batched send_all, if it has one
         self.lock = threading.Lock()
         self.users: set[User] = set()  # every connection, registered or not
+        self.registered = 0  # how many of them are registered
         self.nicks: dict[str, User] = {}  # folded nick -> user, claimed at NICK
         self.channels: dict[str, Channel] = {}
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
@@ -428,6 +431,8 @@ class Hub:
     def remove(self, user: User) -> set[User]:
         """Forget a user; return who shared a channel with them (they should hear the QUIT)."""
         with self.lock:
+            if user in self.users and user.registered:
+                self.registered -= 1
             self.users.discard(user)
             if user.nick and self.nicks.get(irc_fold(user.nick)) is user:
                 del self.nicks[irc_fold(user.nick)]
@@ -462,7 +467,7 @@ class Hub:
                 raise IRCError(ERR_TOOMANYCHANNELS, name, "You have joined too many channels")
             if channel is None:
                 channel = self.channels[irc_fold(name)] = Channel(name)
-            channel.members.add(user)
+            channel.members[user] = None
             user.channels.add(channel)
             return channel, list(channel.members)
 
@@ -510,8 +515,7 @@ class Hub:
     def counts(self) -> tuple[int, int, int]:
         """(registered users, unregistered connections, channels)."""
         with self.lock:
-            registered = sum(1 for user in self.users if user.registered)
-            return registered, len(self.users) - registered, len(self.channels)
+            return self.registered, len(self.users) - self.registered, len(self.channels)
 
     def snapshot_users(self) -> list[User]:
         with self.lock:
@@ -535,7 +539,7 @@ class Hub:
         return channel
 
     def _leave(self, user: User, channel: Channel) -> None:
-        channel.members.discard(user)
+        channel.members.pop(user, None)
         user.channels.discard(channel)
         if not channel.members and channel.name != self.config.room:
             del self.channels[irc_fold(channel.name)]
@@ -665,6 +669,7 @@ def _try_register(hub: Hub, user: User) -> None:
         return
     with hub.lock:
         user.registered = True
+        hub.registered += 1
     log.info("%s registered from %s", user.source, user.host)
     config = hub.config
     hub.reply(user, RPL_WELCOME, f"Welcome to the {config.network} IRC network, {user.source}")
@@ -778,7 +783,7 @@ def cmd_names(hub: Hub, user: User, msg: Message) -> None:
 
 
 def _send_names(hub: Hub, user: User, channel: Channel) -> None:
-    nicks = sorted((member.nick or "" for member in hub.members(channel)), key=str.lower)
+    nicks = [member.nick or "" for member in hub.members(channel)]
     batch: list[str] = []
     length = -1  # of " ".join(batch), kept as we go: joins of big rooms stay linear
     for nick in nicks:

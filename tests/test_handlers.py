@@ -256,3 +256,21 @@ def test_liveness_pings_idle_users_and_drops_silent_and_unregistered_ones():
     assert actions[silent.user].startswith("Ping timeout")
     assert lurker.user not in actions
     assert dict(liveness_actions(hub, lurker.user.connected + 31))[lurker.user] == "Registration timed out"
+
+
+def test_lusers_counts_follow_registrations_and_quits(hub):
+    ann, bob = registered(hub, "ann"), registered(hub, "bob")
+    Client(hub).do("NICK lurker")  # connected, not registered
+    assert ":irc.test 251 ann :There are 2 users and 0 invisible on 1 servers" in ann.do("LUSERS")
+    hub.remove(bob.user)
+    hub.remove(bob.user)  # removing twice changes nothing
+    out = ann.do("LUSERS")
+    assert ":irc.test 251 ann :There are 1 users and 0 invisible on 1 servers" in out
+    assert ":irc.test 253 ann 1 :unknown connection(s)" in out
+
+
+def test_names_lists_members_in_the_order_they_joined(hub):
+    for nick in ("zed", "amy", "Mia"):
+        registered(hub, nick)
+    out = registered(hub, "bob").do("NAMES #chat")
+    assert out[0] == ":irc.test 353 bob = #chat :zed amy Mia bob"
