@@ -118,7 +118,7 @@ def fresh_state() -> ChatState:
     return state
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(st.one_of(server_lines(), user_actions), min_size=1, max_size=25),
     st.integers(1, 200),

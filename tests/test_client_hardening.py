@@ -85,7 +85,7 @@ def test_tls_with_the_ca_chats_and_reconnects_over_tls(certificate, terminals, p
     server = start_tls_server(certificate, plain_port, tls_port)
     try:
         terminal = terminals(["--tls", "--tls-ca", str(certificate / "ca.pem"), "--port", str(tls_port),
-                              "--username", "alice", "--retry-delay", "0.2"], rows=60)
+                              "--username", "alice", "--retry-delay", "0.05"], rows=60)
         terminal.wait_for("You joined #chat")
         assert f"Connected to 127.0.0.1:{tls_port} over TLS." in terminal.text()
         terminal.wait_screen(lambda: "| TLS | alice | #chat |" in terminal.text(), "TLS in the status line")
@@ -115,7 +115,7 @@ def test_a_reconnection_to_a_certificate_for_another_name_is_refused_not_downgra
     server = start_tls_server(certificate, plain_port, tls_port)
     try:
         terminal = terminals(["--tls", "--tls-ca", str(certificate / "ca.pem"), "--port", str(tls_port),
-                              "--username", "alice", "--retry-delay", "0.2"], cols=200)
+                              "--username", "alice", "--retry-delay", "0.05"], cols=200)
         terminal.wait_for("You joined #chat")
         server.shutdown()
         server = start_tls_server(certificate, plain_port, tls_port, stem="other-")  # same CA, wrong name
