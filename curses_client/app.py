@@ -360,8 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         connection = net.open_connection(args.host, args.port, context)
     except ssl.SSLCertVerificationError as error:
         print(f"Refusing the chat server at {args.host}:{args.port}: {net.describe_error(error)}; "
-              "use --tls-ca FILE to trust the authority that signed it, or --tls-insecure to skip the check.",
-              file=sys.stderr)
+              f"{tls.refusal_advice(error)}.", file=sys.stderr)
         return 1
     except OSError as error:
         print(f"Cannot connect to the chat server at {args.host}:{args.port}: {net.describe_error(error)}.",

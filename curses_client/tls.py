@@ -19,6 +19,9 @@ import threading
 log = logging.getLogger(__name__)
 
 RECV_BYTES = 16384
+# OpenSSL's verify codes for a certificate that is valid, but for another name or address
+X509_V_ERR_HOSTNAME_MISMATCH = 62
+X509_V_ERR_IP_ADDRESS_MISMATCH = 64
 
 
 class CaFileError(Exception):
@@ -49,12 +52,20 @@ def describe_tls_error(error: ssl.SSLError) -> str:
     'the TLS handshake failed (wrong version number)'
     """
     if isinstance(error, ssl.SSLCertVerificationError):
-        return f"its TLS certificate could not be verified ({error.verify_message or error.reason})"
+        detail = str(error.verify_message or error.reason or "no reason given").rstrip(".")
+        return f"its TLS certificate could not be verified ({detail})"
     code = getattr(error, "reason", None)  # OpenSSL's, e.g. WRONG_VERSION_NUMBER
     if code:
         return f"the TLS handshake failed ({code.replace('_', ' ').lower()})"
     text = error.args[1] if len(error.args) > 1 and isinstance(error.args[1], str) else "no reason given"
     return f"the TLS handshake failed ({text.split('] ', 1)[-1].split(' (_ssl.c', 1)[0]})"
+
+
+def refusal_advice(error: ssl.SSLCertVerificationError) -> str:
+    """What the user can do about a certificate that did not verify."""
+    if error.verify_code in (X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH):
+        return "connect with --host set to a name the certificate is for, or use --tls-insecure to skip the check"
+    return "use --tls-ca FILE to trust the authority that signed it, or --tls-insecure to skip the check"
 
 
 class TlsStream:

@@ -200,3 +200,22 @@ def test_refused_password_is_asked_for_masked_and_then_registers(given, start_se
     privmsg(bob, "in at last")
     assert PASSWORD not in terminal.text()
 
+
+
+def test_a_certificate_for_another_name_is_refused_with_advice_that_fits(certificate):
+    server = start_tls_server(certificate, stem="other-")
+    try:
+        port = server.tls_address[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "curses_client", "--tls", "--tls-ca", str(certificate / "ca.pem"),
+             "--port", str(port), "--username", "alice"],
+            cwd=REPO, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"Refusing the chat server at 127.0.0.1:{port}: its TLS certificate could not be verified "
+        "(IP address mismatch, certificate is not valid for '127.0.0.1'); connect with --host set to a name "
+        "the certificate is for, or use --tls-insecure to skip the check."
+    )
