@@ -114,7 +114,7 @@ class ChatState:
         self.nick = nick  # None until the user has picked a valid name
         self.password = password  # sent as PASS before NICK/USER; never shown or logged
         self.transport = transport
-        self.asking_password = False  # the server refused (or wanted) a password: prompt for one
+        self._asking_password = False  # the server refused (or wanted) a password: prompt for one
         self._last_refusal = ""  # the last TLS refusal shown, so retries do not repeat it
         self.link = Link.CONNECTING
         self.registered = False
@@ -158,7 +158,7 @@ class ChatState:
 
     @property
     def needs_password(self) -> bool:
-        return self.asking_password
+        return self._asking_password
 
     @property
     def online_count(self) -> int | None:
@@ -184,7 +184,7 @@ class ChatState:
         else:
             over = " over TLS" if self.transport is Transport.TLS else ""
             reaction.info(f"Connected to {self.server_label}{over}.")
-        if self.asking_password:
+        if self._asking_password:
             return reaction  # registering waits for the password the user is typing
         if self.password is not None:
             reaction.send.append(format_line("PASS", self.password))
@@ -197,7 +197,8 @@ class ChatState:
         reaction = Reaction()
         if reason != self._last_refusal:
             self._last_refusal = reason
-            reaction.info(f"Refusing {self.server_label}: {reason}; still trying, over TLS only.", Kind.ERROR)
+            reaction.info(f"Refusing {self.server_label}: {sanitize(reason)}; still trying, over TLS only.",
+                          Kind.ERROR)
         return reaction
 
     def choose_password(self, password: str) -> Reaction:
@@ -207,7 +208,7 @@ class ChatState:
         if not password:
             reaction.info("Type the password and press Enter, or /exit to leave.", Kind.ERROR)
             return reaction
-        self.password, self.asking_password = password, False
+        self.password, self._asking_password = password, False
         reaction.info("Connecting again with the password...")
         return reaction
 
@@ -232,7 +233,7 @@ class ChatState:
             reaction.info(self.nick_problem, Kind.ERROR)
             return reaction
         self.nick, self.nick_problem = nick, None
-        if self._connected and not self.asking_password:
+        if self._connected and not self._asking_password:
             self._register(reaction)
         return reaction
 
@@ -294,7 +295,7 @@ class ChatState:
             reaction.info(reason, Kind.ERROR)
             return
         lead = "The server refused the password" if self.password is not None else "The server needs a password"
-        self.password, self.asking_password = None, True
+        self.password, self._asking_password = None, True
         reaction.info(f"{lead} ({reason}). Type it below and press Enter (it shows as *), or /exit to leave.",
                       Kind.ERROR)
 
