@@ -52,6 +52,15 @@ def cores(cpu: float | None, wall: float) -> float | None:
     return None if cpu is None or wall <= 0 else cpu / wall
 
 
+def count_faults(cell: dict, stats) -> list[str]:
+    """Add a phase's lost, reordered and dropped counts to the cell; return its failures."""
+    cell["lost"] += stats.expected - stats.received
+    cell["reordered"] += stats.reordered
+    cell["disconnected"] += stats.disconnected
+    cell["timed_out"] |= stats.timed_out
+    return stats.failures
+
+
 def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dict:
     cell: dict = {"server": server.name, "n": n, "disconnected": 0, "lost": 0, "reordered": 0,
                   "loadavg_1min": os.getloadavg()[0]}  # other work on the machine shows here
@@ -89,11 +98,7 @@ def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dic
                 cell["fanout_received"] = stats.received
                 cell["fanout_server_cores"] = cores(cpu1 - cpu0 if cpu0 is not None else None, result.elapsed)
                 cell["fanout_gen_cores"] = cores(stats.cpu, result.elapsed)
-                cell["lost"] += stats.expected - stats.received
-                cell["reordered"] += stats.reordered
-                cell["disconnected"] += stats.disconnected
-                cell["timed_out"] |= stats.timed_out
-                failures += stats.failures
+                failures += count_faults(cell, stats)
 
                 cpu0 = server.cpu_seconds()
                 result = gen.latency(args.rate, args.latency_seconds, args.phase_timeout)
@@ -107,11 +112,7 @@ def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dic
                 cell["latency_received"] = stats.received
                 cell["latency_server_cores"] = cores(cpu1 - cpu0 if cpu0 is not None else None, result.elapsed)
                 cell["latency_gen_cores"] = cores(stats.cpu, result.elapsed)
-                cell["lost"] += stats.expected - stats.received
-                cell["reordered"] += stats.reordered
-                cell["disconnected"] += stats.disconnected
-                cell["timed_out"] |= stats.timed_out
-                failures += stats.failures
+                failures += count_faults(cell, stats)
             elif phases:
                 failures.append(f"only {stats.ready} of {n} clients registered; phases skipped")
             cell["alive"] = server.alive()
