@@ -933,7 +933,7 @@ def dispatch(hub: Hub, user: User, msg: Message) -> None:
             raise IRCError(ERR_UNKNOWNCOMMAND, msg.command, "Unknown command")
         if len(msg.params) < command.min_params:
             raise IRCError(ERR_NEEDMOREPARAMS, msg.command, "Not enough parameters")
-        if command.split_targets and msg.params:
+        if command.split_targets and msg.params and "," in msg.params[0]:
             targets = msg.params[0].split(",")
     except IRCError as error:
         hub.reply(user, error.numeric, *error.params)
