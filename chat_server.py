@@ -1022,7 +1022,9 @@ class Connection:
         self._lock = threading.Lock()
         self._outbox: list[bytes] = []  # lines queued since the pump last took them
         self._unsent = b""  # taken by the pump, not yet accepted by the socket; pump only
-        self._queued = 0  # bytes in _outbox and _unsent: what SendQ limits
+        # Bytes in _outbox and _unsent: what SendQ limits. Between a send and the pump's
+        # settling up it still counts what the kernel just took: errs early, never unbounded.
+        self._queued = 0
         self._scheduled = False  # the pump knows this connection has output
         self._overflowed = False  # SendQ exceeded: further output is dropped
         self._closed = False  # the pump closed the socket

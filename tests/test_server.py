@@ -197,19 +197,21 @@ def test_stalled_reader_is_evicted_and_does_not_hold_up_the_others(start_server)
     ann.expect(r"^:stalled!\S+ JOIN ")
     text = "z" * 400
     evicted = False
-    # ~4 MB in all: past what the kernel buffers for the stalled reader (its send buffer
+    # ~3.5 MB in all: past what the kernel buffers for the stalled reader (its send buffer
     # grows to a few MB on loopback) and past its SendQ. Sent in batches that bob reads as
-    # they come, so bob's own queue stays small.
-    for batch in range(100):
-        ann.send(*(f"PRIVMSG #chat :{batch * 80 + i} {text}" for i in range(80)))
+    # they come, so bob's own queue stays small: one batch is under a third of the SendQ,
+    # since a batch already handed to the kernel counts until the pump settles its books.
+    per_batch = 40
+    for batch in range(200):
+        ann.send(*(f"PRIVMSG #chat :{batch * per_batch + i} {text}" for i in range(per_batch)))
         received = 0
-        while received < 80:
+        while received < per_batch:
             message = bob.expect(r"PRIVMSG #chat :|QUIT")
             if message.command == "QUIT":
                 assert message.nick == "stalled" and message.params[0] == "SendQ exceeded"
                 evicted = True
             else:
-                assert message.params[1].startswith(f"{batch * 80 + received} ")
+                assert message.params[1].startswith(f"{batch * per_batch + received} ")
                 received += 1
     if not evicted:
         bob.expect(r"^:stalled!\S+ QUIT :SendQ exceeded$")
