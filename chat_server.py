@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,9 +60,12 @@ _FORBIDDEN = re.compile(r"[\r\n\x00]")
 _TAG_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
 
 
-@dataclass(frozen=True)
-class Message:
-    """One IRC line, parsed. ``params`` holds the trailing parameter last, without its colon."""
+class Message(NamedTuple):
+    """One IRC line, parsed. ``params`` holds the trailing parameter last, without its colon.
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and several times cheaper to
+    make, which counts on the path every chat line takes.
+    """
 
     command: str
     params: tuple[str, ...] = ()
@@ -135,21 +138,22 @@ def format_line(command: str, *params: str, prefix: str | None = None) -> str:
     ...
     ValueError: CR, LF or NUL in a parameter: 'a\\r\\nQUIT'
     """
-    if not command or not command.isalnum():
+    if not command.isalnum():
         raise ValueError(f"bad command {command!r}")
-    words = [f":{prefix}"] if prefix else []
-    words.append(command)
-    for index, param in enumerate(params):
-        if _FORBIDDEN.search(param):
-            raise ValueError(f"CR, LF or NUL in a parameter: {param!r}")
-        if index == len(params) - 1:
-            param = ":" + param  # always marked as trailing: simple clients expect it
-        elif not param or " " in param or param.startswith(":"):
-            raise ValueError(f"only the last parameter may be empty or hold spaces: {param!r}")
-        words.append(param)
     if prefix and (" " in prefix or _FORBIDDEN.search(prefix)):
         raise ValueError(f"bad prefix {prefix!r}")
-    return " ".join(words)
+    if not params:
+        return f":{prefix} {command}" if prefix else command
+    if _FORBIDDEN.search("".join(params)):  # one scan for the common, clean case
+        bad = next(param for param in params if _FORBIDDEN.search(param))
+        raise ValueError(f"CR, LF or NUL in a parameter: {bad!r}")
+    *middle, last = params
+    for param in middle:
+        if not param or " " in param or param[0] == ":":
+            raise ValueError(f"only the last parameter may be empty or hold spaces: {param!r}")
+    # The last parameter is always marked as trailing: simple clients expect it.
+    head = f":{prefix} {command}" if prefix else command
+    return f"{head} {' '.join(middle)} :{last}" if middle else f"{head} :{last}"
 
 
 def encode_line(line: str, limit: int = MAX_LINE_BYTES) -> bytes:
