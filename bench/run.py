@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -238,7 +239,13 @@ def make_servers(names: list[str], extras: list[str], log_dir: Path, script: Pat
     return factories
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # so that each cell's ``finally`` stops the servers it started
+
+
 def main(argv=None) -> int:
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell may start us ignoring it
+        signal.signal(signum, _interrupt)
     args = parse_args(argv)
     if args.report_from:
         write_outputs(json.loads(args.report_from.read_text()), args)
@@ -389,4 +396,8 @@ def build_notes(cells: list[dict], big_cells: list[dict]) -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: servers stopped, no report written", file=sys.stderr)
+        sys.exit(130)
