@@ -179,6 +179,14 @@ def terminals():
         terminal.close()
 
 
+def run_client(*args: str) -> subprocess.CompletedProcess:
+    """Run ``python -m curses_client ARGS`` with no terminal, for the paths that end before one."""
+    return subprocess.run(
+        [sys.executable, "-m", "curses_client", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )
+
+
 class IrcPeer:
     """A raw-socket IRC user for the other side of a conversation."""
 
@@ -259,3 +267,18 @@ def start_ngircd(tmp_path: Path, port: int) -> subprocess.Popen:
         ["/usr/sbin/ngircd", "--nodaemon", "--passive", "--config", str(config)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
     )
+
+
+@pytest.fixture
+def peers():
+    """Open raw-socket users with ``peers(port, nick, kind=IrcPeer)``; each is closed at the end."""
+    started: list[IrcPeer] = []
+
+    def connect(port: int, nick: str, kind: type[IrcPeer] = IrcPeer) -> IrcPeer:
+        peer = kind(port, nick)
+        started.append(peer)
+        return peer
+
+    yield connect
+    for peer in started:
+        peer.close()

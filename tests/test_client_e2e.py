@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 
 from chat_server import ChatServer, ServerConfig
-from client_harness import REPO, IrcPeer, free_port, terminals  # noqa: F401  (terminals: a fixture)
+from client_harness import free_port, peers, run_client, terminals  # noqa: F401  (fixtures)
 from curses_client.width import text_width
 
 pytestmark = [
@@ -35,18 +34,6 @@ def server(start_server):
     return start_server(flood_rate=0)
 
 
-@pytest.fixture
-def peers():
-    started: list[IrcPeer] = []
-
-    def connect(port, nick):
-        peer = IrcPeer(port, nick)
-        started.append(peer)
-        return peer
-
-    yield connect
-    for peer in started:
-        peer.close()
 
 
 def joined_client(terminals, port, nick="alice", rows=24, cols=80, extra=()):
@@ -305,10 +292,7 @@ def test_ctrl_c_quits_cleanly(server, terminals, peers):
 
 def test_unreachable_server_is_one_sentence_and_nonzero_exit():
     port = free_port()
-    result = subprocess.run(
-        [sys.executable, "-m", "curses_client", "--port", str(port), "--username", "alice"],
-        cwd=REPO, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-    )
+    result = run_client("--port", str(port), "--username", "alice")
     assert result.returncode == 1
     assert result.stderr.strip() == f"Cannot connect to the chat server at 127.0.0.1:{port}: Connection refused."
     assert result.stdout == ""
@@ -334,10 +318,7 @@ def test_exit_at_the_name_prompt(server, terminals):
 
 
 def test_not_a_terminal_is_one_sentence(server):
-    result = subprocess.run(
-        [sys.executable, "-m", "curses_client", "--port", str(server.address[1]), "--username", "alice"],
-        cwd=REPO, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-    )
+    result = run_client("--port", str(server.address[1]), "--username", "alice")
     assert result.returncode == 1
     assert result.stderr.strip() == "Cannot start the chat screen: standard input and output must be a terminal."
 

@@ -7,14 +7,13 @@ has a deadline; nothing sleeps to synchronise.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 import trustme
 
 from chat_server import ChatServer, ServerConfig, tls_context
-from client_harness import REPO, IrcPeer, free_port, terminals  # noqa: F401  (terminals: a fixture)
+from client_harness import IrcPeer, free_port, peers, run_client, terminals  # noqa: F401  (fixtures)
 
 pytestmark = [
     pytest.mark.slow,
@@ -52,18 +51,6 @@ def tls_server(certificate):
     server.shutdown()
 
 
-@pytest.fixture
-def peers():
-    started: list[IrcPeer] = []
-
-    def connect(port, nick, kind=IrcPeer):
-        peer = kind(port, nick)
-        started.append(peer)
-        return peer
-
-    yield connect
-    for peer in started:
-        peer.close()
 
 
 class PasswordPeer(IrcPeer):
@@ -134,10 +121,7 @@ def test_a_reconnection_to_a_certificate_for_another_name_is_refused_not_downgra
 
 def test_an_unverifiable_certificate_is_refused_in_one_sentence(tls_server):
     port = tls_server.tls_address[1]
-    result = subprocess.run(
-        [sys.executable, "-m", "curses_client", "--tls", "--port", str(port), "--username", "alice"],
-        cwd=REPO, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-    )
+    result = run_client("--tls", "--port", str(port), "--username", "alice")
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"Refusing the chat server at 127.0.0.1:{port}: its TLS certificate could not be verified "
@@ -149,10 +133,7 @@ def test_an_unverifiable_certificate_is_refused_in_one_sentence(tls_server):
 
 def test_tls_to_a_plain_port_fails_in_one_sentence(tls_server):
     port = tls_server.address[1]
-    result = subprocess.run(
-        [sys.executable, "-m", "curses_client", "--tls", "--port", str(port), "--username", "alice"],
-        cwd=REPO, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-    )
+    result = run_client("--tls", "--port", str(port), "--username", "alice")
     assert result.returncode == 1
     assert result.stderr.startswith(f"Cannot connect to the chat server at 127.0.0.1:{port}: the TLS handshake failed (")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
@@ -206,11 +187,8 @@ def test_a_certificate_for_another_name_is_refused_with_advice_that_fits(certifi
     server = start_tls_server(certificate, stem="other-")
     try:
         port = server.tls_address[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "curses_client", "--tls", "--tls-ca", str(certificate / "ca.pem"),
-             "--port", str(port), "--username", "alice"],
-            cwd=REPO, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-        )
+        result = run_client("--tls", "--tls-ca", str(certificate / "ca.pem"), "--port", str(port),
+                            "--username", "alice")
     finally:
         server.shutdown()
     assert result.returncode == 1
