@@ -45,6 +45,12 @@ from typing import Any, NamedTuple
 from dataclasses import dataclass, field
 from pathlib import Path
 
+try:  # POSIX; only the server's slow-reader check uses them, and the client runs on Windows too
+    import fcntl
+    import termios
+except ImportError:
+    fcntl = termios = None
+
 __version__ = "0.1.0"
 log = logging.getLogger("chat_server")
 
@@ -326,7 +332,9 @@ class ServerConfig:
     ping_interval: float = 120.0  # idle seconds before the server PINGs a client
     ping_timeout: float = 60.0  # seconds a client has to answer that PING
     register_timeout: float = 60.0  # seconds a new connection has to register
-    sendq: int = 1 << 20  # bytes queued for one client before it is dropped
+    sendq: int = 1 << 20  # bytes queued for one client alone (replies, private lines) before it is dropped
+    room_backlog: int = 32 << 20  # bytes of a room's lines a member may lag behind before it is dropped
+    sendq_timeout: float = 30.0  # seconds a client with output waiting may accept none of it
     password: str | None = None  # PASS every client must give, if set
     flood_burst: int = 20  # lines a client may send at once...
     flood_rate: float = 5.0  # ...and per second after that; 0 turns flood control off
@@ -340,18 +348,104 @@ def _ignore(_: object) -> None:
     """Default I/O callback for a User not attached to a connection (unit tests)."""
 
 
+SEGMENT_MIN = 4096  # a room log's first segment; later ones double...
+SEGMENT_MAX = 256 * 1024  # ...up to this
+
+
+class Segment:
+    """A fixed-size stretch of a room log. Its bytes, once written, never change or move."""
+
+    __slots__ = ("start", "data", "view", "fill", "next")
+
+    def __init__(self, start: int, capacity: int) -> None:
+        self.start = start  # log offset of data[0]
+        # Allocated once and never resized, so memoryviews of it stay valid while it fills.
+        self.data = bytearray(capacity)
+        self.view = memoryview(self.data)
+        self.fill = 0
+        self.next: Segment | None = None
+
+
+class RoomLog:
+    """A channel's lines, each stored once, read by every follower from its own offset.
+
+    Appended under ``Hub.lock``; the pump reads without it: segments never move and offsets
+    only grow. Nothing holds the consumed head: a segment is freed when the last follower's
+    cursor leaves it, so a lagging member costs its place in the log, not a copy.
+    """
+
+    __slots__ = ("tail", "end", "followers")
+
+    def __init__(self) -> None:
+        self.tail = Segment(0, SEGMENT_MIN)
+        self.end = 0  # offset just past the last line
+        self.followers: dict[Any, None] = {}  # the Outboxes reading this log, under Hub.lock
+
+    def append(self, data: bytes) -> int:
+        """Add one line (``Hub.lock`` held); return its offset. A line never spans segments."""
+        tail, size, start = self.tail, len(data), self.end
+        if tail.fill + size > len(tail.data):
+            fresh = Segment(start, max(size, min(SEGMENT_MAX, 2 * len(tail.data))))
+            tail.next = fresh  # linked before ``end`` moves: a reader never finds a gap
+            self.tail = tail = fresh
+        tail.data[tail.fill:tail.fill + size] = data  # same length: no resize
+        tail.fill += size
+        self.end = start + size
+        return start
+
+
+class RoomCursor:
+    """One follower's place in a room log. The pump moves ``pos``; the hub sets ``stop`` once."""
+
+    __slots__ = ("log", "seg", "pos", "stop")
+
+    def __init__(self, log: RoomLog) -> None:
+        self.log = log
+        self.seg: Segment | None = log.tail  # None once the pump has sent everything up to stop
+        self.pos = log.end
+        self.stop: int | None = None  # set when the member leaves: nothing after it is theirs
+
+    def limit(self) -> int:
+        """How far the follower may read now (pump only)."""
+        end = self.log.end  # read before stop: a stop set in between is never below it
+        stop = self.stop
+        return end if stop is None else stop
+
+    def chunk(self, limit: int) -> memoryview | None:
+        """The unsent bytes before ``limit``, from one segment; None if there are none."""
+        pos = self.pos
+        if pos >= limit:
+            if self.stop is not None and pos >= self.stop:
+                self.seg = None  # done with this log: let its segments go
+            return None
+        seg = self.seg
+        while pos - seg.start >= seg.fill:  # this segment is used up (or skipped); on to the next
+            seg = self.seg = seg.next
+        return seg.view[pos - seg.start:min(seg.fill, limit - seg.start)]
+
+    def line_end(self) -> int:
+        """The end of the line ``pos`` is in (``pos`` itself at a line boundary); pump only."""
+        seg = self.seg
+        offset = self.pos - seg.start
+        if offset == 0 or offset >= seg.fill or seg.data[offset - 1] == 10:
+            return self.pos
+        return seg.start + seg.data.index(b"\n", offset) + 1
+
+
 @dataclass(eq=False, slots=True)
 class User:
     """One connection's IRC identity. Fields other than the clocks change under ``Hub.lock``.
 
     ``deliver`` queues pre-encoded bytes for this user's connection and ``disconnect`` asks the
-    socket layer to drop it; both are safe to call from any thread and never block.
+    socket layer to drop it; both are safe to call from any thread and never block. ``outbox``,
+    when set, is the connection's ordered output, which can follow one room log (see Outbox).
     """
 
     host: str
     deliver: Callable[[bytes], None] = _ignore
     disconnect: Callable[[str], None] = _ignore
     link: Any = None  # the I/O layer's object for this user (a Connection); the core never looks
+    outbox: Any = None  # an Outbox that can follow a room log, or None (TLS, unit tests)
     nick: str | None = None
     username: str | None = None
     realname: str = ""
@@ -383,26 +477,43 @@ class Channel:
     # A dict used as an ordered set: NAMES then lists members in the order they joined,
     # with no sorting on every join into a big room.
     members: dict[User, None] = field(default_factory=dict)
+    log: RoomLog = field(default_factory=RoomLog)  # lines for the members that follow it
+    others: dict[User, None] = field(default_factory=dict)  # members sent lines one by one
+    # The names of the 353 lines, encoded and packed to ``names_room`` bytes each; kept up
+    # to date on join (big rooms fill up without a rebuild per join), dropped on part/nick.
+    names: list[bytearray] | None = field(default_factory=list)
+    names_room: int = 0
+
+
+@dataclass(slots=True)
+class Fanout:
+    """What a Hub change must tell, gathered under ``Hub.lock`` and done after releasing it."""
+
+    logs: list[RoomLog] = field(default_factory=list)  # appended to: the pump must pass over them
+    direct: Iterable[User] = ()  # members that follow none of those logs: sent the line one by one
+    woken: list[Any] = field(default_factory=list)  # outboxes that stopped following: must drain
 
 
 class Hub:
     """Everything users share: who is connected, under which nick, in which channels.
 
     ``lock`` guards ``users``, ``nicks`` and ``channels`` and every User/Channel field that
-    other threads read. Hold it briefly; never do socket I/O under it.
+    other threads read. Hold it briefly; never do socket I/O under it. A line for a channel is
+    appended once to its log (its followers read it from there) and handed one by one only to
+    the members that do not follow that log.
     """
 
     def __init__(self, config: ServerConfig,
-                 fanout: Callable[[Iterable[User], bytes], None] | None = None) -> None:
+                 on_append: Callable[[list[RoomLog]], None] | None = None) -> None:
         self.config = config
-        self.fanout = fanout  # the I/O layer's batched send_all, if it has one
+        self.on_append = on_append  # the pump's: these logs have new lines
         self.lock = threading.Lock()
         self.users: set[User] = set()  # every connection, registered or not
         self.registered = 0  # how many of them are registered
         self.nicks: dict[str, User] = {}  # folded nick -> user, claimed at NICK
         self.channels: dict[str, Channel] = {}
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        self.channels[irc_fold(config.room)] = Channel(config.room)
+        self.channels[irc_fold(config.room)] = self._new_channel(config.room)
 
     # -- output helpers: lines are encoded once, then handed to each recipient ------------
 
@@ -418,13 +529,14 @@ class Hub:
                            prefix=self.config.server_name)
         return encode_line(line)
 
-    def send_all(self, recipients: Iterable[User], data: bytes) -> None:
-        """Hand the same encoded line to every recipient (batched, if the I/O layer can)."""
-        if self.fanout is not None:
-            self.fanout(recipients, data)
-        else:
-            for recipient in recipients:
-                recipient.deliver(data)
+    def send(self, fanout: Fanout, data: bytes) -> None:
+        """Carry out a Fanout (``lock`` not held): tell the pump, hand out the direct copies."""
+        if fanout.logs and self.on_append is not None:
+            self.on_append(fanout.logs)
+        for outbox in fanout.woken:
+            outbox.kick()
+        for recipient in fanout.direct:
+            recipient.deliver(data)
 
     # -- state changes ---------------------------------------------------------------------
 
@@ -432,24 +544,30 @@ class Hub:
         with self.lock:
             self.users.add(user)
 
-    def remove(self, user: User) -> set[User]:
-        """Forget a user; return who shared a channel with them (they should hear the QUIT)."""
+    def remove(self, user: User, line: bytes | None = None) -> None:
+        """Forget a user; ``line`` (its QUIT) goes once to everyone who shared a channel."""
         with self.lock:
             if user in self.users and user.registered:
                 self.registered -= 1
             self.users.discard(user)
             if user.nick and self.nicks.get(irc_fold(user.nick)) is user:
                 del self.nicks[irc_fold(user.nick)]
-            peers = self._peers(user)
-            for channel in list(user.channels):
-                self._leave(user, channel)
-            return peers
+            channels = list(user.channels)
+            fanout = Fanout()
+            for channel in channels:
+                self._leave(user, channel, fanout)
+            if line is not None:
+                self._announce(channels, line, None, fanout)
+        self.send(fanout, line or b"")
 
-    def claim_nick(self, user: User, nick: str) -> tuple[str | None, set[User]]:
-        """Give ``user`` the nick; return (old nick, who shares a channel) for the NICK line."""
+    def claim_nick(self, user: User, nick: str, line: Callable[[], bytes] | None = None) -> str | None:
+        """Give ``user`` the nick and return the old one; a registered user's change, the
+        ``line()`` built before the change, goes to them and once to everyone sharing a channel."""
         if not NICK_RE.match(nick):
             raise IRCError(ERR_ERRONEUSNICKNAME, nick, "Erroneous nickname: use 3-20 of a-z A-Z 0-9 _")
         folded = irc_fold(nick)
+        data = line() if line is not None else b""
+        fanout = Fanout()
         with self.lock:
             holder = self.nicks.get(folded)
             if holder is not None and holder is not user:
@@ -459,10 +577,19 @@ class Hub:
                 del self.nicks[irc_fold(old)]
             self.nicks[folded] = user
             user.nick = nick
-            return old, self._peers(user)
+            if line is not None:
+                for channel in user.channels:
+                    channel.names = None  # rebuilt by the next NAMES
+                self._announce(list(user.channels), data, None, fanout)
+                if not self._reaches(user, fanout) and user not in fanout.direct:
+                    fanout.direct = [*fanout.direct, user]
+        if line is not None:
+            self.send(fanout, data)
+        return old
 
-    def join(self, user: User, name: str) -> tuple[Channel, list[User]] | None:
-        """Put ``user`` in the channel; return it with its members, or None if already there."""
+    def join(self, user: User, name: str) -> Channel | None:
+        """Put ``user`` in the channel and announce it to all members, the joiner included;
+        return the channel, or None if already there."""
         with self.lock:
             channel = self.channels.get(irc_fold(name))
             if channel is not None and user in channel.members:
@@ -470,26 +597,57 @@ class Hub:
             if len(user.channels) >= self.config.max_channels:
                 raise IRCError(ERR_TOOMANYCHANNELS, name, "You have joined too many channels")
             if channel is None:
-                channel = self.channels[irc_fold(name)] = Channel(name)
+                channel = self.channels[irc_fold(name)] = self._new_channel(name)
             channel.members[user] = None
             user.channels.add(channel)
-            return channel, list(channel.members)
+            outbox = user.outbox
+            # Each connection follows one log, the first channel it joins; it gets the lines
+            # of any other channel one by one (and of that one too, should it part and rejoin).
+            if outbox is not None and outbox.cursor is None:
+                outbox.follow(channel.log)
+                channel.log.followers[outbox] = None
+            else:
+                channel.others[user] = None
+            if channel.names is not None:
+                self._add_name(channel, user.nick or "")
+            data = encode_line(format_line("JOIN", channel.name, prefix=user.source))
+            fanout = Fanout()
+            self._announce([channel], data, None, fanout)
+        self.send(fanout, data)
+        return channel
 
-    def part(self, user: User, name: str) -> list[User]:
-        """Take ``user`` out of a channel; return the members before (who hear the PART)."""
+    def part(self, user: User, name: str, reason: tuple[str, ...] = ()) -> None:
+        """Take ``user`` out of a channel, announcing it to the members, the parter included."""
+        fanout = Fanout()
         with self.lock:
             channel = self._member_channel(user, name)
-            members = list(channel.members)
-            self._leave(user, channel)
-            return members
+            data = encode_line(format_line("PART", channel.name, *reason, prefix=user.source))
+            self._announce([channel], data, None, fanout)
+            self._leave(user, channel, fanout)
+        self.send(fanout, data)
 
-    def set_topic(self, user: User, name: str, topic: str) -> tuple[Channel, list[User]]:
+    def set_topic(self, user: User, name: str, topic: str) -> None:
+        fanout = Fanout()
         with self.lock:
             channel = self._member_channel(user, name)
             channel.topic = topic
             channel.topic_setter = user.nick or ""
             channel.topic_time = time.time()
-            return channel, list(channel.members)
+            data = encode_line(format_line("TOPIC", channel.name, topic, prefix=user.source))
+            self._announce([channel], data, None, fanout)
+        self.send(fanout, data)
+
+    def send_to_channel(self, sender: User, name: str, data: bytes) -> None:
+        """A message to channel ``name``: to every member but the sender, who must be one."""
+        fanout = Fanout()
+        with self.lock:
+            channel = self.channels.get(irc_fold(name))
+            if channel is None:
+                raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
+            if sender not in channel.members:
+                raise IRCError(ERR_CANNOTSENDTOCHAN, name, "Cannot send to channel (join it first)")
+            self._announce([channel], data, sender, fanout)
+        self.send(fanout, data)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -506,15 +664,14 @@ class Hub:
         with self.lock:
             return list(channel.members)
 
-    def channel_recipients(self, sender: User, name: str) -> list[User]:
-        """The members a message to channel ``name`` goes to: all but the sender."""
+    def names(self, channel: Channel) -> list[bytearray]:
+        """The channel's names, packed for 353 lines (rebuilt here after a part or nick change)."""
         with self.lock:
-            channel = self.channels.get(irc_fold(name))
-            if channel is None:
-                raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
-            if sender not in channel.members:
-                raise IRCError(ERR_CANNOTSENDTOCHAN, name, "Cannot send to channel (join it first)")
-            return [member for member in channel.members if member is not sender]
+            if channel.names is None:
+                channel.names = []
+                for member in channel.members:
+                    self._add_name(channel, member.nick or "")
+            return [bytes(batch) for batch in channel.names]
 
     def counts(self) -> tuple[int, int, int]:
         """(registered users, unregistered connections, channels)."""
@@ -527,12 +684,50 @@ class Hub:
 
     # -- helpers that expect the lock held -------------------------------------------------
 
-    def _peers(self, user: User) -> set[User]:
-        peers: set[User] = set()
-        for channel in user.channels:
-            peers.update(channel.members)
-        peers.discard(user)
-        return peers
+    def _new_channel(self, name: str) -> Channel:
+        # Room for names on a 353 line: 512 bytes less CRLF, the longest nick's prefix and ours.
+        head = f":{self.config.server_name} {RPL_NAMREPLY} {'x' * 20} = {name} :"
+        return Channel(name, names_room=MAX_LINE_BYTES - 2 - len(head.encode()))
+
+    @staticmethod
+    def _add_name(channel: Channel, nick: str) -> None:
+        encoded = nick.encode()
+        batches = channel.names
+        if batches and len(batches[-1]) + 1 + len(encoded) <= channel.names_room:
+            batches[-1] += b" " + encoded
+        else:
+            batches.append(bytearray(encoded))
+
+    def _announce(self, channels: list[Channel], data: bytes, sender: User | None, fanout: Fanout) -> None:
+        """Append ``data`` once to each channel's log, never for ``sender``; put the members
+        who follow none of those logs in ``fanout.direct``, each once."""
+        logs = fanout.logs
+        for channel in channels:
+            log = channel.log
+            if not log.followers:
+                continue
+            outbox = sender.outbox if sender is not None else None
+            if outbox is not None and outbox.cursor is not None and outbox.cursor.log is log:
+                outbox.append_own(log, data)
+            else:
+                log.append(data)
+            logs.append(log)
+        if len(channels) == 1:
+            others = channels[0].others
+            fanout.direct = [m for m in others if m is not sender] if sender in others else list(others)
+        elif channels:
+            direct: dict[User, None] = {}
+            for channel in channels:
+                for member in channel.others:
+                    if member is not sender and not self._reaches(member, fanout):
+                        direct[member] = None
+            fanout.direct = list(direct)
+
+    @staticmethod
+    def _reaches(user: User, fanout: Fanout) -> bool:
+        """Whether ``user`` gets a Fanout's line from a log it follows."""
+        cursor = user.outbox.cursor if user.outbox is not None else None
+        return cursor is not None and cursor.stop is None and cursor.log in fanout.logs
 
     def _member_channel(self, user: User, name: str) -> Channel:
         channel = self.channels.get(irc_fold(name))
@@ -542,12 +737,18 @@ class Hub:
             raise IRCError(ERR_NOTONCHANNEL, name, "You're not on that channel")
         return channel
 
-    def _leave(self, user: User, channel: Channel) -> None:
+    def _leave(self, user: User, channel: Channel, fanout: Fanout) -> None:
         channel.members.pop(user, None)
+        channel.others.pop(user, None)
+        channel.names = None  # rebuilt by the next NAMES
+        outbox = user.outbox
+        if outbox is not None and outbox in channel.log.followers:
+            del channel.log.followers[outbox]
+            outbox.unfollow()
+            fanout.woken.append(outbox)
         user.channels.discard(channel)
         if not channel.members and channel.name != self.config.room:
             del self.channels[irc_fold(channel.name)]
-
 
 class TokenBucket:
     """Flood control: ``burst`` lines at once, then ``rate`` lines a second.
@@ -594,7 +795,6 @@ def liveness_actions(hub: Hub, now: float) -> list[tuple[User, str]]:
 # ---------------------------------------------------------------------------------------------
 
 Handler = Callable[[Hub, User, Message], None]
-NAMES_PER_LINE_BYTES = 400  # keeps a 353 line, with its prefix, under 512 bytes
 TOPIC_MAX = 390
 
 
@@ -635,13 +835,11 @@ def cmd_nick(hub: Hub, user: User, msg: Message) -> None:
         return
     if user.registered:
         _count_nick_change(hub, user)
-    old_source = user.source
-    old, peers = hub.claim_nick(user, new)
     if user.registered:
-        line = encode_line(format_line("NICK", new, prefix=old_source))
-        hub.send_all([user, *peers], line)
+        old = hub.claim_nick(user, new, lambda: encode_line(format_line("NICK", new, prefix=user.source)))
         log.info("%s is now known as %s", old, new)
     else:
+        hub.claim_nick(user, new)
         _try_register(hub, user)
 
 
@@ -736,21 +934,17 @@ def cmd_join(hub: Hub, user: User, msg: Message) -> None:
 
 
 def _join(hub: Hub, user: User, name: str) -> None:
-    joined = hub.join(user, name)
-    if joined is None:
+    channel = hub.join(user, name)
+    if channel is None:
         return
-    channel, members = joined
     log.info("%s joined %s", user.nick, channel.name)
-    hub.send_all(members, _send_as(user, "JOIN", channel.name))
     if channel.topic:
         _send_topic(hub, user, channel)
     _send_names(hub, user, channel)
 
 
 def cmd_part(hub: Hub, user: User, msg: Message) -> None:
-    members = hub.part(user, msg.params[0])
-    reason = msg.params[1:2]
-    hub.send_all(members, _send_as(user, "PART", msg.params[0], *reason))
+    hub.part(user, msg.params[0], msg.params[1:2])
     log.info("%s left %s", user.nick, msg.params[0])
 
 
@@ -762,14 +956,13 @@ def cmd_privmsg(hub: Hub, user: User, msg: Message) -> None:
         raise IRCError(ERR_NOTEXTTOSEND, "No text to send")
     target, text = msg.params[0], msg.params[1]
     if target.startswith("#"):
-        recipients = hub.channel_recipients(user, target)
+        hub.send_to_channel(user, target, _send_as(user, msg.command, target, text))
     else:
         recipient = hub.find_user(target)
         if recipient is None:
             raise IRCError(ERR_NOSUCHNICK, target, "No such nick/channel")
-        recipients = [recipient]
+        recipient.deliver(_send_as(user, msg.command, target, text))
     user.last_message = time.monotonic()
-    hub.send_all(recipients, _send_as(user, msg.command, target, text))
 
 
 def cmd_names(hub: Hub, user: User, msg: Message) -> None:
@@ -787,25 +980,17 @@ def cmd_names(hub: Hub, user: User, msg: Message) -> None:
 
 
 def _send_names(hub: Hub, user: User, channel: Channel) -> None:
-    nicks = [member.nick or "" for member in hub.members(channel)]
-    batch: list[str] = []
-    length = -1  # of " ".join(batch), kept as we go: joins of big rooms stay linear
-    for nick in nicks:
-        if batch and length + 1 + len(nick) > NAMES_PER_LINE_BYTES:
-            hub.reply(user, RPL_NAMREPLY, "=", channel.name, " ".join(batch))
-            batch, length = [], -1
-        batch.append(nick)
-        length += 1 + len(nick)
-    if batch:
-        hub.reply(user, RPL_NAMREPLY, "=", channel.name, " ".join(batch))
-    hub.reply(user, RPL_ENDOFNAMES, channel.name, "End of /NAMES list")
+    # The batches are kept packed by the hub (a join into a big room adds one name, it does
+    # not re-pack them all); a line is the batch behind a head of at most the room left for it.
+    head = f":{hub.config.server_name} {RPL_NAMREPLY} {user.nick or '*'} = {channel.name} :".encode()
+    lines = b"".join([head + batch + b"\r\n" for batch in hub.names(channel)])
+    user.deliver(lines + hub.numeric_line(user, RPL_ENDOFNAMES, channel.name, "End of /NAMES list"))
 
 
 def cmd_topic(hub: Hub, user: User, msg: Message) -> None:
     name = msg.params[0]
     if len(msg.params) > 1:
-        channel, members = hub.set_topic(user, name, msg.params[1][:TOPIC_MAX])
-        hub.send_all(members, _send_as(user, "TOPIC", channel.name, channel.topic))
+        hub.set_topic(user, name, msg.params[1][:TOPIC_MAX])
         return
     channel = hub.find_channel(name)
     if channel is None:
@@ -957,10 +1142,24 @@ def dispatch(hub: Hub, user: User, msg: Message) -> None:
 
 RECV_BYTES = 16384
 CLOSE_GRACE = 2.0  # seconds a closing connection gets to flush its last lines
+LINGER = 1.0  # seconds a connection shut for writing is read from, waiting for the peer to close
 # Sends never wait for a slow reader. On platforms without MSG_DONTWAIT (Windows) sends
 # block, so there a stalled reader can hold up the pump; the server is meant for POSIX hosts.
 SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0)
-FLUSHED, BLOCKED, MORE = "flushed", "blocked", "more"  # Connection.flush
+FLUSHED, BLOCKED = "flushed", "blocked"  # Outbox.flush
+END_OF_LOG = sys.maxsize  # the tag of a last line that goes after the room line in flight
+# TCP states (Linux tcp_states.h) in which the peer has not closed its side yet.
+_PEER_OPEN_STATES = (1, 4, 5)  # ESTABLISHED, FIN_WAIT1, FIN_WAIT2
+
+
+def _unsent_bytes(sock: socket.socket) -> int | None:
+    """Bytes the kernel holds for ``sock`` not yet acknowledged by the peer (Linux), else None."""
+    if fcntl is None or not hasattr(termios, "TIOCOUTQ"):
+        return None
+    try:
+        return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"), sys.byteorder)
+    except OSError:  # closed meanwhile
+        return None
 
 
 class TlsSession:
@@ -1001,20 +1200,313 @@ class TlsSession:
         return self._outgoing.read()
 
 
-class Connection:
-    """One client socket: ``serve`` runs in its own reader thread; the pump drains its outbox.
+class Outbox:
+    """One client's output, in order: the room log it follows, with its own lines in between.
 
-    ``_lock`` guards the outbox, the TLS session and whether the socket is still open; it is
-    never held while waiting on the network, so ``deliver`` from other threads only ever waits
-    for a copy (or an encryption).
+    A line for this client alone is queued with a tag, the followed log's offset when it was
+    queued: the pump sends the room's bytes up to the tag, then the line. An int in place of
+    a line skips the client's own message in the log (no echo). Any thread may ``put``; the
+    hub calls ``follow``, ``unfollow`` and ``append_own`` under ``Hub.lock``; only the pump
+    sends and closes. ``_lock`` guards the queue, its count and the TLS session, and is never
+    held during a system call. A TLS outbox never follows a log: its lines are encrypted as
+    they are queued, each record in the order made.
+    """
+
+    def __init__(self, sock: socket.socket, config: ServerConfig, wake: Callable[[Outbox], None],
+                 abort: Callable[[str, bool], None], tls: TlsSession | None = None) -> None:
+        self.sock = sock
+        self.tls = tls
+        self._sendq = config.sendq
+        self._wake = wake  # tells the pump this outbox has lines of its own
+        self._abort = abort  # drops the connection (reason, discard its output)
+        self._lock = threading.Lock()
+        self._queue: collections.deque[tuple[int, bytes | int]] = collections.deque()
+        self._queued = 0  # bytes of the lines in _queue: what --sendq limits
+        self._pending = b""  # pump only: lines taken from _queue, sent up to _done
+        self._done = 0
+        self.cursor: RoomCursor | None = None  # set once, by follow
+        self._scheduled = False  # the pump was told of lines in _queue
+        self._closing = False  # the last line is queued; later ones are dropped
+        self._cut = False  # drop the backlog after the line in flight (pump acts on it)
+        self.closed = False
+        self.blocked = False  # pump only: waiting in the selector for room in the socket
+        self.progress = time.monotonic()  # when the client last took bytes (pump, housekeeper)
+        self._kernel_unsent = 0  # housekeeper only: _unsent_bytes at its last look
+
+    # -- any thread -----------------------------------------------------------------------
+
+    def put(self, data: bytes) -> None:
+        """Queue a line for this client alone (User.deliver); never blocks."""
+        with self._lock:
+            if self._closing or self.closed:
+                log.debug("dropped a line for a closing connection")
+                return
+            if self.tls is not None:
+                try:
+                    data = self.tls.wrap(data)
+                except ssl.SSLError as error:  # e.g. a timeout's ERROR before the handshake
+                    log.debug("dropped a line before the TLS handshake: %s", error)
+                    return
+            overflow = self._queued + len(data) > self._sendq
+            if not overflow:
+                self._queue.append((self._tag(), data))
+                self._queued += len(data)
+                wake, self._scheduled = not self._scheduled, True
+        if overflow:
+            self._abort("SendQ exceeded", True)
+        elif wake:
+            self._wake(self)
+
+    def kick(self) -> None:
+        """Have the pump look at this outbox (after it stopped following its log)."""
+        with self._lock:
+            wake, self._scheduled = not self._scheduled, True
+        if wake:
+            self._wake(self)
+
+    def finish(self, line: bytes, discard: bool) -> None:
+        """Queue the last line; with ``discard``, in place of everything still unsent (but
+        after the line in flight, so that the client's stream stays whole)."""
+        with self._lock:
+            if self._closing or self.closed:
+                return
+            self._closing = True
+            if self.tls is not None:
+                try:
+                    line = self.tls.wrap(line)
+                except ssl.SSLError as error:
+                    log.debug("no last line before the TLS handshake: %s", error)
+                    line = b""
+            if discard:
+                self._queue.clear()
+                self._queued = 0
+                self._cut = True
+            if line:
+                self._queue.append((END_OF_LOG if discard else self._tag(), line))
+            wake, self._scheduled = not self._scheduled, True
+        if wake:
+            self._wake(self)
+
+    def tls_receive(self, data: bytes) -> bytes | None:
+        """Ciphertext from the socket to plaintext (b"" while a record is incomplete)."""
+        with self._lock:
+            plaintext, reply = self.tls.receive(data)
+            if reply and not (self._closing or self.closed):
+                self._queue.append((0, reply))  # handshake bytes are tiny: not held to SendQ
+                wake, self._scheduled = not self._scheduled, True
+            else:
+                wake = False
+        if wake:
+            self._wake(self)
+        return plaintext
+
+    def _tag(self) -> int:
+        """The offset in the followed log a line queued now must follow (``_lock`` held)."""
+        return 0 if self.cursor is None else self.cursor.limit()
+
+    # -- the hub, under Hub.lock ----------------------------------------------------------
+
+    def follow(self, log_: RoomLog) -> None:
+        with self._lock:
+            self.cursor = RoomCursor(log_)
+
+    def unfollow(self) -> None:
+        """Stop reading the log at its current end; lines after it are not for this client."""
+        with self._lock:
+            self.cursor.stop = self.cursor.log.end
+
+    def append_own(self, log_: RoomLog, data: bytes) -> None:
+        """Append this client's own message to the log it follows, to be skipped, not echoed."""
+        with self._lock:  # no tag may be taken between the append and the skip
+            # The skip is queued before the log grows: the pump, reading without our lock,
+            # must never see the line in the log before it sees the skip.
+            self._queue.append((log_.end, len(data)))
+            log_.append(data)
+
+    # -- the pump -------------------------------------------------------------------------
+
+    def flush(self) -> str:
+        """Send what is due, in order, until nothing is left (FLUSHED) or the socket is full
+        (BLOCKED): room bytes straight from the log, one slice per ``send``."""
+        if self.closed:
+            return FLUSHED
+        if self._cut:
+            self._cut_backlog()
+        while True:
+            room = not self._pending
+            if room:
+                data = self._room_chunk()
+                if data is None:
+                    if not self._take():
+                        return FLUSHED
+                    continue
+            else:
+                data = memoryview(self._pending)[self._done:]
+            try:
+                sent = self.sock.send(data, SEND_FLAGS)
+            except BlockingIOError:
+                sent = 0
+            except OSError as error:
+                self._fail(f"Write error: {error.strerror or error}")
+                return FLUSHED
+            if sent:
+                self.progress = time.monotonic()
+                if room:
+                    self.cursor.pos += sent
+                else:
+                    self._done += sent
+                    if self._done == len(self._pending):
+                        self._pending, self._done = b"", 0
+            if sent < len(data):
+                return BLOCKED
+
+    def _room_chunk(self) -> memoryview | None:
+        cursor = self.cursor
+        if cursor is None or cursor.seg is None:
+            return None
+        limit = cursor.limit()  # before the queue: a line queued after this has a later tag
+        queue = self._queue
+        if queue and queue[0][0] < limit:
+            limit = queue[0][0]
+        return cursor.chunk(limit)
+
+    @staticmethod
+    def _room_due(cursor: RoomCursor | None, tag: int) -> bool:
+        """Whether room bytes must go before a line tagged ``tag``."""
+        if cursor is None or cursor.seg is None:
+            return False
+        stop = cursor.stop
+        return cursor.pos < (tag if stop is None or tag < stop else stop)
+
+    def _take(self) -> bool:
+        """Move the lines now due to ``_pending``; False (and unscheduled) if nothing is left."""
+        with self._lock:
+            queue, cursor, lines = self._queue, self.cursor, []
+            while queue and not self._room_due(cursor, queue[0][0]):
+                item = queue.popleft()[1]
+                if type(item) is int:
+                    cursor.pos += item  # our own message: skipped
+                else:
+                    lines.append(item)
+                    self._queued -= len(item)
+            if lines:
+                self._pending = lines[0] if len(lines) == 1 else b"".join(lines)
+                return True
+            if queue:
+                return True  # room bytes come first
+            self._scheduled = False
+            return False
+
+    def _cut_backlog(self) -> None:
+        """Keep only the rest of the line in flight: a last line follows it (``finish``)."""
+        self._cut = False
+        if self._pending and self.tls is None:  # TLS records cannot be cut
+            end = self._pending.find(b"\n", self._done)
+            if end >= 0:
+                self._pending = self._pending[:end + 1]
+        cursor = self.cursor
+        if cursor is not None and cursor.seg is not None:
+            # Pending lines always follow whole room lines, so then the room is at a boundary.
+            cursor.stop = cursor.pos if self._pending else cursor.line_end()
+
+    def _fail(self, reason: str) -> None:
+        with self._lock:
+            self._closing = True
+            self._queue.clear()
+            self._queued = 0
+        self._pending, self._done = b"", 0
+        if self.cursor is not None:
+            self.cursor.seg = None
+        self._abort(reason, True)
+
+    def evict(self, reason: str) -> None:
+        """Drop a follower too far behind its room, letting go of its backlog at once."""
+        self.cursor.seg = None
+        self._abort(reason, True)
+
+    def lag(self, end: int) -> int:
+        """How far behind offset ``end`` of its log this follower is; 0 once it has let go."""
+        cursor = self.cursor
+        return 0 if cursor.seg is None else end - cursor.pos
+
+    def has_output(self) -> bool:
+        return bool(self._pending or self._queue) or self._room_due(self.cursor, END_OF_LOG)
+
+    def shut_write(self) -> bool:
+        """Send FIN after the last line; False if the socket is gone already."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            return True
+        except OSError as error:
+            log.debug("shutdown for writing: %s", error)
+            return False
+
+    def drain_input(self) -> bool:
+        """Read and drop what the peer sent (closing with unread input would reset the
+        connection and could destroy our last line); True once the peer has closed too."""
+        try:
+            while self.sock.recv(RECV_BYTES, SEND_FLAGS):
+                pass
+        except BlockingIOError:
+            pass  # nothing more for now
+        except OSError:
+            return True  # reset: nothing left to wait for
+        tcp_info = getattr(socket, "TCP_INFO", None)
+        if tcp_info is None:
+            return False  # no way to tell: the linger deadline decides
+        try:
+            return self.sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 1)[0] not in _PEER_OPEN_STATES
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            self._queue.clear()
+            self._queued = 0
+        self._pending = b""
+        if self.cursor is not None:
+            self.cursor.seg = None
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already disconnected: closing is all that is left to do
+        self.sock.close()
+
+    # -- the housekeeper ------------------------------------------------------------------
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        """Whether the client has had output waiting and taken none of it for ``timeout`` s.
+
+        A slow reader takes bytes from the kernel long before the socket has room enough to
+        wake the pump, so the kernel's own count of unsent bytes counts as progress too.
+        """
+        if not self.blocked:
+            return False
+        unsent = _unsent_bytes(self.sock)
+        if unsent is not None:
+            if unsent < self._kernel_unsent:
+                self.progress = now
+            self._kernel_unsent = unsent
+        return now - self.progress > timeout
+
+
+class Connection:
+    """One client's reader thread: ``serve`` reads, applies flood control, dispatches, and
+    tears down; what the client is sent goes through its ``outbox``.
+
+    ``_lock`` guards ``kill_reason`` and the kill latch.
     """
 
     def __init__(self, server: ChatServer, sock: socket.socket, address: tuple,
                  tls: ssl.SSLContext | None = None) -> None:
         self.server = server
         self.sock = sock
-        self.user = User(host=address[0], deliver=self.enqueue, disconnect=self.abort, link=self)
-        self.tls = TlsSession(tls) if tls is not None else None
+        session = TlsSession(tls) if tls is not None else None
+        self.outbox = Outbox(sock, server.config, server.pump.schedule, self.abort, session)
+        self.user = User(host=address[0], deliver=self.outbox.put, disconnect=self.abort, link=self,
+                         outbox=self.outbox if session is None else None)
+        self._lock = threading.Lock()
         # Released by abort(), ending a flood-control wait early: a held Lock is a one-shot
         # event at a fraction of threading.Event's size, which matters at thousands of clients.
         self._kill_latch = threading.Lock()
@@ -1023,70 +1515,21 @@ class Connection:
         self._poller = select.poll() if hasattr(select, "poll") else None
         if self._poller is not None:
             self._poller.register(sock, select.POLLIN)
-        self._lock = threading.Lock()
-        self._outbox: list[bytes] = []  # lines queued since the pump last took them
-        self._unsent = b""  # taken by the pump, not yet accepted by the socket; pump only
-        # Bytes in _outbox and _unsent: what SendQ limits. Between a send and the pump's
-        # settling up it still counts what the kernel just took: errs early, never unbounded.
-        self._queued = 0
-        self._scheduled = False  # the pump knows this connection has output
-        self._overflowed = False  # SendQ exceeded: further output is dropped
-        self._closed = False  # the pump closed the socket
         self.kill_reason: str | None = None  # why the server is dropping this connection
+        self._discard = False  # drop unsent output in favour of the ERROR line
 
-    # -- called from any thread -----------------------------------------------------------
-
-    def enqueue(self, data: bytes) -> None:
-        """Queue a line for this client (User.deliver); never blocks."""
-        if self.queue(data):
-            self.server.pump.schedule(self)
-
-    def queue(self, data: bytes) -> bool:
-        """Append a line (encrypted first on TLS); True when the pump must be told of it."""
-        with self._lock:
-            if self.tls is not None and not (self._overflowed or self._closed):
-                try:
-                    data = self.tls.wrap(data)
-                except ssl.SSLError as error:  # e.g. a timeout's ERROR before the handshake
-                    log.debug("dropped a line for %s: %s", self.user.host, error)
-                    return False
-            verdict = self._queue_locked(data)
-        if verdict is None:
-            self.abort("SendQ exceeded")
-            return False
-        return verdict
-
-    def _queue_locked(self, data: bytes) -> bool | None:
-        """Append wire bytes (``_lock`` held): True if newly scheduled, None on overflow."""
-        if self._overflowed or self._closed:
-            return False
-        if self._queued + len(data) > self.server.config.sendq:
-            self._overflowed = True
-            self._outbox.clear()
-            self._queued = 0
-            return None
-        self._outbox.append(data)
-        self._queued += len(data)
-        if self._scheduled:
-            return False
-        self._scheduled = True
-        return True
-
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, discard: bool = False) -> None:
         """Drop this connection: wake its reader thread, which then tears it down."""
         with self._lock:
             if self.kill_reason is None:
                 self.kill_reason = reason
+            self._discard |= discard
             if self._kill_latch.locked():
                 self._kill_latch.release()
-            if self._closed:
-                return
-            try:
-                self.sock.shutdown(socket.SHUT_RD)
-            except OSError as error:  # the peer may be gone already; the reader will notice
-                log.debug("shutdown of %s: %s", self.user.host, error)
-
-    # -- the reader thread ------------------------------------------------------------------
+        try:
+            self.sock.shutdown(socket.SHUT_RD)
+        except OSError as error:  # the peer may be gone, or the pump closed the socket
+            log.debug("shutdown of %s: %s", self.user.host, error)
 
     def serve(self) -> None:
         user, framer = self.user, LineFramer()
@@ -1100,8 +1543,8 @@ class Connection:
                 data = self.sock.recv(RECV_BYTES)
                 if not data:
                     break
-                if self.tls is not None:
-                    data = self._decrypt(data)
+                if self.outbox.tls is not None:
+                    data = self.outbox.tls_receive(data)
                     if data is None:
                         break  # the peer closed the TLS session
                     if not data:
@@ -1123,14 +1566,6 @@ class Connection:
         finally:
             self._finish(user.quit_reason or self.kill_reason or eof_reason)
 
-    def _decrypt(self, data: bytes) -> bytes | None:
-        """Ciphertext from the socket to plaintext (b"" while a record is incomplete)."""
-        with self._lock:
-            plaintext, reply = self.tls.receive(data)
-            if reply and self._queue_locked(reply):
-                self.server.pump.schedule(self)  # (a handshake reply never overflows SendQ)
-        return plaintext
-
     def _handle(self, line: bytes | LineTooLong) -> None:
         hub = self.server.hub
         if line is LINE_TOO_LONG:
@@ -1147,127 +1582,72 @@ class Connection:
 
     def _finish(self, reason: str) -> None:
         hub, user = self.server.hub, self.user
-        peers = hub.remove(user)
+        hub.remove(user, _send_as(user, "QUIT", reason) if user.registered else None)
         if user.registered:
-            hub.send_all(peers, _send_as(user, "QUIT", reason))
             log.info("%s quit (%s)", user.nick, reason)
         else:
             log.info("connection from %s closed before registering (%s)", user.host, reason)
-        self.enqueue(encode_line(format_line("ERROR", f"Closing Link: {user.host} ({reason})")))
-        self.server.pump.close_when_flushed(self)
+        line = encode_line(format_line("ERROR", f"Closing Link: {user.host} ({reason})"))
+        with self._lock:
+            discard = self._discard
+        self.outbox.finish(line, discard)
+        self.server.pump.close_when_flushed(self.outbox)
         self.server.forget(self)
-
-    # -- called by the pump thread only ---------------------------------------------------
-
-    def flush(self) -> str:
-        """Send what is queued, in one ``send``; FLUSHED, BLOCKED (socket full) or MORE.
-
-        The lock is held only to take the queued lines and to settle the count afterwards,
-        never during the system call, so senders queueing for this client never wait on it.
-        """
-        with self._lock:
-            if self._closed:
-                self._scheduled = False
-                return FLUSHED
-            batch, self._outbox = self._outbox, []
-        if batch:
-            joined = batch[0] if len(batch) == 1 else b"".join(batch)
-            self._unsent = self._unsent + joined if self._unsent else joined
-        data = self._unsent
-        sent, write_error = 0, None
-        if data:
-            try:
-                sent = self.sock.send(data, SEND_FLAGS)
-            except BlockingIOError:
-                pass
-            except OSError as error:
-                write_error = f"Write error: {error.strerror or error}"
-        with self._lock:
-            if write_error is not None:
-                self._overflowed = True  # nothing more can reach this peer
-                self._outbox.clear()
-                self._unsent = b""
-                self._queued = 0
-                self._scheduled = False
-            else:
-                self._unsent = data[sent:]
-                self._queued -= sent
-                if self._unsent:
-                    return BLOCKED
-                if self._outbox:
-                    return MORE  # queued while we were sending: next pass
-                self._scheduled = False
-                return FLUSHED
-        self.abort(write_error)
-        return FLUSHED
-
-    def has_output(self) -> bool:
-        with self._lock:
-            return bool(self._outbox or self._unsent)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._outbox.clear()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already disconnected: closing is all that is left to do
-        self.sock.close()
 
 
 class OutputPump(threading.Thread):
     """The one thread that writes to (and closes) client sockets.
 
-    Connections with new output are put on a ready list; each pass sends every ready
-    connection's whole outbox in one ``send``, so lines that piled up while the pump was busy
-    go out together. A connection whose socket is full waits in a selector for writability
-    instead, so one stalled reader never holds up the rest.
+    Each pass goes over the room logs that grew since the last pass and sends each follower
+    one slice of the log from its own offset, so lines that piled up while the pump was busy
+    go out together; then over the outboxes with lines of their own. An outbox whose socket
+    is full waits in a selector for writability instead, so one stalled reader never holds
+    up the rest; a follower more than ``room_backlog`` bytes behind its room is dropped.
+    Closing is: last line, FIN, then the peer's input read and dropped until it closes too.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hub_lock: threading.Lock, room_backlog: int) -> None:
         super().__init__(name="output-pump", daemon=True)
-        # Connections with output. A deque, so that queueing one takes no lock: a broadcast
-        # may schedule thousands of connections at once.
-        self._ready: collections.deque[Connection] = collections.deque()
+        self._hub_lock = hub_lock  # to take a log's followers
+        self._room_backlog = room_backlog
+        # Deques, so that queueing takes no lock.
+        self._ready: collections.deque[Outbox] = collections.deque()
+        self._logs: collections.deque[RoomLog] = collections.deque()
         self._lock = threading.Lock()  # guards the next four fields and the wake-up sockets
-        self._closing: dict[Connection, float] = {}  # connection -> deadline to flush by
+        self._closing: dict[Outbox, float] = {}  # outbox -> deadline to flush by
         self._sleeping = False  # set (under _lock) just before the pump may block in select
         self._stopping = False  # asked to finish: flush what is closing, then exit
         self._stopped = False  # exited: late connections are closed on the spot
+        self._lingering: dict[Outbox, float] = {}  # shut for writing -> deadline; pump only
         self._selector = selectors.DefaultSelector()
-        self._waiting: set[Connection] = set()  # registered in the selector for writability
         self._wake_in, self._wake_out = socket.socketpair()
         self._wake_in.setblocking(False)
         self._wake_out.setblocking(False)
         self._selector.register(self._wake_in, selectors.EVENT_READ)
 
-    def schedule(self, conn: Connection) -> None:
-        """``conn`` has output: send it on the next pass."""
-        self._submit(conn, close=False)
-
-    def schedule_many(self, conns: list[Connection]) -> None:
-        self._ready.extend(conns)
+    def schedule(self, outbox: Outbox) -> None:
+        """``outbox`` has lines of its own: send them on the next pass."""
+        self._ready.append(outbox)
         self._wake_if_sleeping()
 
-    def close_when_flushed(self, conn: Connection) -> None:
-        """Send what ``conn`` still has (for up to CLOSE_GRACE seconds), then close it."""
-        self._submit(conn, close=True)
-
-    def _submit(self, conn: Connection, close: bool) -> None:
-        if close:
-            with self._lock:
-                stopped = self._stopped
-                self._closing[conn] = time.monotonic() + CLOSE_GRACE
-            if stopped:  # a straggler after shutdown: no pump left to flush for it
-                conn.close()
-                return
-        self._ready.append(conn)
+    def logs_grew(self, logs: list[RoomLog]) -> None:
+        """These logs have new lines: pass over their followers on the next pass."""
+        self._logs.extend(logs)
         self._wake_if_sleeping()
+
+    def close_when_flushed(self, outbox: Outbox) -> None:
+        """Send what ``outbox`` still has (for up to CLOSE_GRACE seconds), then close it."""
+        with self._lock:
+            stopped = self._stopped
+            self._closing[outbox] = time.monotonic() + CLOSE_GRACE
+        if stopped:  # a straggler after shutdown: no pump left to flush for it
+            outbox.close()
+            return
+        self.schedule(outbox)
 
     def _wake_if_sleeping(self) -> None:
-        # The pump sets _sleeping before it looks at _ready one last time, so either it sees
-        # what was just queued or we see it asleep and wake it.
+        # The pump sets _sleeping before it looks at its deques one last time, so either it
+        # sees what was just queued or we see it asleep and wake it.
         if self._sleeping:
             with self._lock:
                 if self._sleeping and not self._stopped:
@@ -1289,55 +1669,72 @@ class OutputPump(threading.Thread):
 
     def run(self) -> None:
         while True:
-            ready = self._take_ready()
+            ready, logs = self._take(self._ready), self._take(self._logs)
             with self._lock:
                 stopping = self._stopping
                 deadlines = list(self._closing.values())
-                self._sleeping = not ready
-            if not ready:
-                ready = self._take_ready()  # the last look before sleeping (see _submit)
-            if stopping and not deadlines and not ready:
+                self._sleeping = not (ready or logs)
+            if not (ready or logs):  # the last look before sleeping (see _wake_if_sleeping)
+                ready, logs = self._take(self._ready), self._take(self._logs)
+            if stopping and not (deadlines or self._lingering or ready or logs):
                 break
-            timeout = 0 if ready else self._select_timeout(deadlines, stopping)
+            timeout = 0 if ready or logs else self._select_timeout(deadlines, stopping)
             for key, _ in self._selector.select(timeout):
                 if key.fileobj is self._wake_in:
                     self._drain_wakeups()
                 else:
                     self._selector.unregister(key.fileobj)
-                    self._waiting.discard(key.data)
+                    key.data.blocked = False
                     ready.append(key.data)
             if self._sleeping:
                 with self._lock:
                     self._sleeping = False
-            for conn in ready:
-                if conn in self._waiting:
-                    continue
-                outcome = conn.flush()
-                if outcome is BLOCKED:
-                    self._selector.register(conn.sock, selectors.EVENT_WRITE, conn)
-                    self._waiting.add(conn)
-                elif outcome is MORE:
-                    self._ready.append(conn)
+            for room_log in dict.fromkeys(logs):
+                self._pass(room_log)
+            for outbox in ready:
+                if not outbox.blocked:
+                    self._flush(outbox)
             self._close_finished()
+            if self._lingering:
+                self._linger()
         with self._lock:
             self._stopped = True
             stragglers = list(self._closing)  # handed over after our last look
             self._selector.close()
             self._wake_in.close()
             self._wake_out.close()
-        for conn in stragglers:
-            conn.close()
+        for outbox in stragglers:
+            outbox.close()
 
-    def _take_ready(self) -> list[Connection]:
-        ready = []
-        try:
-            while True:
-                ready.append(self._ready.popleft())
-        except IndexError:
-            return ready
+    def _pass(self, room_log: RoomLog) -> None:
+        """Send every follower of ``room_log`` what it has not had yet; drop the laggards."""
+        with self._hub_lock:
+            followers = list(room_log.followers)
+            end = room_log.end
+        cap = self._room_backlog
+        for outbox in followers:
+            if not outbox.blocked:
+                self._flush(outbox)
+            if outbox.lag(end) > cap:
+                outbox.evict(f"Backlog exceeded: over {cap} bytes behind the room")
+
+    def _flush(self, outbox: Outbox) -> None:
+        if outbox.flush() is BLOCKED:
+            outbox.blocked = True
+            self._selector.register(outbox.sock, selectors.EVENT_WRITE, outbox)
 
     @staticmethod
-    def _select_timeout(deadlines: list[float], stopping: bool) -> float | None:
+    def _take(items: collections.deque) -> list:
+        taken = []
+        try:
+            while True:
+                taken.append(items.popleft())
+        except IndexError:
+            return taken
+
+    def _select_timeout(self, deadlines: list[float], stopping: bool) -> float | None:
+        if self._lingering:
+            deadlines = [*deadlines, time.monotonic() + 0.02]  # peers' closing is polled for
         if not deadlines:
             return 0 if stopping else None
         return max(0.0, min(deadlines) - time.monotonic())
@@ -1353,15 +1750,26 @@ class OutputPump(threading.Thread):
         now = time.monotonic()
         with self._lock:
             closing = list(self._closing.items())
-        for conn, deadline in closing:
-            if conn.has_output() and now < deadline:
+        for outbox, deadline in closing:
+            flushed = not outbox.has_output()
+            if not flushed and now < deadline:
                 continue  # still flushing its last lines
-            if conn in self._waiting:
-                self._selector.unregister(conn.sock)
-                self._waiting.discard(conn)
-            conn.close()
+            if outbox.blocked:
+                self._selector.unregister(outbox.sock)
+                outbox.blocked = False
             with self._lock:
-                del self._closing[conn]
+                del self._closing[outbox]
+            if flushed and outbox.shut_write():
+                self._lingering[outbox] = now + LINGER
+            else:
+                outbox.close()
+
+    def _linger(self) -> None:
+        now = time.monotonic()
+        for outbox, deadline in list(self._lingering.items()):
+            if outbox.drain_input() or now >= deadline:
+                del self._lingering[outbox]
+                outbox.close()
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -1385,8 +1793,9 @@ class ChatServer:
     def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int = 5555,
                  tls: ssl.SSLContext | None = None, tls_port: int = 6697) -> None:
         self.config = config
-        self.hub = Hub(config, fanout=self._fanout)
-        self.pump = OutputPump()
+        self.hub = Hub(config)
+        self.pump = OutputPump(self.hub.lock, config.room_backlog)
+        self.hub.on_append = self.pump.logs_grew
         self.listener = _listen(host, port)
         self.tls_listener = _listen(host, tls_port) if tls is not None else None
         self._tls_context = tls
@@ -1463,12 +1872,6 @@ class ChatServer:
             return "Too many connections from your address"
         return None
 
-    def _fanout(self, users: Iterable[User], data: bytes) -> None:
-        """Queue one line for many users, telling the pump once for all of them."""
-        newly_ready = [user.link for user in users if user.link.queue(data)]
-        if newly_ready:
-            self.pump.schedule_many(newly_ready)
-
     def forget(self, conn: Connection) -> None:
         with self._connections_changed:
             self._connections.discard(conn)
@@ -1479,8 +1882,10 @@ class ChatServer:
 
     def _housekeeping_loop(self) -> None:
         config = self.config
-        tick = min(5.0, max(0.05, min(config.ping_interval, config.ping_timeout, config.register_timeout) / 4))
+        timeouts = (config.ping_interval, config.ping_timeout, config.register_timeout, config.sendq_timeout)
+        tick = min(5.0, max(0.05, min(timeouts) / 4))
         ping = encode_line(format_line("PING", config.server_name))
+        stalled = f"SendQ timeout: no progress for {config.sendq_timeout:g} seconds"
         while not self._stop.wait(tick):
             now = time.monotonic()
             for user, action in liveness_actions(self.hub, now):
@@ -1489,6 +1894,11 @@ class ChatServer:
                     user.deliver(ping)
                 else:
                     user.disconnect(action)
+            with self._connections_changed:
+                connections = list(self._connections)
+            for conn in connections:
+                if conn.outbox.stalled(now, config.sendq_timeout):
+                    conn.abort(stalled, discard=True)
 
     def shutdown(self, timeout: float = CLOSE_GRACE) -> None:
         """Tell every client, close every socket and stop every thread, within ``timeout``."""
@@ -1505,12 +1915,12 @@ class ChatServer:
         with self._connections_changed:
             connections = list(self._connections)
         for conn in connections:
-            conn.abort("Server shutting down")
+            conn.abort("Server shutting down", discard=True)
         with self._connections_changed:
             self._connections_changed.wait_for(lambda: not self._connections, timeout)
         self.pump.stop()
         if self.pump.ident is not None:
-            self.pump.join(timeout)
+            self.pump.join(timeout + LINGER)
         self._stop_in.close()
         self._stop_out.close()
 
@@ -1547,7 +1957,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--ping-timeout", type=float, default=defaults.ping_timeout, help="seconds to answer a PING")
     add("--register-timeout", type=float, default=defaults.register_timeout,
         help="seconds a new connection has to register")
-    add("--sendq", type=int, default=defaults.sendq, help="bytes queued for a client before it is dropped")
+    add("--sendq", type=int, default=defaults.sendq,
+        help="bytes of replies and private lines queued for one client before it is dropped")
+    add("--room-backlog", type=int, default=defaults.room_backlog,
+        help="bytes of a room's lines a member may lag behind before it is dropped")
+    add("--sendq-timeout", type=float, default=defaults.sendq_timeout,
+        help="seconds a client with output waiting may take none of it before it is dropped")
     add("--password", help="password clients must give with PASS; better, set CHAT_SERVER_PASSWORD, "
                            "which ps does not show")
     add("--tls-cert", help="PEM certificate chain: also listen with TLS on --tls-port")
@@ -1581,7 +1996,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         server_name=args.server_name, network=args.network, room=args.room, motd=motd,
         ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
-        register_timeout=args.register_timeout, sendq=args.sendq,
+        register_timeout=args.register_timeout, sendq=args.sendq, room_backlog=args.room_backlog,
+        sendq_timeout=args.sendq_timeout,
         password=args.password or os.environ.get("CHAT_SERVER_PASSWORD") or None,
         flood_burst=args.flood_burst, flood_rate=0 if args.no_flood_control else args.flood_rate,
         max_clients=args.max_clients, max_per_ip=args.max_per_ip, max_channels=args.max_channels,
