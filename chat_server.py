@@ -374,11 +374,12 @@ class RoomLog:
     cursor leaves it, so a lagging member costs its place in the log, not a copy.
     """
 
-    __slots__ = ("tail", "end", "followers")
+    __slots__ = ("tail", "end", "floor", "followers")
 
     def __init__(self) -> None:
         self.tail = Segment(0, SEGMENT_MIN)
         self.end = 0  # offset just past the last line
+        self.floor = 0  # the lowest offset a follower still needed at the pump's last pass
         self.followers: dict[Any, None] = {}  # the Outboxes reading this log, under Hub.lock
 
     def append(self, data: bytes) -> int:
@@ -422,6 +423,16 @@ class RoomCursor:
         while pos - seg.start >= seg.fill:  # this segment is used up (or skipped); on to the next
             seg = self.seg = seg.next
         return seg.view[pos - seg.start:min(seg.fill, limit - seg.start)]
+
+    def skip(self, size: int) -> None:
+        """Pass over the follower's own line without sending it (pump only)."""
+        self.pos += size
+        seg = self.seg
+        # On to the segment the skip landed in: a member that only sends must not hold the
+        # segments behind it.
+        while self.pos - seg.start >= seg.fill and seg.next is not None:
+            seg = seg.next
+        self.seg = seg
 
     def line_end(self) -> int:
         """The end of the line ``pos`` is in (``pos`` itself at a line boundary); pump only."""
@@ -1381,19 +1392,21 @@ class Outbox:
     def _take(self) -> bool:
         """Move the lines now due to ``_pending``; False (and unscheduled) if nothing is left."""
         with self._lock:
-            queue, cursor, lines = self._queue, self.cursor, []
+            queue, cursor, lines, skipped = self._queue, self.cursor, [], False
             while queue and not self._room_due(cursor, queue[0][0]):
                 item = queue.popleft()[1]
                 if type(item) is int:
-                    cursor.pos += item  # our own message: skipped
+                    if cursor.seg is not None:
+                        cursor.skip(item)  # our own message
+                    skipped = True
                 else:
                     lines.append(item)
                     self._queued -= len(item)
             if lines:
                 self._pending = lines[0] if len(lines) == 1 else b"".join(lines)
                 return True
-            if queue:
-                return True  # room bytes come first
+            if queue or skipped:
+                return True  # room bytes come first (or now, past our own line)
             self._scheduled = False
             return False
 
@@ -1559,12 +1572,23 @@ class Connection:
                     self._handle(line)
                     if user.quit_reason is not None:
                         break
+                    self._wait_while_room_full(config.room_backlog)
         except ssl.SSLError as error:
             eof_reason = f"TLS error: {error.reason or error}"
         except OSError as error:
             eof_reason = f"Read error: {error.strerror or error}"
         finally:
             self._finish(user.quit_reason or self.kill_reason or eof_reason)
+
+    def _wait_while_room_full(self, cap: int) -> None:
+        """Hold this sender back while its room's log is over the cap, until the pump has
+        passed over it (dropping the laggards): memory stays bounded however fast it sends."""
+        cursor = self.outbox.cursor
+        if cursor is None or cursor.stop is not None:
+            return
+        room_log = cursor.log
+        while room_log.end - room_log.floor > cap and self.kill_reason is None:
+            self._kill_latch.acquire(timeout=0.002)  # the pump sets no event: poll, but wake on abort
 
     def _handle(self, line: bytes | LineTooLong) -> None:
         hub = self.server.hub
@@ -1711,12 +1735,16 @@ class OutputPump(threading.Thread):
         with self._hub_lock:
             followers = list(room_log.followers)
             end = room_log.end
-        cap = self._room_backlog
+        cap, floor = self._room_backlog, end
         for outbox in followers:
             if not outbox.blocked:
                 self._flush(outbox)
-            if outbox.lag(end) > cap:
+            lag = outbox.lag(end)
+            if lag > cap:
                 outbox.evict(f"Backlog exceeded: over {cap} bytes behind the room")
+            elif end - lag < floor:
+                floor = end - lag
+        room_log.floor = floor  # senders waiting for the room to shrink look at it
 
     def _flush(self, outbox: Outbox) -> None:
         if outbox.flush() is BLOCKED:
