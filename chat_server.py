@@ -1414,6 +1414,11 @@ class Connection:
         with self._lock:
             self._closed = True
             self._outbox.clear()
+            # A closed Connection is only freed by the cyclic GC (it and its User refer to
+            # each other), which may take thousands of connections to come round: drop the
+            # TLS session, by far its largest part, now. Nothing encrypts once _closed is set,
+            # and nothing decrypts: the pump closes a connection only after its reader's _finish.
+            self.tls = None
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -1586,6 +1591,50 @@ def _refuse(sock: socket.socket, host: str, reason: str, tls: ssl.SSLContext | N
     sock.close()
 
 
+MEMORY_TRIM_INTERVAL = 1.0  # at least this many seconds between two malloc_trim calls
+
+
+def _glibc_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None elsewhere (musl, macOS, Windows): then trimming is off."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+            raise OSError("not glibc")
+        import ctypes
+        trim = ctypes.CDLL(None).malloc_trim  # the C library this process already runs on
+    except (AttributeError, ValueError, OSError, ImportError) as error:
+        log.debug("malloc_trim unavailable, freed heap is not handed back to the OS: %s", error)
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+class HeapTrimmer:
+    """Gives the heap that ended connections freed back to the OS (glibc only; else a no-op).
+
+    glibc gives reader threads malloc arenas of their own and keeps what is freed there for
+    reuse, so after a burst of connections (TLS ones above all) RSS stayed near its peak.
+    malloc_trim(0) returns the free pages of every arena (about 0.2 ms for a 50 MB heap). It
+    takes each arena's lock in turn, so the housekeeper calls it only after connections have
+    ended, at most every MEMORY_TRIM_INTERVAL. With this and Connection.close dropping the TLS
+    session, 12,000 TLS connections, 400 at a time, leave RSS at 40 MB instead of 86 MB (the
+    server starts at 26 MB; the rest is fragmentation in Python's own allocator):
+    ``python bench/tls_churn.py`` measures it.
+    """
+
+    def __init__(self) -> None:
+        self._trim = _glibc_malloc_trim()
+        self._last_time = float("-inf")
+        self._last_ended = 0
+
+    def maybe_trim(self, ended: int, now: float) -> bool:
+        """Trim if the count of ended connections grew since the last trim, and it is time."""
+        if self._trim is None or ended == self._last_ended or now - self._last_time < MEMORY_TRIM_INTERVAL:
+            return False
+        self._last_time, self._last_ended = now, ended
+        self._trim(0)
+        return True
+
+
 class ChatServer:
     """Listens, starts a reader thread per connection, and runs the pump and housekeeping."""
 
@@ -1602,6 +1651,10 @@ class ChatServer:
         self._connections_changed = threading.Condition()  # guards _connections and _per_host
         self._stop = threading.Event()
         self._stop_in, self._stop_out = socket.socketpair()
+        self._trimmer = HeapTrimmer()
+        # Connections ended so far: written under _connections_changed, read without it by
+        # the housekeeper (a stale count only puts a trim off by one tick).
+        self._ended = 0
         self._threads = [
             threading.Thread(target=self._accept_loop, name="acceptor", daemon=True),
             threading.Thread(target=self._housekeeping_loop, name="housekeeper", daemon=True),
@@ -1687,6 +1740,7 @@ class ChatServer:
     def forget(self, conn: Connection) -> None:
         with self._connections_changed:
             self._connections.discard(conn)
+            self._ended += 1
             address = conn.user.address
             self._per_host[address] -= 1
             if not self._per_host[address]:
@@ -1705,6 +1759,7 @@ class ChatServer:
                     user.deliver(ping)
                 else:
                     user.disconnect(action)
+            self._trimmer.maybe_trim(self._ended, now)
 
     def shutdown(self, timeout: float = CLOSE_GRACE) -> None:
         """Tell every client, close every socket and stop every thread, within ``timeout``."""
