@@ -1617,8 +1617,8 @@ class HeapTrimmer:
     malloc_trim(0) returns the free pages of every arena (about 0.2 ms for a 50 MB heap). It
     takes each arena's lock in turn, so the housekeeper calls it only after connections have
     ended, at most every MEMORY_TRIM_INTERVAL. With this and Connection.close dropping the TLS
-    session, 12,000 TLS connections, 400 at a time, leave RSS at 38-40 MB instead of 86 MB (the
-    server starts at 26.6 MB; most of the rest is fragmentation in Python's own allocator):
+    session, 12,000 TLS connections, 400 at a time, leave RSS at 38-41 MB instead of 86-91 MB (the
+    server starts at 27 MB; most of the rest is fragmentation in Python's own allocator):
     ``python bench/tls_churn.py`` measures it.
     """
 
