@@ -164,8 +164,8 @@ def test_refused_password_is_asked_for_masked_and_then_registers(given, start_se
     server = start_server(password=PASSWORD, flood_rate=0)
     port = server.address[1]
     terminal = terminals(["--port", str(port), "--username", "alice", *given])
-    lead = "refused the password" if given else "needs a password"
-    terminal.wait_for(f"The server {lead} (Password incorrect)")
+    told = "refused the password (Password incorrect)" if given else "needs a password (Password required"
+    terminal.wait_for(f"The server {told}")
     terminal.wait_screen(lambda: terminal.lines()[-1].startswith("Password: "), "the password prompt")
     assert "password needed" in terminal.text()
     terminal.type(PASSWORD)

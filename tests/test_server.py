@@ -17,7 +17,7 @@ def test_register_in_either_order_with_cap_and_pass(connect):
     ann.expect(r"CAP \* LS :$")
     ann.send("CAP END")
     for pattern in (" 001 ann ", " 002 ", " 003 ", " 004 ", " 005 ann .*NICKLEN=20", " 376 ",
-                    r"^:ann!~ann@127\.0\.0\.1 JOIN :#chat$", " 353 ann = #chat :ann$", " 366 "):
+                    r"^:ann!~ann@[0-9a-f]{8}\.[0-9a-f]{8}\.cloak JOIN :#chat$", " 353 ann = #chat :ann$", " 366 "):
         ann.expect(pattern)
 
 
@@ -53,7 +53,7 @@ def test_room_message_reaches_every_other_member_never_the_sender(connect):
     ann, bob, cat = connect("ann"), connect("bob"), connect("cat")
     ann.send("PRIVMSG #chat :hello, room")
     for peer in (bob, cat):
-        peer.expect(r"^:ann!~tester@127\.0\.0\.1 PRIVMSG #chat :hello, room$")
+        peer.expect(r"^:ann!~tester@\S+\.cloak PRIVMSG #chat :hello, room$")
     assert not [line for line in ann.sync() if "hello, room" in line]
 
 
