@@ -1361,6 +1361,7 @@ LINGER = 1.0  # seconds a connection shut for writing is read from, waiting for 
 # block, so there a stalled reader can hold up the pump; the server is meant for POSIX hosts.
 SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0)
 FLUSHED, BLOCKED = "flushed", "blocked"  # Outbox.flush
+PASS_SLICE = 128  # followers a room pass serves before it lets waiting replies through
 END_OF_LOG = sys.maxsize  # the tag of a last line that goes after the room line in flight
 # TCP states (Linux tcp_states.h) in which the peer has not closed its side yet.
 _PEER_OPEN_STATES = (1, 4, 5)  # ESTABLISHED, FIN_WAIT1, FIN_WAIT2
@@ -1960,9 +1961,15 @@ class OutputPump(threading.Thread):
             followers = list(room_log.followers)
             end = room_log.end
         cap, floor = self._room_backlog, end
-        for outbox in followers:
+        for count, outbox in enumerate(followers, 1):
             if not outbox.blocked:
                 self._flush(outbox)
+            if not count % PASS_SLICE and self._ready:
+                # A pass over a big room takes milliseconds: let replies (a joiner's NAMES,
+                # a PONG) through in between instead of after it.
+                for waiting in self._take(self._ready):
+                    if not waiting.blocked:
+                        self._flush(waiting)
             lag = outbox.lag(end)
             if lag > cap:
                 outbox.evict(f"Backlog exceeded: over {cap} bytes behind the room")
