@@ -28,7 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import loadgen, report  # noqa: E402
-from bench.servers import NGIRCD_CONF, ExternalServer, NgircdServer, OurServer, Server  # noqa: E402
+from bench.servers import (  # noqa: E402
+    NGIRCD_CONF, ExternalServer, NgircdServer, OurServer, RelayServer, RelayUnavailable, Server,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -176,7 +178,8 @@ def parse_args(argv=None):
     parser.add_argument("--big", type=int, default=5000, help="clients for the capacity run (0: skip; default %(default)s)")
     parser.add_argument("--big-servers", default="ours", help="servers for the capacity run (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is reported (default %(default)s)")
-    parser.add_argument("--servers", default="ours,ngircd", help="managed servers to compare (default %(default)s)")
+    parser.add_argument("--servers", default="relay,ngircd,ours",
+                        help="managed servers to compare: relay (the generator's ceiling), ngircd, ours (default %(default)s)")
     parser.add_argument("--extra-server", action="append", default=[], metavar="HOST:PORT",
                         help="also measure an IRC server already listening on this machine (repeatable)")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes (default %(default)s)")
@@ -232,8 +235,15 @@ def make_servers(names: list[str], extras: list[str], log_dir: Path, script: Pat
             factories.append(lambda: OurServer(log_dir=log_dir, script=script))
         elif name == "ngircd":
             factories.append(lambda: NgircdServer(log_dir=log_dir))
+        elif name == "relay":
+            try:
+                RelayServer.build()
+            except RelayUnavailable as error:
+                print(f"relay skipped: {error}", flush=True)
+                continue
+            factories.append(lambda: RelayServer(log_dir=log_dir))
         else:
-            raise SystemExit(f"unknown server {name!r}: use ours, ngircd or --extra-server")
+            raise SystemExit(f"unknown server {name!r}: use ours, ngircd, relay or --extra-server")
     for address in extras:
         factories.append(lambda address=address: ExternalServer(address))
     return factories
