@@ -58,14 +58,17 @@ def cores(cpu: float | None, wall: float) -> float | None:
 def count_faults(cell: dict, stats) -> list[str]:
     """Add a phase's lost, reordered and dropped counts to the cell; return its failures."""
     cell["lost"] += stats.expected - stats.received
+    cell["miscounted"] += stats.miscounted
     cell["reordered"] += stats.reordered
+    cell["checked"] += stats.checked
     cell["disconnected"] += stats.disconnected
     cell["timed_out"] |= stats.timed_out
     return stats.failures
 
 
 def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dict:
-    cell: dict = {"server": server.name, "n": n, "disconnected": 0, "lost": 0, "reordered": 0,
+    cell: dict = {"server": server.name, "n": n, "disconnected": 0, "lost": 0, "miscounted": 0,
+                  "reordered": 0, "checked": 0,
                   "loadavg_1min": os.getloadavg()[0]}  # other work on the machine shows here
     server.start()
     try:
@@ -83,6 +86,7 @@ def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dic
             cell["timed_out"] = stats.timed_out
             cell["connect_server_cores"] = cores(cpu1 - cpu0 if cpu0 is not None else None, result.elapsed)
             cell["connect_gen_cores"] = cores(stats.cpu, result.elapsed)
+            cell["connect_gen_busiest"] = cores(stats.busiest_cpu, result.elapsed)
             failures = list(stats.failures)
             gen.idle(args.settle)
             rss = server.rss_kb()
@@ -93,7 +97,7 @@ def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dic
                 m = per_sender_messages(n, args.deliveries, args.min_messages, args.max_messages)
                 cell["messages_per_sender"] = m
                 cpu0 = server.cpu_seconds()
-                result = gen.fanout(m, args.window, args.phase_timeout)
+                result = gen.fanout(m, args.window, args.phase_timeout, args.order_sample)
                 cpu1 = server.cpu_seconds()
                 stats = result.stats
                 cell["deliveries_per_s"] = stats.received / result.elapsed
@@ -101,6 +105,7 @@ def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dic
                 cell["fanout_received"] = stats.received
                 cell["fanout_server_cores"] = cores(cpu1 - cpu0 if cpu0 is not None else None, result.elapsed)
                 cell["fanout_gen_cores"] = cores(stats.cpu, result.elapsed)
+                cell["fanout_gen_busiest"] = cores(stats.busiest_cpu, result.elapsed)
                 failures += count_faults(cell, stats)
 
                 cpu0 = server.cpu_seconds()
@@ -115,6 +120,7 @@ def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dic
                 cell["latency_received"] = stats.received
                 cell["latency_server_cores"] = cores(cpu1 - cpu0 if cpu0 is not None else None, result.elapsed)
                 cell["latency_gen_cores"] = cores(stats.cpu, result.elapsed)
+                cell["latency_gen_busiest"] = cores(stats.busiest_cpu, result.elapsed)
                 failures += count_faults(cell, stats)
             elif phases:
                 failures.append(f"only {stats.ready} of {n} clients registered; phases skipped")
@@ -137,10 +143,12 @@ def show(cell: dict) -> str:
         f" (server {f('connect_server_cores', '{:.2f}')} / gen {f('connect_gen_cores', '{:.2f}')} cores)"
         f" | RSS {f('rss_mb', '{:.1f}')} MB, {f('kb_per_client', '{:.1f}')} KB/client"
         f" | fan-out {f('deliveries_per_s', '{:,.0f}')}/s"
-        f" (server {f('fanout_server_cores', '{:.2f}')} / gen {f('fanout_gen_cores', '{:.2f}')} cores)"
+        f" (server {f('fanout_server_cores', '{:.2f}')} / gen {f('fanout_gen_cores', '{:.2f}')},"
+        f" busiest {f('fanout_gen_busiest', '{:.2f}')} cores)"
         f" | p50 {f('p50_ms', '{:.2f}')} p99 {f('p99_ms', '{:.2f}')} max {f('max_ms', '{:.1f}')} ms"
         f" (server {f('latency_server_cores', '{:.2f}')} / gen {f('latency_gen_cores', '{:.2f}')} cores)"
-        f" | lost {cell['lost']} reordered {cell['reordered']} disconnected {cell['disconnected']}"
+        f" | lost {cell['lost']} miscounted {cell['miscounted']} reordered {cell['reordered']}"
+        f" disconnected {cell['disconnected']}"
     )
     if cell.get("failures"):
         text += "\n          " + "; ".join(cell["failures"])
@@ -184,6 +192,8 @@ def parse_args(argv=None):
                         help="also measure an IRC server already listening on this machine (repeatable)")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes (default %(default)s)")
     parser.add_argument("--wave", type=int, default=loadgen.CONNECT_WAVE, help="clients connecting at once (default %(default)s)")
+    parser.add_argument("--order-sample", type=int, default=loadgen.ORDER_SAMPLE,
+                        help="fan-out: receivers whose every sequence number is checked; the rest are counted (default %(default)s)")
     parser.add_argument("--window", type=int, default=96, help="fan-out: messages in flight ahead of the slowest receiver, all senders together (default %(default)s)")
     parser.add_argument("--deliveries", type=int, default=2_000_000, help="fan-out: target deliveries per phase; M = this / (S*(N-1)) (default %(default)s)")
     parser.add_argument("--min-messages", type=int, default=100, help="fan-out: least M (default %(default)s)")
@@ -298,7 +308,7 @@ def main(argv=None) -> int:
     }, default=str, indent=1))
     print(f"raw results: {raw}")
     write_outputs(json.loads(raw.read_text()), args)
-    bad = sum(c["lost"] + c["reordered"] + c["disconnected"] for c in cells + big_cells)
+    bad = sum(c["lost"] + c.get("miscounted", 0) + c["reordered"] + c["disconnected"] for c in cells + big_cells)
     return 1 if bad else 0
 
 
@@ -399,7 +409,7 @@ def build_notes(cells: list[dict], big_cells: list[dict]) -> list[str]:
                      " anything above about 1.0 is other work sharing the machine.")
     notes.append("The servers alternate inside each repeat, so other work on the machine hits both"
                  " alike; the (min-max) spread in the table shows how much the runs moved.")
-    bad = sum(c["lost"] + c["reordered"] + c["disconnected"] for c in cells + big_cells)
+    bad = sum(c["lost"] + c.get("miscounted", 0) + c["reordered"] + c["disconnected"] for c in cells + big_cells)
     notes.append(f"Lost, reordered or disconnected over all runs: {bad}"
                  f" ({'none' if not bad else 'see the correctness table'}).")
     return notes
