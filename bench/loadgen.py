@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 SENDERS = 4
 CHANNEL = "#chat"
-RECV_BYTES = 1 << 18
+RECV_BYTES = 1 << 16  # more costs an mmap per recv in glibc's malloc, and reads are smaller anyway
 SWEEP_INTERVAL = 0.05  # seconds between reads of the non-probe receivers (latency phase)
 LATENCY_PROBES = 64  # receivers at which latency is taken, spread evenly over the ids
 ORDER_SAMPLE = 4  # fan-out: receivers whose every sequence number is checked (the last ids)

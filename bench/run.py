@@ -55,6 +55,33 @@ def cores(cpu: float | None, wall: float) -> float | None:
     return None if cpu is None or wall <= 0 else cpu / wall
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of this machine have spent busy since boot, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(cell: dict, phase: str, server: Server, run_phase):
+    """Run one generator phase; record its CPU in cores (CPU seconds / wall seconds) in the cell.
+
+    Besides the server and the generator (all workers, and the busiest one), ``other`` is
+    what the rest of the machine used meanwhile: other people's work shares these 2 cores,
+    and a phase that ran beside it measured less than the server can do.
+    """
+    server_cpu0, busy0 = server.cpu_seconds(), machine_busy_seconds()
+    result = run_phase()
+    server_cpu1, busy1 = server.cpu_seconds(), machine_busy_seconds()
+    server_cpu = server_cpu1 - server_cpu0 if server_cpu0 is not None else 0.0
+    wall, stats = result.elapsed, result.stats
+    cell[f"{phase}_server_cores"] = cores(server_cpu if server_cpu0 is not None else None, wall)
+    cell[f"{phase}_gen_cores"] = cores(stats.cpu, wall)
+    cell[f"{phase}_gen_busiest"] = cores(stats.busiest_cpu, wall)
+    cell[f"{phase}_other_cores"] = cores(max(0.0, busy1 - busy0 - server_cpu - stats.cpu), wall)
+    return result
+
+
 def count_faults(cell: dict, stats) -> list[str]:
     """Add a phase's lost, reordered and dropped counts to the cell; return its failures."""
     cell["lost"] += stats.expected - stats.received
@@ -76,17 +103,13 @@ def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dic
         base_rss = server.rss_kb()
         with loadgen.LoadGenerator(server.host, server.port, args.workers, f"b{tag}",
                                    server.autojoin, not args.no_quickack) as gen:
-            cpu0 = server.cpu_seconds()
-            result = gen.connect(n, args.wave, args.connect_timeout)
-            cpu1 = server.cpu_seconds()
+            result = measured(cell, "connect", server,
+                              lambda: gen.connect(n, args.wave, args.connect_timeout))
             stats = result.stats
             cell["connect_s"] = result.elapsed
             cell["ready"] = stats.ready
             cell["disconnected"] += stats.disconnected
             cell["timed_out"] = stats.timed_out
-            cell["connect_server_cores"] = cores(cpu1 - cpu0 if cpu0 is not None else None, result.elapsed)
-            cell["connect_gen_cores"] = cores(stats.cpu, result.elapsed)
-            cell["connect_gen_busiest"] = cores(stats.busiest_cpu, result.elapsed)
             failures = list(stats.failures)
             gen.idle(args.settle)
             rss = server.rss_kb()
@@ -96,21 +119,16 @@ def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dic
             if phases and stats.ready == n:
                 m = per_sender_messages(n, args.deliveries, args.min_messages, args.max_messages)
                 cell["messages_per_sender"] = m
-                cpu0 = server.cpu_seconds()
-                result = gen.fanout(m, args.window, args.phase_timeout, args.order_sample)
-                cpu1 = server.cpu_seconds()
+                result = measured(cell, "fanout", server, lambda: gen.fanout(
+                    m, args.window, args.phase_timeout, args.order_sample))
                 stats = result.stats
                 cell["deliveries_per_s"] = stats.received / result.elapsed
                 cell["fanout_s"] = result.elapsed
                 cell["fanout_received"] = stats.received
-                cell["fanout_server_cores"] = cores(cpu1 - cpu0 if cpu0 is not None else None, result.elapsed)
-                cell["fanout_gen_cores"] = cores(stats.cpu, result.elapsed)
-                cell["fanout_gen_busiest"] = cores(stats.busiest_cpu, result.elapsed)
                 failures += count_faults(cell, stats)
 
-                cpu0 = server.cpu_seconds()
-                result = gen.latency(args.rate, args.latency_seconds, args.phase_timeout)
-                cpu1 = server.cpu_seconds()
+                result = measured(cell, "latency", server, lambda: gen.latency(
+                    args.rate, args.latency_seconds, args.phase_timeout))
                 stats, lat = result.stats, result.latencies_us
                 if lat:
                     cell["p50_ms"] = lat[len(lat) // 2] / 1000
@@ -118,9 +136,6 @@ def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dic
                     cell["max_ms"] = lat[-1] / 1000
                     cell["latency_samples"] = len(lat)
                 cell["latency_received"] = stats.received
-                cell["latency_server_cores"] = cores(cpu1 - cpu0 if cpu0 is not None else None, result.elapsed)
-                cell["latency_gen_cores"] = cores(stats.cpu, result.elapsed)
-                cell["latency_gen_busiest"] = cores(stats.busiest_cpu, result.elapsed)
                 failures += count_faults(cell, stats)
             elif phases:
                 failures.append(f"only {stats.ready} of {n} clients registered; phases skipped")
@@ -144,7 +159,7 @@ def show(cell: dict) -> str:
         f" | RSS {f('rss_mb', '{:.1f}')} MB, {f('kb_per_client', '{:.1f}')} KB/client"
         f" | fan-out {f('deliveries_per_s', '{:,.0f}')}/s"
         f" (server {f('fanout_server_cores', '{:.2f}')} / gen {f('fanout_gen_cores', '{:.2f}')},"
-        f" busiest {f('fanout_gen_busiest', '{:.2f}')} cores)"
+        f" busiest {f('fanout_gen_busiest', '{:.2f}')}, other {f('fanout_other_cores', '{:.2f}')} cores)"
         f" | p50 {f('p50_ms', '{:.2f}')} p99 {f('p99_ms', '{:.2f}')} max {f('max_ms', '{:.1f}')} ms"
         f" (server {f('latency_server_cores', '{:.2f}')} / gen {f('latency_gen_cores', '{:.2f}')} cores)"
         f" | lost {cell['lost']} miscounted {cell['miscounted']} reordered {cell['reordered']}"
