@@ -9,13 +9,24 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+CEILING = "relay"  # the calibration target: what it reaches is the generator's ceiling
+GENERATOR_BOUND = 0.9  # cores: a generator process this busy is the bottleneck, not the server
+SHARED = 0.25  # cores used by other work on the machine during a phase: the figure is low
+
 # (key in a cell, column title, format) for the main table
 SPREAD = {"deliveries_per_s", "p99_ms"}  # columns that also show (min-max) over the runs
+# key -> (threshold, word): a median at or above it is marked; so are single runs above it
+MARKS = {
+    "fanout_gen_busiest": (GENERATOR_BOUND, "generator-bound"),
+    "fanout_other_cores": (SHARED, "shared"),
+}
 COLUMNS = [
     ("connect_s", "connect+register all (s)", "{:.2f}"),
     ("kb_per_client", "idle RSS / client (KB)", "{:.1f}"),
     ("rss_mb", "idle RSS (MB)", "{:.1f}"),
     ("deliveries_per_s", "fan-out deliveries/s", "{:,.0f}"),
+    ("fanout_gen_busiest", "fan-out: busiest generator process (cores)", "{:.2f}"),
+    ("fanout_other_cores", "fan-out: other work on the machine (cores)", "{:.2f}"),
     ("p50_ms", "p50 (ms)", "{:.2f}"),
     ("p99_ms", "p99 (ms)", "{:.2f}"),
     ("max_ms", "max (ms)", "{:.2f}"),
@@ -25,6 +36,7 @@ CPU_COLUMNS = [
     ("connect_gen_cores", "connect: generator", "{:.2f}"),
     ("fanout_server_cores", "fan-out: server", "{:.2f}"),
     ("fanout_gen_cores", "fan-out: generator", "{:.2f}"),
+    ("fanout_gen_busiest", "fan-out: busiest generator process", "{:.2f}"),
     ("latency_server_cores", "latency: server", "{:.2f}"),
     ("latency_gen_cores", "latency: generator", "{:.2f}"),
 ]
@@ -69,9 +81,49 @@ def medians_table(cells: list[dict], columns=COLUMNS) -> str:
             values = [cell[key] for cell in group_cells if cell.get(key) is not None]
             if key in SPREAD and len(values) > 1:
                 text += f" ({pattern.format(min(values))}-{pattern.format(max(values))})"
+            if key in MARKS and values:
+                text += mark(values, *MARKS[key])
             row.append(text)
         rows.append(row)
     return table(rows, ["N", "server", "runs"] + [title for _, title, _ in columns])
+
+
+def mark(values: list[float], threshold: float, word: str) -> str:
+    """`` word`` if the median reaches the threshold, `` word in k of n runs`` if some runs do."""
+    over = sum(1 for value in values if value >= threshold)
+    if statistics.median(values) >= threshold:
+        return f" **{word}**"
+    return f" ({word} in {over} of {len(values)} runs)" if over else ""
+
+
+def ceiling_rows(cells: list[dict]) -> list[dict]:
+    """Per N: the relay's deliveries/s and each server's share of it (medians)."""
+    groups = group(cells)
+    rows = []
+    for n in sorted({n for _, n in groups}):
+        if (CEILING, n) not in groups:
+            continue
+        ceiling = median(groups[(CEILING, n)], "deliveries_per_s")
+        row = {"n": n, "ceiling": ceiling,
+               "busiest": median(groups[(CEILING, n)], "fanout_gen_busiest"), "shares": {}}
+        for (server, size), group_cells in sorted(groups.items()):
+            rate = median(group_cells, "deliveries_per_s")
+            if size == n and server != CEILING and rate is not None and ceiling:
+                row["shares"][server] = rate / ceiling
+        rows.append(row)
+    return rows
+
+
+def ceiling_table(cells: list[dict]) -> str:
+    rows = ceiling_rows(cells)
+    servers = sorted({server for row in rows for server in row["shares"]})
+    body = [
+        [f"{row['n']:,}", fmt(row["ceiling"], "{:,.0f}"), fmt(row["busiest"], "{:.2f}")]
+        + [fmt(row["shares"].get(server), "{:.2f}x") for server in servers]
+        for row in rows
+    ]
+    header = ["N", "relay deliveries/s (the generator's ceiling)", "busiest generator process (cores)"]
+    return table(body, header + [f"{server} / relay" for server in servers])
 
 
 def ratio_rows(cells: list[dict], base: str = "ngircd", ours: str = "ours") -> list[dict]:
@@ -103,11 +155,13 @@ def correctness_table(cells: list[dict]) -> str:
         total = lambda key: sum(cell.get(key) or 0 for cell in group_cells)  # noqa: E731
         rows.append([
             f"{n:,}", server, f"{total('fanout_received'):,}", f"{total('latency_received'):,}",
-            str(total("lost")), str(total("reordered")), str(total("disconnected")),
+            f"{total('checked'):,}", str(total("lost")), str(total("miscounted")),
+            str(total("reordered")), str(total("disconnected")),
             str(sum(1 for cell in group_cells if cell.get("timed_out"))),
         ])
-    header = ["N", "server", "fan-out deliveries checked", "latency deliveries checked",
-              "lost", "reordered", "disconnected", "phases timed out"]
+    header = ["N", "server", "fan-out deliveries counted", "latency deliveries counted",
+              "of these, sequence numbers checked", "lost", "receivers miscounted", "reordered",
+              "disconnected", "phases timed out"]
     return table(rows, header)
 
 
@@ -124,8 +178,10 @@ def plot(cells: list[dict], path: Path) -> None:
         sizes = sorted(n for s, n in groups if s == server)
         rates = [median(groups[(server, n)], "deliveries_per_s") for n in sizes]
         p99 = [median(groups[(server, n)], "p99_ms") for n in sizes]
-        left.plot(sizes, rates, marker="o", label=server)
-        right.plot(sizes, p99, marker="o", label=server)
+        style = {"linestyle": "--", "color": "grey"} if server == CEILING else {}
+        label = f"{server} (generator's ceiling)" if server == CEILING else server
+        left.plot(sizes, rates, marker="o", label=label, **style)
+        right.plot(sizes, p99, marker="o", label=label, **style)
     left.set(xscale="log", yscale="log", xlabel="members in the room (N)",
              ylabel="deliveries per second (median)", title="Fan-out throughput")
     right.set(xscale="log", yscale="log", xlabel="members in the room (N)",
@@ -162,9 +218,20 @@ def write_markdown(path: Path, *, cells: list[dict], big_cells: list[dict], mach
         "",
         "## Medians per cell",
         "",
-        "Fan-out deliveries/s and p99 also show (min-max) over the runs.",
+        "Fan-out deliveries/s and p99 also show (min-max) over the runs. A cell is marked",
+        f"**generator-bound** when its busiest generator process used >= {GENERATOR_BOUND} of a core",
+        "(its figure is then the generator's, not the server's), and **shared** when other work on",
+        f"the machine used >= {SHARED} cores during the fan-out phase (its figure is then low).",
         "",
         medians_table(cells),
+        "",
+        "## The generator's ceiling: the relay",
+        "",
+        f"`{CEILING}` is `bench/relay.c`, a relay that does the least possible work per delivery; what",
+        "the generator measures against it is the most it can measure. A server's figure is its own",
+        "only while it stays well below this ceiling.",
+        "",
+        ceiling_table(cells),
         "",
         "## Ratios, ours / ngircd (medians of the same run)",
         "",
@@ -188,8 +255,10 @@ def write_markdown(path: Path, *, cells: list[dict], big_cells: list[dict], mach
     parts += [
         "## Correctness (summed over all runs)",
         "",
-        "Every delivery was checked: per receiver and sender, the sequence numbers must",
-        "continue exactly where the previous chunk stopped.",
+        "Every delivery was counted, and each receiver's count had to end exactly at what it was",
+        "sent (a lost or duplicated line shows as lost or miscounted). On a sample of receivers",
+        "(the last ids in fan-out, the latency probes) every sequence number was also checked: per",
+        "sender, the numbers must continue exactly where the previous chunk stopped.",
         "",
         correctness_table(cells + big_cells),
         "",

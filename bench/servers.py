@@ -235,7 +235,11 @@ class RelayServer(Server):
         self.port = int(line.rsplit(":", 1)[1])
 
     def describe(self) -> str:
-        return "cc -O2 bench/relay.c; relay 127.0.0.1 0"
+        return self.describe_static()
+
+    @staticmethod
+    def describe_static() -> str:
+        return "cc -O2 -o <tmp>/relay bench/relay.c; <tmp>/relay 127.0.0.1 0"
 
 
 def _read_line(stream, deadline: float) -> str:
