@@ -63,6 +63,23 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_for_quiet(limit: float, most: float = 0.25, sample: float = 0.5) -> tuple[float, float]:
+    """Wait until the machine's other work uses less than ``most`` cores, at most ``limit`` s.
+
+    Returns (seconds waited, cores busy in the last sample). Other people's work on these
+    2 cores halves a server's figure; a cell that starts in a quiet moment is worth more, and
+    the cores seen show how quiet it was. Each sample is a blocking wait of ``sample`` s.
+    """
+    started = time.monotonic()
+    while True:
+        busy0 = machine_busy_seconds()
+        time.sleep(sample)  # the measuring interval itself, not a synchronisation
+        busy = (machine_busy_seconds() - busy0) / sample
+        waited = time.monotonic() - started
+        if busy < most or waited >= limit:
+            return waited, busy
+
+
 def measured(cell: dict, phase: str, server: Server, run_phase):
     """Run one generator phase; record its CPU in cores (CPU seconds / wall seconds) in the cell.
 
@@ -94,8 +111,9 @@ def count_faults(cell: dict, stats) -> list[str]:
 
 
 def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dict:
+    waited, busy = wait_for_quiet(args.quiet_wait) if args.quiet_wait > 0 else (0.0, None)
     cell: dict = {"server": server.name, "n": n, "disconnected": 0, "lost": 0, "miscounted": 0,
-                  "reordered": 0, "checked": 0,
+                  "reordered": 0, "checked": 0, "quiet_wait_s": waited, "busy_before": busy,
                   "loadavg_1min": os.getloadavg()[0]}  # other work on the machine shows here
     server.start()
     try:
@@ -215,6 +233,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-messages", type=int, default=20000, help="fan-out: most M (default %(default)s)")
     parser.add_argument("--rate", type=float, default=200.0, help="latency: messages/s offered into the room (default %(default)s)")
     parser.add_argument("--latency-seconds", type=float, default=3.0, help="latency: seconds of sending (default %(default)s)")
+    parser.add_argument("--quiet-wait", type=float, default=20.0,
+                        help="before each cell, wait up to this many seconds for other work on the machine to drop below 0.25 cores (0: don't; default %(default)s)")
     parser.add_argument("--settle", type=float, default=0.5, help="idle seconds before reading RSS (default %(default)s)")
     parser.add_argument("--connect-timeout", type=float, default=240.0, help="seconds for all N to be in the room (default %(default)s)")
     parser.add_argument("--phase-timeout", type=float, default=120.0, help="seconds a fan-out or latency phase may take (default %(default)s)")
@@ -230,6 +250,7 @@ def parse_args(argv=None):
     if args.quick:
         args.sizes, args.repeats, args.big = "10,50", 1, 200
         args.deliveries, args.min_messages, args.latency_seconds = 50_000, 20, 1.0
+        args.quiet_wait = 0.0
     args.sizes = [int(n) for n in args.sizes.split(",") if n]
     if args.out is None:
         args.out = RESULTS / "quick.md" if args.quick else ROOT / "docs" / "benchmarks.md"
@@ -452,6 +473,12 @@ def build_notes(cells: list[dict], big_cells: list[dict]) -> list[str]:
         notes.append(f"Machine load (1-minute average) at the start of each run: min {loads[0]:.1f},"
                      f" median {statistics.median(loads):.1f}, max {loads[-1]:.1f} on 2 cores:"
                      " anything above about 1.0 is other work sharing the machine.")
+    waits = [c for c in cells if c.get("busy_before") is not None]
+    if waits:
+        noisy = sum(1 for c in waits if c["busy_before"] >= report.SHARED)
+        notes.append(f"Before each cell the bench waited for other work on the machine to drop below"
+                     f" {report.SHARED} cores: median wait {statistics.median(c['quiet_wait_s'] for c in waits):.1f} s;"
+                     f" {noisy} of {len(waits)} cells started without such a quiet moment.")
     others = sorted(c["fanout_other_cores"] for c in cells if c.get("fanout_other_cores") is not None)
     if others:
         notes.append(f"Other work on the machine during fan-out phases: median {statistics.median(others):.2f},"
