@@ -104,8 +104,12 @@ def ceiling_rows(cells: list[dict]) -> list[dict]:
         if (CEILING, n) not in groups:
             continue
         ceiling = median(groups[(CEILING, n)], "deliveries_per_s")
-        row = {"n": n, "ceiling": ceiling,
-               "busiest": median(groups[(CEILING, n)], "fanout_gen_busiest"), "shares": {}}
+        relay_cells = groups[(CEILING, n)]
+        machine = [c["fanout_server_cores"] + c["fanout_gen_cores"] for c in relay_cells
+                   if c.get("fanout_server_cores") is not None and c.get("fanout_gen_cores") is not None]
+        row = {"n": n, "ceiling": ceiling, "busiest": median(relay_cells, "fanout_gen_busiest"),
+               "machine": statistics.median(machine) if machine else None,
+               "other": median(relay_cells, "fanout_other_cores"), "shares": {}}
         for (server, size), group_cells in sorted(groups.items()):
             rate = median(group_cells, "deliveries_per_s")
             if size == n and server != CEILING and rate is not None and ceiling:
@@ -118,11 +122,13 @@ def ceiling_table(cells: list[dict]) -> str:
     rows = ceiling_rows(cells)
     servers = sorted({server for row in rows for server in row["shares"]})
     body = [
-        [f"{row['n']:,}", fmt(row["ceiling"], "{:,.0f}"), fmt(row["busiest"], "{:.2f}")]
+        [f"{row['n']:,}", fmt(row["ceiling"], "{:,.0f}"), fmt(row["busiest"], "{:.2f}"),
+         fmt(row["machine"], "{:.2f}"), fmt(row["other"], "{:.2f}")]
         + [fmt(row["shares"].get(server), "{:.2f}x") for server in servers]
         for row in rows
     ]
-    header = ["N", "relay deliveries/s (the generator's ceiling)", "busiest generator process (cores)"]
+    header = ["N", "relay deliveries/s (the generator's ceiling)", "busiest generator process (cores)",
+              "relay + generator (cores of 2)", "other work (cores)"]
     return table(body, header + [f"{server} / relay" for server in servers])
 
 
