@@ -47,6 +47,10 @@ RECV_BYTES = 1 << 16  # more costs an mmap per recv in glibc's malloc, and reads
 SWEEP_INTERVAL = 0.05  # seconds between reads of the non-probe receivers (latency phase)
 LATENCY_PROBES = 64  # receivers at which latency is taken, spread evenly over the ids
 ORDER_SAMPLE = 4  # fan-out: receivers whose every sequence number is checked (the last ids)
+# fan-out: messages in flight ahead of the slowest receiver, all senders together. Enough to
+# keep the relay busy (96 left it idle, waiting); ngircd stops reading a client while 512
+# bytes of its input wait, so the rest waits in the socket rather than overflowing it.
+WINDOW = 1024
 SENDER_POLL = 0.001  # seconds a worker whose senders wait for the slowest receiver sleeps
 CONNECT_WAVE = 10  # clients connecting at once, over all workers (ngircd listens with backlog 10)
 FILLER = "x" * 24  # makes a line about the size of a short chat message
@@ -665,7 +669,7 @@ class LoadGenerator:
     def idle(self, seconds: float) -> PhaseResult:
         return self._run("idle", [{"seconds": seconds}] * self.workers, seconds)
 
-    def fanout(self, per_sender: int, window: int = 64, timeout: float = 120.0,
+    def fanout(self, per_sender: int, window: int = WINDOW, timeout: float = 120.0,
                order_sample: int = ORDER_SAMPLE) -> PhaseResult:
         """Every sender sends ``per_sender`` messages; the last ``order_sample`` ids are checked."""
         checked_ids = list(range(max(0, self.clients - order_sample), self.clients))

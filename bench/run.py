@@ -227,10 +227,10 @@ def parse_args(argv=None):
     parser.add_argument("--wave", type=int, default=loadgen.CONNECT_WAVE, help="clients connecting at once (default %(default)s)")
     parser.add_argument("--order-sample", type=int, default=loadgen.ORDER_SAMPLE,
                         help="fan-out: receivers whose every sequence number is checked; the rest are counted (default %(default)s)")
-    parser.add_argument("--window", type=int, default=1024, help="fan-out: messages in flight ahead of the slowest receiver, all senders together (default %(default)s)")
+    parser.add_argument("--window", type=int, default=loadgen.WINDOW, help="fan-out: messages in flight ahead of the slowest receiver, all senders together (default %(default)s)")
     parser.add_argument("--deliveries", type=int, default=4_000_000, help="fan-out: target deliveries per phase; M = this / (S*(N-1)) (default %(default)s)")
     parser.add_argument("--min-messages", type=int, default=100, help="fan-out: least M (default %(default)s)")
-    parser.add_argument("--max-messages", type=int, default=20000, help="fan-out: most M (default %(default)s)")
+    parser.add_argument("--max-messages", type=int, default=100_000, help="fan-out: most M (default %(default)s)")
     parser.add_argument("--rate", type=float, default=200.0, help="latency: messages/s offered into the room (default %(default)s)")
     parser.add_argument("--latency-seconds", type=float, default=3.0, help="latency: seconds of sending (default %(default)s)")
     parser.add_argument("--quiet-wait", type=float, default=20.0,
