@@ -386,8 +386,7 @@ def write_outputs(data: dict, args) -> None:
         " KB/client = (RSS with N - RSS right after start) / N.",
         f"Fan-out: S = {loadgen.SENDERS} senders send M messages each into #chat, at most"
         f" {args.window} in flight (all senders together) ahead of the slowest receiver"
-        " (ngircd reads no more from a client while 512 bytes of its input wait, so a larger"
-        " window waits in the socket instead of being dropped);"
+        " (ngircd dropped no sender with windows up to 1,536 while the bench was built);"
         f" M per N: {', '.join(f'{n}: {m}' for n, m in messages.items())}"
         f" (about {args.deliveries:,} deliveries per run). deliveries/s = messages received,"
         " summed over all receivers, / phase time.",
