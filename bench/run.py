@@ -233,7 +233,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-messages", type=int, default=100_000, help="fan-out: most M (default %(default)s)")
     parser.add_argument("--rate", type=float, default=200.0, help="latency: messages/s offered into the room (default %(default)s)")
     parser.add_argument("--latency-seconds", type=float, default=3.0, help="latency: seconds of sending (default %(default)s)")
-    parser.add_argument("--quiet-wait", type=float, default=20.0,
+    parser.add_argument("--quiet-wait", type=float, default=5.0,
                         help="before each cell, wait up to this many seconds for other work on the machine to drop below 0.25 cores (0: don't; default %(default)s)")
     parser.add_argument("--settle", type=float, default=0.5, help="idle seconds before reading RSS (default %(default)s)")
     parser.add_argument("--connect-timeout", type=float, default=240.0, help="seconds for all N to be in the room (default %(default)s)")
