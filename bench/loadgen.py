@@ -477,14 +477,17 @@ class Worker:
                     f"{client.nick}: received {client.received} bench lines, expected {due[client.pos]}")
 
     def _send_messages(self, client: Client, first: int, count: int) -> None:
-        now = time.monotonic_ns()
-        lines = "".join(
-            f"PRIVMSG {CHANNEL} :{message_text(client.idx, seq, now)}\r\n"
-            for seq in range(first, first + count)
-        )
+        """Send messages ``first .. first+count-1``, all stamped now, as ``message_text`` says.
+
+        Built with one C-speed join over the pre-made sequence numbers: formatting each line
+        in Python cost more than receiving it nine times over at N=10.
+        """
+        head = f"PRIVMSG {CHANNEL} :s{client.idx} ".encode()  # message_text, around the seq
+        tail = f" {time.monotonic_ns()} {FILLER}\r\n".encode()
+        lines = head + (tail + head).join(self.seq_text[first:first + count]) + tail
         client.sent = first + count
         self.stats.sent += count
-        self.send(client, lines.encode())
+        self.send(client, lines)
 
     def _publish(self) -> None:
         """This worker's least receiver progress: messages received + messages it sent itself."""

@@ -82,6 +82,20 @@ def test_counted_receiver_must_end_exactly_at_what_it_was_sent(delivered, miscou
     assert worker.stats.checked == 0  # counting looks at no sequence number
 
 
+def test_senders_write_what_message_text_says():
+    worker, _ = _receiver()
+    worker.seq_text = [b"%d" % seq for seq in range(10)]
+    sender = Client(idx=1, pos=1, nick="t00001")
+    sender.state = loadgen.READY
+    sender.sock, server_end = socket.socketpair()
+    with sender.sock, server_end:
+        worker._send_messages(sender, 3, 4)
+        lines = server_end.recv(65536).decode().splitlines()
+    stamp = int(lines[0].split()[4])
+    assert lines == [f"PRIVMSG #chat :{message_text(1, seq, stamp)}" for seq in range(3, 7)]
+    assert sender.sent == 7 and worker.stats.sent == 4
+
+
 # ---------------------------------------------------------------------------------------------
 # A fake relay with one fault, to prove the whole generator reports it
 # ---------------------------------------------------------------------------------------------
