@@ -50,8 +50,33 @@ RATIOS = [
 ]
 
 
+def phase_of(key: str) -> str | None:
+    """The generator phase a cell's figure was measured in (None: not one phase's figure)."""
+    if key == "deliveries_per_s" or key.startswith("fanout_"):
+        return "fanout"
+    if key in ("p50_ms", "p99_ms", "max_ms") or key.startswith("latency_"):
+        return "latency"
+    if key == "connect_s" or key.startswith("connect_"):
+        return "connect"
+    return None
+
+
+def quiet_runs(cells: list[dict], phase: str | None) -> list[dict]:
+    """The runs whose ``phase`` had the machine to itself, or all runs if none did.
+
+    Other work on the machine only ever lowers a server's figure (it takes CPU the server
+    and the generator needed), so the runs that did not share the machine are the ones
+    that say what the server can do; the tables say how many runs that was.
+    """
+    if phase is None:
+        return cells
+    quiet = [cell for cell in cells if (cell.get(f"{phase}_other_cores") or 0.0) < SHARED]
+    return quiet or cells
+
+
 def median(cells: list[dict], key: str) -> float | None:
-    values = [cell[key] for cell in cells if cell.get(key) is not None]
+    """Median of ``key`` over the runs whose phase did not share the machine (all, if none)."""
+    values = [cell[key] for cell in quiet_runs(cells, phase_of(key)) if cell.get(key) is not None]
     return statistics.median(values) if values else None
 
 
@@ -75,17 +100,19 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 def medians_table(cells: list[dict], columns=COLUMNS) -> str:
     rows = []
     for (server, n), group_cells in sorted(group(cells).items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        row = [f"{n:,}", server, str(len(group_cells))]
+        quiet = len(quiet_runs(group_cells, "fanout")) if any(
+            cell.get("fanout_other_cores") is not None for cell in group_cells) else 0
+        row = [f"{n:,}", server, f"{len(group_cells)} ({quiet} quiet)"]
         for key, _, pattern in columns:
             text = fmt(median(group_cells, key), pattern)
-            values = [cell[key] for cell in group_cells if cell.get(key) is not None]
-            if key in SPREAD and len(values) > 1:
-                text += f" ({pattern.format(min(values))}-{pattern.format(max(values))})"
-            if key in MARKS and values:
-                text += mark(values, *MARKS[key])
+            used = [cell[key] for cell in quiet_runs(group_cells, phase_of(key)) if cell.get(key) is not None]
+            if key in SPREAD and len(used) > 1:
+                text += f" ({pattern.format(min(used))}-{pattern.format(max(used))})"
+            if key in MARKS and used:
+                text += mark(used, *MARKS[key])
             row.append(text)
         rows.append(row)
-    return table(rows, ["N", "server", "runs"] + [title for _, title, _ in columns])
+    return table(rows, ["N", "server", "runs (fan-out not shared)"] + [title for _, title, _ in columns])
 
 
 def mark(values: list[float], threshold: float, word: str) -> str:
@@ -105,7 +132,7 @@ def ceiling_rows(cells: list[dict]) -> list[dict]:
             continue
         ceiling = median(groups[(CEILING, n)], "deliveries_per_s")
         relay_cells = groups[(CEILING, n)]
-        machine = [c["fanout_server_cores"] + c["fanout_gen_cores"] for c in relay_cells
+        machine = [c["fanout_server_cores"] + c["fanout_gen_cores"] for c in quiet_runs(relay_cells, "fanout")
                    if c.get("fanout_server_cores") is not None and c.get("fanout_gen_cores") is not None]
         row = {"n": n, "ceiling": ceiling, "busiest": median(relay_cells, "fanout_gen_busiest"),
                "machine": statistics.median(machine) if machine else None,
@@ -184,10 +211,12 @@ def plot(cells: list[dict], path: Path) -> None:
         sizes = sorted(n for s, n in groups if s == server)
         rates = [median(groups[(server, n)], "deliveries_per_s") for n in sizes]
         p99 = [median(groups[(server, n)], "p99_ms") for n in sizes]
-        style = {"linestyle": "--", "color": "grey"} if server == CEILING else {}
-        label = f"{server} (generator's ceiling)" if server == CEILING else server
-        left.plot(sizes, rates, marker="o", label=label, **style)
-        right.plot(sizes, p99, marker="o", label=label, **style)
+        if server == CEILING:  # a throughput calibration; its latency is no floor for anyone
+            left.plot(sizes, rates, marker="o", linestyle="--", color="grey",
+                      label=f"{server} (generator's ceiling)")
+            continue
+        left.plot(sizes, rates, marker="o", label=server)
+        right.plot(sizes, p99, marker="o", label=server)
     left.set(xscale="log", yscale="log", xlabel="members in the room (N)",
              ylabel="deliveries per second (median)", title="Fan-out throughput")
     right.set(xscale="log", yscale="log", xlabel="members in the room (N)",
@@ -224,10 +253,12 @@ def write_markdown(path: Path, *, cells: list[dict], big_cells: list[dict], mach
         "",
         "## Medians per cell",
         "",
-        "Fan-out deliveries/s and p99 also show (min-max) over the runs. A cell is marked",
+        f"Each figure is the median over the runs whose phase did not share the machine (other work",
+        f"< {SHARED} cores; other work only lowers a figure), or over all runs if none was quiet.",
+        "Fan-out deliveries/s and p99 also show (min-max) over the runs used. A cell is marked",
         f"**generator-bound** when its busiest generator process used >= {GENERATOR_BOUND} of a core",
         "(its figure is then the generator's, not the server's), and **shared** when other work on",
-        f"the machine used >= {SHARED} cores during the fan-out phase (its figure is then low).",
+        f"the machine used >= {SHARED} cores during the fan-out phase of every run (its figure is then low).",
         "",
         medians_table(cells),
         "",
@@ -235,7 +266,9 @@ def write_markdown(path: Path, *, cells: list[dict], big_cells: list[dict], mach
         "",
         f"`{CEILING}` is `bench/relay.c`, a relay that does the least possible work per delivery; what",
         "the generator measures against it is the most it can measure. A server's figure is its own",
-        "only while it stays well below this ceiling.",
+        "only while it stays well below this ceiling. The relay calibrates throughput only: it",
+        "writes to every member once per loop pass, so its latency (in the table above) is no",
+        "floor for the servers and is left out of the plot's latency panel.",
         "",
         ceiling_table(cells),
         "",
