@@ -253,7 +253,7 @@ def write_markdown(path: Path, *, cells: list[dict], big_cells: list[dict], mach
         "",
         "## Medians per cell",
         "",
-        f"Each figure is the median over the runs whose phase did not share the machine (other work",
+        "Each figure is the median over the runs whose phase did not share the machine (other work",
         f"< {SHARED} cores; other work only lowers a figure), or over all runs if none was quiet.",
         "Fan-out deliveries/s and p99 also show (min-max) over the runs used. A cell is marked",
         f"**generator-bound** when its busiest generator process used >= {GENERATOR_BOUND} of a core",
