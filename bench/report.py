@@ -100,8 +100,8 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 def medians_table(cells: list[dict], columns=COLUMNS) -> str:
     rows = []
     for (server, n), group_cells in sorted(group(cells).items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        quiet = len(quiet_runs(group_cells, "fanout")) if any(
-            cell.get("fanout_other_cores") is not None for cell in group_cells) else 0
+        quiet = sum(1 for cell in group_cells
+                    if cell.get("fanout_other_cores") is not None and cell["fanout_other_cores"] < SHARED)
         row = [f"{n:,}", server, f"{len(group_cells)} ({quiet} quiet)"]
         for key, _, pattern in columns:
             text = fmt(median(group_cells, key), pattern)
