@@ -270,8 +270,10 @@ def ours_script(revision: str | None) -> tuple[Path, str]:
         sha = git("rev-parse", "--short", revision)
         return OurServer.snapshot(revision, RESULTS / "snapshot"), f"git {sha} (--ours-rev {revision})"
     head = git("rev-parse", "--short", "HEAD")
+    changed = git("log", "-1", "--format=%h", "--", "chat_server.py")
     dirty = git("status", "--porcelain", "--", "chat_server.py")
-    return ROOT / "chat_server.py", f"work tree at git {head}" + (" with uncommitted changes" if dirty else "")
+    return ROOT / "chat_server.py", (f"work tree at git {head} (chat_server.py as committed in {changed})"
+                                     + (" with uncommitted changes" if dirty else ""))
 
 
 def make_servers(names: list[str], extras: list[str], log_dir: Path, script: Path) -> list:
@@ -394,7 +396,7 @@ def write_outputs(data: dict, args) -> None:
         f" from each of the {loadgen.SENDERS} senders) for {args.latency_seconds} s; the send time"
         f" (monotonic clock, same host) is in the text; latency is taken at up to"
         f" {loadgen.LATENCY_PROBES} probe receivers spread over the room, read as soon as data"
-        f" arrives, and check every sequence number; all other receivers are read every"
+        f" arrives, and checked for every sequence number; all other receivers are read every"
         f" {loadgen.SWEEP_INTERVAL * 1000:.0f} ms and only counted (a generator reading 400,000"
         " lines/s one by one would measure itself, not the server).",
         ("The generator's sockets delay their ACKs (kernel default): ngircd leaves Nagle on,"
@@ -411,7 +413,7 @@ def write_outputs(data: dict, args) -> None:
         " cores moved ngircd at N=100 between 1.4 M deliveries/s (ngircd waiting for a CPU 60 % of"
         " the time, from /proc/<pid>/schedstat) and 3.9 M (10 %), which is why each cell now waits"
         " for a quiet moment and reports the other work beside its figure.",
-        "CPU: server from /proc/<pid>/stat (all threads), generator from its workers' os.times()"
+        "CPU: server from /proc/<pid>/stat (all threads), generator from its workers' process_time()"
         " (summed, and the busiest worker), other work on the machine = all cores' busy time"
         " from /proc/stat minus both; all per phase, in cores (CPU seconds / wall seconds).",
         f"Capacity: {big_cells[0]['n'] if big_cells else 0} clients connected the same way"
