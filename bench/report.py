@@ -74,6 +74,12 @@ def quiet_runs(cells: list[dict], phase: str | None) -> list[dict]:
     return quiet or cells
 
 
+def had_quiet_run(cells: list[dict], phase: str) -> bool:
+    """Whether any of these runs did ``phase`` without other work on the machine."""
+    return any((cell.get(f"{phase}_other_cores") if cell.get(f"{phase}_other_cores") is not None
+                else SHARED) < SHARED for cell in cells)
+
+
 def median(cells: list[dict], key: str) -> float | None:
     """Median of ``key`` over the runs whose phase did not share the machine (all, if none)."""
     values = [cell[key] for cell in quiet_runs(cells, phase_of(key)) if cell.get(key) is not None]
@@ -165,17 +171,22 @@ def ratio_rows(cells: list[dict], base: str = "ngircd", ours: str = "ours") -> l
     for n in sorted({n for _, n in groups}):
         if (ours, n) not in groups or (base, n) not in groups:
             continue
-        row = {"n": n}
+        row = {"n": n, "shared": set()}
         for key, _, _ in RATIOS:
             a, b = median(groups[(ours, n)], key), median(groups[(base, n)], key)
             row[key] = a / b if a is not None and b else None
+            phase = phase_of(key)
+            if phase and not (had_quiet_run(groups[(ours, n)], phase)
+                              and had_quiet_run(groups[(base, n)], phase)):
+                row["shared"].add(key)  # one side has only runs that shared the machine
         rows.append(row)
     return rows
 
 
 def ratios_table(cells: list[dict]) -> str:
     rows = [
-        [f"{row['n']:,}"] + [fmt(row[key], "{:.2f}x") for key, _, _ in RATIOS]
+        [f"{row['n']:,}"] + [fmt(row[key], "{:.2f}x") + (" (shared)" if key in row["shared"] else "")
+                             for key, _, _ in RATIOS]
         for row in ratio_rows(cells)
     ]
     header = ["N"] + [f"{title} ({'higher' if up else 'lower'} is better)" for _, title, up in RATIOS]
@@ -223,7 +234,8 @@ def plot(cells: list[dict], path: Path) -> None:
               ylabel="p99 latency, ms (median)", title="Latency at 200 messages/s offered")
     for axes in (left, right):
         axes.grid(True, which="both", alpha=0.3)
-        axes.legend()
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -273,6 +285,9 @@ def write_markdown(path: Path, *, cells: list[dict], big_cells: list[dict], mach
         ceiling_table(cells),
         "",
         "## Ratios, ours / ngircd (medians of the same run)",
+        "",
+        "(shared): one of the two servers had no run of that phase without other work on the",
+        "machine, so the ratio mixes a quiet figure with a depressed one.",
         "",
         ratios_table(cells),
         "",
