@@ -90,7 +90,7 @@ def main(argv=None) -> int:
             spy.wait()
             spy = record("fanout")
             cpu = server.cpu_seconds()
-            result = gen.fanout(args.messages, 96, 300)
+            result = gen.fanout(args.messages, timeout=300)
             stats = result.stats
             print(f"fan-out: {stats.received:,} of {stats.expected:,} in {result.elapsed:.2f} s ="
                   f" {stats.received / result.elapsed:,.0f}/s; server"

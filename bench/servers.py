@@ -2,8 +2,9 @@
 
 ``OurServer`` runs ``chat_server.py`` with its limits lifted; ``NgircdServer`` runs Debian's
 ngircd with a config of its own in a temporary directory (flood penalties off, no per-IP
-limit); ``ExternalServer`` is any IRC server already listening somewhere on this machine,
-which the bench only connects to (no CPU or memory figures for it).
+limit); ``RelayServer`` is the calibration target ``relay.c``, compiled at bench time, that
+shows the generator's own ceiling; ``ExternalServer`` is any IRC server already listening
+somewhere on this machine, which the bench only connects to (no CPU or memory figures for it).
 
 Every process started here is stopped by its own PID: SIGTERM, then SIGKILL after a grace.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT_SERVER = ROOT / "chat_server.py"
+RELAY_SOURCE = ROOT / "bench" / "relay.c"
 NGIRCD = "/usr/sbin/ngircd"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -179,6 +181,65 @@ class OurServer(Server):
     def describe(self) -> str:
         args = " ".join(self.command()[2:]).replace("--port 0", "--port P")
         return f"python chat_server.py {args}"
+
+
+class RelayUnavailable(RuntimeError):
+    """The calibration relay cannot be built here (no C compiler, or it failed)."""
+
+
+class RelayServer(Server):
+    """``relay.c``: the least work per delivery, so that what it reaches is the generator's ceiling.
+
+    Compiled once per bench process with the system C compiler into a temporary directory.
+    """
+
+    name = "relay"
+    autojoin = False  # clients JOIN after 001, as with ngircd
+    _binary: Path | None = None
+    _build_dir: tempfile.TemporaryDirectory | None = None
+
+    @classmethod
+    def build(cls) -> Path:
+        """Path to the compiled relay; raises ``RelayUnavailable`` with the reason if it cannot be."""
+        if cls._binary is not None:
+            return cls._binary
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            raise RelayUnavailable("no C compiler (cc or gcc) on PATH to build bench/relay.c")
+        cls._build_dir = tempfile.TemporaryDirectory(prefix="bench-relay-")
+        binary = Path(cls._build_dir.name) / "relay"
+        built = subprocess.run([compiler, "-O2", "-o", str(binary), str(RELAY_SOURCE)],
+                               capture_output=True, text=True, timeout=120)
+        if built.returncode != 0:
+            raise RelayUnavailable(f"{compiler} could not build bench/relay.c: {built.stderr.strip()}")
+        cls._binary = binary
+        return binary
+
+    def __init__(self, log_dir: Path | None = None) -> None:
+        super().__init__()
+        self.log_dir = log_dir
+
+    def start(self) -> None:
+        binary = self.build()
+        log_dir = self.log_dir or Path(tempfile.gettempdir())
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir / "relay.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(binary), self.host, "0"], stdout=subprocess.PIPE, stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+        line = _read_line(self.proc.stdout, time.monotonic() + START_TIMEOUT)
+        if "listening on" not in line:
+            self.stop()
+            raise RuntimeError(f"relay did not start: {line!r}")
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def describe(self) -> str:
+        return self.describe_static()
+
+    @staticmethod
+    def describe_static() -> str:
+        return "cc -O2 -o <tmp>/relay bench/relay.c; <tmp>/relay 127.0.0.1 0"
 
 
 def _read_line(stream, deadline: float) -> str:
