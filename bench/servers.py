@@ -11,6 +11,7 @@ Every process started here is stopped by its own PID: SIGTERM, then SIGKILL afte
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import selectors
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -135,15 +137,19 @@ class OurServer(Server):
 
     @staticmethod
     def snapshot(revision: str, directory: Path) -> Path:
-        """``chat_server.py`` as committed at ``revision``, copied into ``directory``."""
-        text = subprocess.run(
-            ["git", "show", f"{revision}:chat_server.py"], cwd=ROOT, check=True,
-            capture_output=True,
-        ).stdout
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "chat_server.py"
-        path.write_bytes(text)
-        return path
+        """The server as committed at ``revision`` (``chat_server.py`` and the package beside it,
+        if it had one), unpacked into a fresh ``directory``; returns its ``chat_server.py``."""
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", revision], cwd=ROOT, check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            # Our own repository's archive; the filter (3.11.4 and later) also refuses odd paths.
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(directory, filter="data")
+            else:
+                tar.extractall(directory)
+        return directory / "chat_server.py"
 
     def command(self) -> list[str]:
         if self._command is None:

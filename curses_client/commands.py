@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chat_server import NICK_RE
+from ircchat.protocol import NICK_RE
 
 DEFAULT_QUIT_REASON = "Leaving"
 

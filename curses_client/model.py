@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from chat_server import CHANNEL_RE, ERR_PASSWDMISMATCH, NICK_RE, Message, format_line, irc_fold
+from ircchat.numerics import ERR_PASSWDMISMATCH
+from ircchat.protocol import CHANNEL_RE, Message, NICK_RE, format_line, irc_fold
 from curses_client import commands
 from curses_client.entries import Entry, Kind, make
 from curses_client.width import sanitize

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from chat_server import LINE_TOO_LONG, LineFramer, Message, decode_line, encode_line, parse_message
+from ircchat.protocol import LINE_TOO_LONG, LineFramer, Message, decode_line, encode_line, parse_message
 from curses_client.tls import TlsStream, describe_tls_error
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import pyte
 import pytest
 from ptyprocess import PtyProcess
 
-from chat_server import LineFramer, Message, decode_line, encode_line, format_line, parse_message
+from ircchat.protocol import LineFramer, Message, decode_line, encode_line, format_line, parse_message
 
 REPO = Path(__file__).resolve().parent.parent
 DEADLINE = 10.0  # seconds any one condition may take, even on a loaded machine

@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from chat_server import ChatServer, ServerConfig
+from ircchat.network import ChatServer
+from ircchat.state import ServerConfig
 from irc_peer import Peer
 
 

@@ -6,7 +6,7 @@ import re
 import socket
 import time
 
-from chat_server import Message, parse_message
+from ircchat.protocol import Message, parse_message
 
 DEFAULT_WAIT = 5.0
 

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from chat_server import ChatServer, ServerConfig
+from ircchat.network import ChatServer
+from ircchat.state import ServerConfig
 from client_harness import free_port, peers, run_client, terminals  # noqa: F401  (fixtures)
 from curses_client.width import text_width
 

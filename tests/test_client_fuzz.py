@@ -14,7 +14,7 @@ import unicodedata
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chat_server import LineFramer, encode_line, parse_message
+from ircchat.protocol import LineFramer, encode_line, parse_message
 from curses_client import commands
 from curses_client.entries import render
 from curses_client.model import ChatState, is_safe_name

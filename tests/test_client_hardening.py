@@ -12,7 +12,9 @@ import sys
 import pytest
 import trustme
 
-from chat_server import ChatServer, ServerConfig, tls_context
+from chat_server import tls_context
+from ircchat.network import ChatServer
+from ircchat.state import ServerConfig
 from client_harness import IrcPeer, free_port, peers, run_client, terminals  # noqa: F401  (fixtures)
 
 pytestmark = [

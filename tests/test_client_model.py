@@ -1,6 +1,6 @@
 """The chat state (curses_client.model): IRC messages and commands in, entries and lines out."""
 
-from chat_server import parse_message
+from ircchat.protocol import parse_message
 from curses_client import commands
 from curses_client.entries import Kind
 from curses_client.model import AUTOJOIN_TOKEN, ChatState, Link, split_text

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from chat_server import LineFramer, decode_line
+from ircchat.protocol import LineFramer, decode_line
 from client_harness import Terminal, terminals, wait_until  # noqa: F401  (terminals: a fixture)
 
 pytestmark = [

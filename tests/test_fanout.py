@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from chat_server import SEGMENT_MAX
+from ircchat.state import SEGMENT_MAX
 from irc_peer import Peer
 from test_faults import wait_until
 

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chat_server import ChatServer, Connection, ServerConfig
+from ircchat.network import ChatServer, Connection
+from ircchat.state import ServerConfig
 from irc_peer import Peer
 
 SOAK_SECONDS = float(os.environ.get("CHAT_SOAK_SECONDS", "3"))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from chat_server import Hub, ServerConfig, User, dispatch, liveness_actions, parse_message
+from ircchat.handlers import dispatch
+from ircchat.protocol import parse_message
+from ircchat.state import Hub, ServerConfig, User, liveness_actions
 
 
 class Client:

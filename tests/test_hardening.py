@@ -8,7 +8,9 @@ import ssl
 import pytest
 import trustme
 
-from chat_server import ChatServer, Hub, ServerConfig, TokenBucket, tls_context
+from chat_server import tls_context
+from ircchat.network import ChatServer
+from ircchat.state import Hub, ServerConfig, TokenBucket
 from irc_peer import Peer
 from test_handlers import Client, numerics, registered
 

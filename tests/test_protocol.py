@@ -8,16 +8,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import chat_server
-from chat_server import (
-    LINE_TOO_LONG, MAX_LINE_BYTES, LineFramer, Message, decode_line, encode_line, format_line,
-    irc_fold, parse_message,
+import ircchat.protocol
+import ircchat.state
+from ircchat.protocol import (
+    LINE_TOO_LONG,
+    MAX_LINE_BYTES,
+    LineFramer,
+    Message,
+    decode_line,
+    encode_line,
+    format_line,
+    irc_fold,
+    parse_message,
 )
 
 
-def test_doctests_pass():
-    failures, tried = doctest.testmod(chat_server)
-    assert tried > 5 and failures == 0
+@pytest.mark.parametrize("module", [ircchat.protocol, ircchat.state], ids=lambda module: module.__name__)
+def test_doctests_pass(module):
+    failures, tried = doctest.testmod(module)
+    assert tried > 0 and failures == 0
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from chat_server import Hub, ServerConfig
+from ircchat.state import Hub, ServerConfig
 from irc_peer import Peer
 from test_handlers import numerics, registered
 from test_server_cli import SERVER

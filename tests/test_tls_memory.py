@@ -103,21 +103,21 @@ def test_rss_returns_within_bound_after_thousands_of_tls_connections(tmp_path):
 
 
 def test_heap_trimmer_is_a_logged_no_op_without_glibc(monkeypatch, caplog):
-    import chat_server
+    import ircchat.network
 
     def no_glibc(name: str) -> str:
         raise ValueError(f"unrecognized configuration name {name!r}")  # as on musl or macOS
 
-    monkeypatch.setattr(chat_server.os, "confstr", no_glibc)
+    monkeypatch.setattr(ircchat.network.os, "confstr", no_glibc)
     with caplog.at_level("DEBUG", logger="chat_server"):
-        trimmer = chat_server.HeapTrimmer()
+        trimmer = ircchat.network.HeapTrimmer()
     assert "malloc_trim unavailable" in caplog.text
     assert not trimmer.maybe_trim(5, 100.0)
 
 
 @needs_glibc
 def test_heap_trimmer_trims_only_after_connections_ended_and_at_most_once_a_second():
-    from chat_server import MEMORY_TRIM_INTERVAL, HeapTrimmer
+    from ircchat.network import MEMORY_TRIM_INTERVAL, HeapTrimmer
 
     trimmer = HeapTrimmer()
     assert not trimmer.maybe_trim(0, 100.0)  # nothing ended yet

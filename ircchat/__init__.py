@@ -1,0 +1,13 @@
+"""The chat's code, run by ``chat_server.py`` (the server) and ``curses_client`` (the client).
+
+Modules, read in this order:
+
+- ``protocol``: the IRC protocol core with no I/O (parse, format, frame, fold), shared by both.
+- ``numerics``: numeric replies by name, and ``IRCError``.
+- ``state``: users, channels and the ``Hub`` behind ``Hub.lock``; configuration and policies.
+- ``handlers``: the command handlers and their one dispatch table.
+- ``network``: sockets and threads: readers, the output pump, housekeeping, ``ChatServer``.
+- ``logs``: the server's logger, which escapes whatever came from the network.
+"""
+
+__version__ = "0.1.0"

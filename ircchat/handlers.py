@@ -1,0 +1,462 @@
+"""Command handlers: small functions in one dispatch table.
+
+A handler raises ``IRCError`` and ``dispatch`` turns it into the numeric, in one place.
+Handlers never touch sockets: they hand encoded lines to ``User.deliver`` or ``Hub.send_all``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ircchat import __version__
+from ircchat.logs import log
+from ircchat.numerics import (
+    ERR_ALREADYREGISTERED,
+    ERR_CHANOPRIVSNEEDED,
+    ERR_INVALIDCAPCMD,
+    ERR_NEEDMOREPARAMS,
+    ERR_NICKCHANGETOOFAST,
+    ERR_NOMOTD,
+    ERR_NONICKNAMEGIVEN,
+    ERR_NOORIGIN,
+    ERR_NORECIPIENT,
+    ERR_NOSUCHCHANNEL,
+    ERR_NOSUCHNICK,
+    ERR_NOTEXTTOSEND,
+    ERR_NOTREGISTERED,
+    ERR_PASSWDMISMATCH,
+    ERR_TOOMANYTARGETS,
+    ERR_UMODEUNKNOWNFLAG,
+    ERR_UNKNOWNCOMMAND,
+    ERR_USERSDONTMATCH,
+    RPL_CHANNELMODEIS,
+    RPL_CREATED,
+    RPL_CREATIONTIME,
+    RPL_ENDOFBANLIST,
+    RPL_ENDOFMOTD,
+    RPL_ENDOFNAMES,
+    RPL_ENDOFWHO,
+    RPL_ENDOFWHOIS,
+    RPL_ISUPPORT,
+    RPL_LUSERCHANNELS,
+    RPL_LUSERCLIENT,
+    RPL_LUSERME,
+    RPL_LUSERUNKNOWN,
+    RPL_MOTD,
+    RPL_MOTDSTART,
+    RPL_MYINFO,
+    RPL_NAMREPLY,
+    RPL_NOTOPIC,
+    RPL_TOPIC,
+    RPL_TOPICWHOTIME,
+    RPL_UMODEIS,
+    RPL_WELCOME,
+    RPL_WHOISCHANNELS,
+    RPL_WHOISHOST,
+    RPL_WHOISIDLE,
+    RPL_WHOISSERVER,
+    RPL_WHOISUSER,
+    RPL_WHOREPLY,
+    RPL_YOURHOST,
+    IRCError,
+)
+from ircchat.protocol import CHANNEL_RE, Message, encode_line, format_line, irc_fold
+from ircchat.state import REPLY_BYTES_PER_TOKEN, Channel, Hub, User
+
+Handler = Callable[[Hub, User, Message], None]
+TOPIC_MAX = 390
+
+
+def line_from(user: User, command: str, *params: str) -> bytes:
+    """A line with ``user`` as its source, encoded once for every recipient."""
+    return encode_line(format_line(command, *params, prefix=user.source))
+
+
+def cmd_cap(hub: Hub, user: User, msg: Message) -> None:
+    # No capabilities yet; answering keeps IRCv3 clients from waiting for a reply.
+    sub = msg.params[0].upper()
+    server = hub.config.server_name
+    if sub in ("LS", "LIST"):
+        user.cap_negotiating = sub == "LS" or user.cap_negotiating
+        user.deliver(encode_line(format_line("CAP", user.nick or "*", sub, "", prefix=server)))
+    elif sub == "REQ":
+        user.cap_negotiating = True
+        wanted = msg.params[1] if len(msg.params) > 1 else ""
+        user.deliver(encode_line(format_line("CAP", user.nick or "*", "NAK", wanted, prefix=server)))
+    elif sub == "END":
+        user.cap_negotiating = False
+        _try_register(hub, user)
+    else:
+        raise IRCError(ERR_INVALIDCAPCMD, sub, "Invalid CAP command")
+
+
+def cmd_pass(hub: Hub, user: User, msg: Message) -> None:
+    if user.registered:
+        raise IRCError(ERR_ALREADYREGISTERED, "You may not reregister")
+    user.password = msg.params[0]  # checked at NICK or USER, after the back-off's wait
+    if hub.config.password is not None:
+        user.hold = hub.password_try(user.address)
+
+
+def _check_password(hub: Hub, user: User) -> None:
+    """With a server password, refuse (464, then close) a client that has not given it.
+
+    Runs before NICK claims anything, so a client without the password can neither hold a
+    nick nor learn from 433 who is online.
+    """
+    expected = hub.config.password
+    if expected is None or user.authenticated:
+        return
+    given = user.password
+    if given is None:
+        user.quit_reason = "Password required"
+        raise IRCError(ERR_PASSWDMISMATCH, "Password required: send PASS before NICK and USER")
+    correct = hmac.compare_digest(given.encode(), expected.encode())
+    hub.password_result(user.address, correct)
+    if not correct:
+        user.quit_reason = "Bad password"
+        raise IRCError(ERR_PASSWDMISMATCH, "Password incorrect")
+    user.authenticated = True
+
+
+def cmd_nick(hub: Hub, user: User, msg: Message) -> None:
+    if not msg.params or not msg.params[0]:
+        raise IRCError(ERR_NONICKNAMEGIVEN, "No nickname given")
+    new = msg.params[0]
+    if user.nick == new:
+        return
+    if user.registered:
+        _count_nick_change(hub, user)
+    else:
+        _check_password(hub, user)
+    if user.registered:
+        old = hub.claim_nick(user, new, lambda: encode_line(format_line("NICK", new, prefix=user.source)))
+        log.info("%s is now known as %s", old, new)
+    else:
+        hub.claim_nick(user, new)
+        _try_register(hub, user)
+
+
+def _count_nick_change(hub: Hub, user: User) -> None:
+    now = time.monotonic()
+    user.nick_changes = [when for when in user.nick_changes if now - when < 60]
+    if len(user.nick_changes) >= hub.config.nick_changes_per_minute:
+        raise IRCError(ERR_NICKCHANGETOOFAST, user.nick or "*", "Nick change too fast: wait a minute")
+    user.nick_changes.append(now)
+
+
+def cmd_user(hub: Hub, user: User, msg: Message) -> None:
+    if user.registered:
+        raise IRCError(ERR_ALREADYREGISTERED, "You may not reregister")
+    _check_password(hub, user)
+    user.username = "~" + (re.sub(r"[^A-Za-z0-9_.-]", "", msg.params[0])[:10] or "user")
+    user.realname = msg.params[3]
+    _try_register(hub, user)
+
+
+def _try_register(hub: Hub, user: User) -> None:
+    if user.registered or not user.nick or not user.username or user.cap_negotiating:
+        return
+    with hub.lock:
+        user.registered = True
+        hub.registered += 1
+    log.info("%s registered from %s", user.source, user.address)
+    config = hub.config
+    hub.reply(user, RPL_WELCOME, f"Welcome to the {config.network} IRC network, {user.source}")
+    hub.reply(user, RPL_YOURHOST, f"Your host is {config.server_name}, running version {__version__}")
+    hub.reply(user, RPL_CREATED, f"This server was created {hub.created}")
+    hub.reply(user, RPL_MYINFO, config.server_name, __version__, "iw", "nt")
+    hub.reply(
+        user, RPL_ISUPPORT, "NICKLEN=20", "CASEMAPPING=ascii", "CHANTYPES=#", "CHANNELLEN=50",
+        f"TOPICLEN={TOPIC_MAX}", f"NETWORK={config.network}", "CHANMODES=b,,,nt",
+        isupport_targmax(), "are supported by this server",
+    )
+    cmd_lusers(hub, user, msg=Message("LUSERS"))
+    cmd_motd(hub, user, msg=Message("MOTD"))
+    _join(hub, user, config.room)
+
+
+def cmd_ping(hub: Hub, user: User, msg: Message) -> None:
+    if not msg.params:
+        raise IRCError(ERR_NOORIGIN, "No origin specified")
+    server = hub.config.server_name
+    user.deliver(encode_line(format_line("PONG", server, msg.params[0], prefix=server)))
+
+
+def cmd_pong(hub: Hub, user: User, msg: Message) -> None:
+    """Nothing to do: every line a client sends already counts as a sign of life."""
+
+
+def cmd_quit(hub: Hub, user: User, msg: Message) -> None:
+    user.quit_reason = f"Quit: {msg.params[0]}" if msg.params and msg.params[0] else "Quit"
+
+
+def cmd_motd(hub: Hub, user: User, msg: Message) -> None:
+    motd = hub.config.motd
+    if not motd:
+        raise IRCError(ERR_NOMOTD, "MOTD File is missing")
+    hub.reply(user, RPL_MOTDSTART, f"- {hub.config.server_name} Message of the day -")
+    for text in motd:
+        hub.reply(user, RPL_MOTD, f"- {text}")
+    hub.reply(user, RPL_ENDOFMOTD, "End of /MOTD command.")
+
+
+def cmd_lusers(hub: Hub, user: User, msg: Message) -> None:
+    registered, unknown, channels = hub.counts()
+    hub.reply(user, RPL_LUSERCLIENT, f"There are {registered} users and 0 invisible on 1 servers")
+    if unknown:
+        hub.reply(user, RPL_LUSERUNKNOWN, str(unknown), "unknown connection(s)")
+    hub.reply(user, RPL_LUSERCHANNELS, str(channels), "channels formed")
+    hub.reply(user, RPL_LUSERME, f"I have {registered} clients and 0 servers")
+
+
+def cmd_join(hub: Hub, user: User, msg: Message) -> None:
+    name = msg.params[0]
+    if name == "0":
+        for channel in list(user.channels):
+            cmd_part(hub, user, Message("PART", (channel.name,)))
+        return
+    if not CHANNEL_RE.match(name):
+        raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel (names are # and up to 49 more)")
+    _join(hub, user, name)
+
+
+def _join(hub: Hub, user: User, name: str) -> None:
+    channel = hub.join(user, name)
+    if channel is None:
+        return
+    log.info("%s joined %s", user.nick, channel.name)
+    if channel.topic:
+        _send_topic(hub, user, channel)
+    _send_names(hub, user, channel)
+
+
+def cmd_part(hub: Hub, user: User, msg: Message) -> None:
+    hub.part(user, msg.params[0], msg.params[1:2])
+    log.info("%s left %s", user.nick, msg.params[0])
+
+
+def cmd_privmsg(hub: Hub, user: User, msg: Message) -> None:
+    """PRIVMSG and NOTICE: to a channel, every other member; to a nick, that user."""
+    if not msg.params or not msg.params[0]:
+        raise IRCError(ERR_NORECIPIENT, f"No recipient given ({msg.command})")
+    if len(msg.params) < 2 or not msg.params[1]:
+        raise IRCError(ERR_NOTEXTTOSEND, "No text to send")
+    target, text = msg.params[0], msg.params[1]
+    if target.startswith("#"):
+        hub.send_to_channel(user, target, line_from(user, msg.command, target, text))
+    else:
+        recipient = hub.find_user(target)
+        if recipient is None:
+            raise IRCError(ERR_NOSUCHNICK, target, "No such nick/channel")
+        recipient.deliver(line_from(user, msg.command, target, text))
+    user.last_message = time.monotonic()
+
+
+def cmd_names(hub: Hub, user: User, msg: Message) -> None:
+    if not msg.params:
+        with hub.lock:
+            channels = list(user.channels)
+        for channel in channels:
+            _send_names(hub, user, channel)
+        return
+    channel = hub.find_channel(msg.params[0])
+    if channel is None:
+        hub.reply(user, RPL_ENDOFNAMES, msg.params[0], "End of /NAMES list")
+    else:
+        _send_names(hub, user, channel)
+
+
+def _send_names(hub: Hub, user: User, channel: Channel) -> None:
+    # The batches are kept packed by the hub, by bytes (a join into a big room adds one name,
+    # it does not re-pack them all); a line is a batch behind a head that leaves room for it.
+    head = f":{hub.config.server_name} {RPL_NAMREPLY} {user.nick or '*'} = {channel.name} :".encode()
+    lines = b"".join([head + batch + b"\r\n" for batch in hub.names(channel)])
+    data = lines + hub.numeric_line(user, RPL_ENDOFNAMES, channel.name, "End of /NAMES list")
+    user.flood_debt += len(data) / REPLY_BYTES_PER_TOKEN  # as Hub.reply charges any reply
+    user.deliver(data)
+
+
+def cmd_topic(hub: Hub, user: User, msg: Message) -> None:
+    name = msg.params[0]
+    if len(msg.params) > 1:
+        hub.set_topic(user, name, msg.params[1][:TOPIC_MAX])
+        return
+    channel = hub.find_channel(name)
+    if channel is None:
+        raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
+    _send_topic(hub, user, channel)
+
+
+def _send_topic(hub: Hub, user: User, channel: Channel) -> None:
+    with hub.lock:
+        topic, setter, when = channel.topic, channel.topic_setter, channel.topic_time
+    if not topic:
+        hub.reply(user, RPL_NOTOPIC, channel.name, "No topic is set")
+        return
+    hub.reply(user, RPL_TOPIC, channel.name, topic)
+    hub.reply(user, RPL_TOPICWHOTIME, channel.name, setter, str(int(when)))
+
+
+def cmd_who(hub: Hub, user: User, msg: Message) -> None:
+    mask = msg.params[0] if msg.params else "*"
+    channel = hub.find_channel(mask) if mask.startswith("#") else None
+    if channel is not None:
+        listed = [(channel.name, member) for member in hub.members(channel)]
+    else:
+        found = hub.find_user(mask)
+        listed = [("*", found)] if found is not None else []
+    server = hub.config.server_name
+    for channel_name, member in listed:
+        hub.reply(
+            user, RPL_WHOREPLY, channel_name, member.username or "*", member.host, server,
+            member.nick or "*", "H", f"0 {member.realname}",
+        )
+    hub.reply(user, RPL_ENDOFWHO, mask, "End of /WHO list")
+
+
+def cmd_whois(hub: Hub, user: User, msg: Message) -> None:
+    nick = msg.params[-1]  # the nick is last: "WHOIS [server] nick" (irssi sends "nick nick")
+    found = hub.find_user(nick)
+    if found is None:
+        hub.reply(user, ERR_NOSUCHNICK, nick, "No such nick/channel")
+    else:
+        with hub.lock:
+            channels = sorted(channel.name for channel in found.channels)
+        idle = int(time.monotonic() - found.last_message)
+        hub.reply(user, RPL_WHOISUSER, found.nick or "", found.username or "", found.host, "*", found.realname)
+        if found is user or "o" in user.modes:  # the real address: to its owner and operators
+            hub.reply(user, RPL_WHOISHOST, found.nick or "", f"is connecting from *@{found.address} {found.address}")
+        hub.reply_list(user, RPL_WHOISCHANNELS, found.nick or "", items=channels)
+        hub.reply(user, RPL_WHOISSERVER, found.nick or "", hub.config.server_name, hub.config.network)
+        hub.reply(user, RPL_WHOISIDLE, found.nick or "", str(idle), str(int(found.signon)), "seconds idle, signon time")
+    hub.reply(user, RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
+
+
+USER_MODES = "iw"
+
+
+def cmd_mode(hub: Hub, user: User, msg: Message) -> None:
+    target = msg.params[0]
+    if target.startswith("#"):
+        channel = hub.find_channel(target)
+        if channel is None:
+            raise IRCError(ERR_NOSUCHCHANNEL, target, "No such channel")
+        if len(msg.params) == 1:
+            hub.reply(user, RPL_CHANNELMODEIS, channel.name, "+nt")
+            hub.reply(user, RPL_CREATIONTIME, channel.name, str(int(channel.created)))
+        elif len(msg.params) == 2 and msg.params[1].lstrip("+") == "b":
+            hub.reply(user, RPL_ENDOFBANLIST, channel.name, "End of channel ban list")
+        else:
+            raise IRCError(ERR_CHANOPRIVSNEEDED, channel.name, "Channel modes are fixed here (+nt)")
+        return
+    if irc_fold(target) != irc_fold(user.nick or ""):
+        raise IRCError(ERR_USERSDONTMATCH, "Can't change mode for other users")
+    if len(msg.params) == 1:
+        hub.reply(user, RPL_UMODEIS, "+" + "".join(sorted(user.modes)))
+        return
+    applied, sign, unknown = "", "+", False
+    for char in msg.params[1]:
+        if char in "+-":
+            sign = char
+        elif char in USER_MODES:
+            if (char in user.modes) != (sign == "+"):
+                (user.modes.add if sign == "+" else user.modes.discard)(char)
+                applied += sign + char
+        else:
+            unknown = True
+    if applied:
+        user.deliver(line_from(user, "MODE", user.nick or "", applied))
+    if unknown:
+        raise IRCError(ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+
+
+@dataclass(frozen=True)
+class Command:
+    handler: Handler
+    min_params: int = 0
+    before_registration: bool = False  # allowed before NICK/USER are done
+    # Which parameter is a comma list of targets (0: the first, -1: the last), if any; the
+    # handler then runs once per distinct target, and over ``max_targets`` of them draw 407.
+    targets_at: int | None = None
+    max_targets: int = 1
+    quiet: bool = False  # never answer with an error numeric (NOTICE)
+
+
+COMMANDS: dict[str, Command] = {
+    "CAP": Command(cmd_cap, 1, before_registration=True),
+    "PASS": Command(cmd_pass, 1, before_registration=True),
+    "NICK": Command(cmd_nick, 0, before_registration=True),
+    "USER": Command(cmd_user, 4, before_registration=True),
+    "PING": Command(cmd_ping, 0, before_registration=True),
+    "PONG": Command(cmd_pong, 0, before_registration=True),
+    "QUIT": Command(cmd_quit, 0, before_registration=True),
+    "JOIN": Command(cmd_join, 1, targets_at=0, max_targets=20),
+    "PART": Command(cmd_part, 1, targets_at=0, max_targets=20),
+    "PRIVMSG": Command(cmd_privmsg, 0, targets_at=0, max_targets=4),
+    "NOTICE": Command(cmd_privmsg, 0, targets_at=0, max_targets=4, quiet=True),
+    "NAMES": Command(cmd_names, 0, targets_at=0, max_targets=4),
+    "TOPIC": Command(cmd_topic, 1),
+    "WHO": Command(cmd_who, 0),
+    "WHOIS": Command(cmd_whois, 1, targets_at=-1, max_targets=4),
+    "MODE": Command(cmd_mode, 1),
+    "MOTD": Command(cmd_motd, 0),
+    "LUSERS": Command(cmd_lusers, 0),
+}
+
+
+def _distinct_targets(targets: str, limit: int) -> list[str]:
+    """A comma list without repeats (``#a,#A`` is one target); 407 if it names over ``limit``."""
+    by_folded: dict[str, str] = {}
+    for target in targets.split(","):
+        by_folded.setdefault(irc_fold(target), target)
+    distinct = list(by_folded.values())
+    if len(distinct) > limit:
+        raise IRCError(ERR_TOOMANYTARGETS, targets, f"Too many targets: at most {limit} in one command")
+    return distinct
+
+
+def _with_param(msg: Message, index: int, value: str) -> Message:
+    params = list(msg.params)
+    params[index] = value
+    return msg._replace(params=tuple(params))
+
+
+def isupport_targmax() -> str:
+    """The TARGMAX token, read off the dispatch table so the rule lives in one place."""
+    limits = (f"{name}:{command.max_targets}" for name, command in COMMANDS.items()
+              if command.targets_at is not None)
+    return "TARGMAX=" + ",".join(limits)
+
+
+def dispatch(hub: Hub, user: User, msg: Message) -> None:
+    """Run one client message; every IRCError a handler raises becomes its numeric here."""
+    if user.quit_reason is not None:
+        return  # leaving (QUIT, a wrong password): nothing after that is handled
+    command = COMMANDS.get(msg.command)
+    targets: list[str | None] = [None]
+    try:
+        if not user.registered and not (command and command.before_registration):
+            raise IRCError(ERR_NOTREGISTERED, "You have not registered")
+        if command is None:
+            raise IRCError(ERR_UNKNOWNCOMMAND, msg.command, "Unknown command")
+        if len(msg.params) < command.min_params:
+            raise IRCError(ERR_NEEDMOREPARAMS, msg.command, "Not enough parameters")
+        at = command.targets_at
+        if at is not None and msg.params and "," in msg.params[at]:
+            targets = _distinct_targets(msg.params[at], command.max_targets)
+    except IRCError as error:
+        hub.reply(user, error.numeric, *error.params)
+        return
+    user.flood_debt += len(targets) - 1  # each target beyond the first costs a line
+    for target in targets:
+        one = msg if target is None else _with_param(msg, command.targets_at, target)
+        try:
+            command.handler(hub, user, one)
+        except IRCError as error:
+            if not command.quiet:
+                hub.reply(user, error.numeric, *error.params)

@@ -1,0 +1,619 @@
+"""What users share: ``User``, ``Channel`` and the ``Hub`` that holds them behind ``Hub.lock``.
+
+Also the server's configuration and the small policies that live with the state (flood
+control's token bucket, password back-off, host cloaks, liveness). No socket I/O here: ``Hub``
+methods take the lock, change state and return who must hear about it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ircchat.numerics import (
+    ERR_CANNOTSENDTOCHAN,
+    ERR_ERRONEUSNICKNAME,
+    ERR_NICKNAMEINUSE,
+    ERR_NOSUCHCHANNEL,
+    ERR_NOTONCHANNEL,
+    ERR_TOOMANYCHANNELS,
+    RPL_NAMREPLY,
+    IRCError,
+)
+from ircchat.protocol import FORBIDDEN_CHARS, MAX_LINE_BYTES, NICK_RE, encode_line, format_line, irc_fold
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    server_name: str = "chat.local"
+    network: str = "ChatNet"
+    room: str = "#chat"
+    motd: tuple[str, ...] = ("Welcome! Everyone here is in the same room. Be kind.",)
+    ping_interval: float = 120.0  # idle seconds before the server PINGs a client
+    ping_timeout: float = 60.0  # seconds a client has to answer that PING
+    register_timeout: float = 60.0  # seconds a new connection has to register
+    sendq: int = 1 << 20  # bytes queued for one client alone (replies, private lines) before it is dropped
+    room_backlog: int = 32 << 20  # bytes of a room's lines a member may lag behind before it is dropped
+    sendq_timeout: float = 30.0  # seconds a client with output waiting may accept none of it
+    password: str | None = None  # PASS every client must give, if set
+    flood_burst: int = 20  # lines a client may send at once...
+    flood_rate: float = 5.0  # ...and per second after that; 0 turns flood control off
+    max_clients: int = 10_000  # connections in all
+    max_per_ip: int = 100  # connections from one address; loopback is exempt
+    max_channels: int = 20  # channels one user may be in
+    nick_changes_per_minute: int = 5
+    password_backoff: float = 0.5  # seconds between tries after a wrong PASS, doubling per failure
+    # Key for host cloaks (a stable keyed hash per address); None shows real addresses.
+    cloak_secret: bytes | None = field(default_factory=lambda: secrets.token_bytes(16))
+
+
+def cloak_host(secret: bytes | None, address: str) -> str:
+    """The host other users see for ``address``: a keyed hash, stable for as long as the key.
+
+    >>> cloak_host(b"key", "203.0.113.5") == cloak_host(b"key", "203.0.113.5")
+    True
+    >>> cloak_host(b"key", "203.0.113.5") != cloak_host(b"other", "203.0.113.5")
+    True
+    >>> cloak_host(None, "203.0.113.5")
+    '203.0.113.5'
+    """
+    if secret is None:
+        return address
+    digest = hmac.new(secret, address.encode(), hashlib.sha256).hexdigest()
+    return f"{digest[:8]}.{digest[8:16]}.cloak"
+
+
+class PasswordBackoff:
+    """Spaces out password tries from an address that gave wrong ones, doubling per failure.
+
+    Tries are served one slot at a time per address, so opening connections in parallel does
+    not get around it. Memory is bounded: the least recently failing addresses are forgotten
+    first. Not thread-safe; the Hub calls it under ``Hub.lock``.
+    """
+
+    MAX_DELAY = 60.0  # seconds between tries, at most
+    FORGET_AFTER = 600.0  # seconds without a failure after which an address starts afresh
+    MAX_ADDRESSES = 4096
+
+    def __init__(self, base: float) -> None:
+        self.base = base
+        self._failing: dict[str, tuple[int, float, float]] = {}  # address -> (failures, last, next slot)
+
+    def reserve(self, address: str, now: float) -> float:
+        """Book this address's next try; return the seconds to wait before making it."""
+        state = self._current(address, now)
+        if state is None:
+            return 0.0
+        failures, last, slot = state
+        start = max(now, slot)
+        self._failing[address] = (failures, last, start + self._delay(failures))
+        return start - now
+
+    def failed(self, address: str, now: float) -> None:
+        failures, _, slot = self._current(address, now) or (0, now, now)
+        self._failing.pop(address, None)  # re-inserted last: the most recent failure
+        if len(self._failing) >= self.MAX_ADDRESSES:
+            del self._failing[next(iter(self._failing))]
+        self._failing[address] = (failures + 1, now, max(slot, now + self._delay(failures + 1)))
+
+    def passed(self, address: str) -> None:
+        self._failing.pop(address, None)
+
+    def _current(self, address: str, now: float) -> tuple[int, float, float] | None:
+        state = self._failing.get(address)
+        if state is not None and now - state[1] > self.FORGET_AFTER:
+            del self._failing[address]
+            return None
+        return state
+
+    def _delay(self, failures: int) -> float:
+        return min(self.MAX_DELAY, self.base * 2 ** min(failures - 1, 32))
+
+
+def _ignore(_: object) -> None:
+    """Default I/O callback for a User not attached to a connection (unit tests)."""
+
+
+SEGMENT_MIN = 4096  # a room log's first segment; later ones double...
+SEGMENT_MAX = 256 * 1024  # ...up to this
+
+
+class Segment:
+    """A fixed-size stretch of a room log. Its bytes, once written, never change or move."""
+
+    __slots__ = ("start", "data", "view", "fill", "next")
+
+    def __init__(self, start: int, capacity: int) -> None:
+        self.start = start  # log offset of data[0]
+        # Allocated once and never resized, so memoryviews of it stay valid while it fills.
+        self.data = bytearray(capacity)
+        self.view = memoryview(self.data)
+        self.fill = 0
+        self.next: Segment | None = None
+
+
+class RoomLog:
+    """A channel's lines, each stored once, read by every follower from its own offset.
+
+    Appended under ``Hub.lock``; the pump reads without it: segments never move and offsets
+    only grow. Nothing holds the consumed head: a segment is freed when the last follower's
+    cursor leaves it, so a lagging member costs its place in the log, not a copy.
+    """
+
+    __slots__ = ("tail", "end", "floor", "followers")
+
+    def __init__(self) -> None:
+        self.tail = Segment(0, SEGMENT_MIN)
+        self.end = 0  # offset just past the last line
+        self.floor = 0  # the lowest offset a follower still needed at the pump's last pass
+        self.followers: dict[Any, None] = {}  # the Outboxes reading this log, under Hub.lock
+
+    def append(self, data: bytes) -> int:
+        """Add one line (``Hub.lock`` held); return its offset. A line never spans segments."""
+        tail, size, start = self.tail, len(data), self.end
+        if tail.fill + size > len(tail.data):
+            fresh = Segment(start, max(size, min(SEGMENT_MAX, 2 * len(tail.data))))
+            tail.next = fresh  # linked before ``end`` moves: a reader never finds a gap
+            self.tail = tail = fresh
+        tail.data[tail.fill:tail.fill + size] = data  # same length: no resize
+        tail.fill += size
+        self.end = start + size
+        return start
+
+
+class RoomCursor:
+    """One follower's place in a room log. The pump moves ``pos``; the hub sets ``stop`` once."""
+
+    __slots__ = ("log", "seg", "pos", "stop")
+
+    def __init__(self, log: RoomLog) -> None:
+        self.log = log
+        self.seg: Segment | None = log.tail  # None once the pump has sent everything up to stop
+        self.pos = log.end
+        self.stop: int | None = None  # set when the member leaves: nothing after it is theirs
+
+    def limit(self) -> int:
+        """How far the follower may read now (pump only)."""
+        end = self.log.end  # read before stop: a stop set in between is never below it
+        stop = self.stop
+        return end if stop is None else stop
+
+    def chunk(self, limit: int) -> memoryview | None:
+        """The unsent bytes before ``limit``, from one segment; None if there are none."""
+        pos = self.pos
+        if pos >= limit:
+            if self.stop is not None and pos >= self.stop:
+                self.seg = None  # done with this log: let its segments go
+            return None
+        seg = self.seg
+        while pos - seg.start >= seg.fill:  # this segment is used up (or skipped); on to the next
+            seg = self.seg = seg.next
+        return seg.view[pos - seg.start:min(seg.fill, limit - seg.start)]
+
+    def skip(self, size: int) -> None:
+        """Pass over the follower's own line without sending it (pump only)."""
+        self.pos += size
+        seg = self.seg
+        # On to the segment the skip landed in: a member that only sends must not hold the
+        # segments behind it.
+        while self.pos - seg.start >= seg.fill and seg.next is not None:
+            seg = seg.next
+        self.seg = seg
+
+    def line_end(self) -> int:
+        """The end of the line ``pos`` is in (``pos`` itself at a line boundary); pump only."""
+        seg = self.seg
+        offset = self.pos - seg.start
+        if offset == 0 or offset >= seg.fill or seg.data[offset - 1] == 10:
+            return self.pos
+        return seg.start + seg.data.index(b"\n", offset) + 1
+
+
+@dataclass(eq=False, slots=True)
+class User:
+    """One connection's IRC identity. Fields other than the clocks change under ``Hub.lock``.
+
+    ``deliver`` queues pre-encoded bytes for this user's connection and ``disconnect`` asks the
+    socket layer to drop it; both are safe to call from any thread and never block. ``outbox``,
+    when set, is the connection's ordered output, which can follow one room log (see Outbox).
+    """
+
+    host: str  # what others see: a cloak of the address, unless cloaking is off
+    address: str = ""  # the real peer address: for limits, logs and server operators only
+    deliver: Callable[[bytes], None] = _ignore
+    disconnect: Callable[[str], None] = _ignore
+    link: Any = None  # the I/O layer's object for this user (a Connection); the core never looks
+    outbox: Any = None  # an Outbox that can follow a room log, or None (TLS, unit tests)
+    nick: str | None = None
+    username: str | None = None
+    realname: str = ""
+    registered: bool = False
+    cap_negotiating: bool = False
+    modes: set[str] = field(default_factory=set)
+    channels: set[Channel] = field(default_factory=set)
+    quit_reason: str | None = None  # set by QUIT; the connection then closes
+    password: str | None = None  # as given with PASS
+    authenticated: bool = False  # gave the server's password (always False when it has none)
+    # Seconds the reader waits before handling this user's next line: the password back-off.
+    hold: float = 0.0
+    nick_changes: list[float] = field(default_factory=list)  # monotonic times, last minute
+    signon: float = field(default_factory=time.time)  # wall clock, for WHOIS
+    connected: float = field(default_factory=time.monotonic)  # for the registration timeout
+    last_message: float = field(default_factory=time.monotonic)  # for WHOIS idle time
+    last_seen: float = field(default_factory=time.monotonic)  # any line; for pings
+    ping_sent: float | None = None
+    # Flood-control tokens this user's commands cost beyond one per line (extra targets, long
+    # replies); the reader charges them to its token bucket and resets this to 0.
+    flood_debt: float = 0.0
+
+    @property
+    def source(self) -> str:
+        return f"{self.nick}!{self.username}@{self.host}"
+
+
+@dataclass(eq=False, slots=True)
+class Channel:
+    name: str
+    created: float = field(default_factory=time.time)
+    topic: str = ""
+    topic_setter: str = ""
+    topic_time: float = 0.0
+    # A dict used as an ordered set: NAMES then lists members in the order they joined,
+    # with no sorting on every join into a big room.
+    members: dict[User, None] = field(default_factory=dict)
+    log: RoomLog = field(default_factory=RoomLog)  # lines for the members that follow it
+    others: dict[User, None] = field(default_factory=dict)  # members sent lines one by one
+    # The names of the 353 lines, encoded and packed to ``names_room`` bytes each; kept up
+    # to date on join (big rooms fill up without a rebuild per join), dropped on part/nick.
+    names: list[bytearray] | None = field(default_factory=list)
+    names_room: int = 0
+
+
+@dataclass(slots=True)
+class Fanout:
+    """What a Hub change must tell, gathered under ``Hub.lock`` and done after releasing it."""
+
+    logs: list[RoomLog] = field(default_factory=list)  # appended to: the pump must pass over them
+    direct: Iterable[User] = ()  # members that follow none of those logs: sent the line one by one
+    woken: list[Any] = field(default_factory=list)  # outboxes that stopped following: must drain
+
+
+class Hub:
+    """Everything users share: who is connected, under which nick, in which channels.
+
+    ``lock`` guards ``users``, ``nicks`` and ``channels`` and every User/Channel field that
+    other threads read. Hold it briefly; never do socket I/O under it. A line for a channel is
+    appended once to its log (its followers read it from there) and handed one by one only to
+    the members that do not follow that log.
+    """
+
+    def __init__(self, config: ServerConfig,
+                 on_append: Callable[[list[RoomLog]], None] | None = None) -> None:
+        self.config = config
+        self.on_append = on_append  # the pump's: these logs have new lines
+        self.lock = threading.Lock()
+        self.users: set[User] = set()  # every connection, registered or not
+        self.registered = 0  # how many of them are registered
+        self.nicks: dict[str, User] = {}  # folded nick -> user, claimed at NICK
+        self.channels: dict[str, Channel] = {}
+        self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        self.channels[irc_fold(config.room)] = self._new_channel(config.room)
+        self.password_backoff = PasswordBackoff(config.password_backoff)
+
+    # -- output helpers: lines are encoded once, then handed to each recipient ------------
+
+    def reply(self, user: User, numeric: str, *params: str) -> None:
+        line = self.numeric_line(user, numeric, *params)
+        # A query's reply can be thousands of times its size (WHO #room): charge the asker.
+        user.flood_debt += len(line) / REPLY_BYTES_PER_TOKEN
+        user.deliver(line)
+
+    def numeric_line(self, user: User, numeric: str, *params: str) -> bytes:
+        # Replies echo what the client sent (a bad nick, an unknown command); make each echo
+        # a valid middle parameter so that no input can make the reply unformattable.
+        *middle, last = params or ("",)
+        middle = [FORBIDDEN_CHARS.sub("", p).replace(" ", "_").lstrip(":") or "*" for p in middle]
+        line = format_line(numeric, user.nick or "*", *middle, FORBIDDEN_CHARS.sub("", last),
+                           prefix=self.config.server_name)
+        return encode_line(line)
+
+    def send(self, fanout: Fanout, data: bytes) -> None:
+        """Carry out a Fanout (``lock`` not held): tell the pump, hand out the direct copies."""
+        if fanout.logs and self.on_append is not None:
+            self.on_append(fanout.logs)
+        for outbox in fanout.woken:
+            outbox.kick()
+        for recipient in fanout.direct:
+            recipient.deliver(data)
+
+    def reply_list(self, user: User, numeric: str, *params: str, items: Iterable[str]) -> None:
+        """Send ``items`` as the space-separated last parameter of as many lines as it takes.
+
+        Lines are packed by their encoded size, counting the prefix, the nick and ``params``,
+        so no item is ever cut off at 512 bytes, whatever the names in the line.
+        """
+        room = MAX_LINE_BYTES - len(self.numeric_line(user, numeric, *params, ""))
+        batch: list[str] = []
+        length = -1  # bytes of " ".join(batch), kept as we go: a long list stays linear
+        for item in items:
+            size = len(item.encode("utf-8"))
+            if batch and length + 1 + size > room:
+                self.reply(user, numeric, *params, " ".join(batch))
+                batch, length = [], -1
+            batch.append(item)
+            length += 1 + size
+        if batch:
+            self.reply(user, numeric, *params, " ".join(batch))
+
+    # -- state changes ---------------------------------------------------------------------
+
+    def add(self, user: User) -> None:
+        with self.lock:
+            self.users.add(user)
+
+    def remove(self, user: User, line: bytes | None = None) -> None:
+        """Forget a user; ``line`` (its QUIT) goes once to everyone who shared a channel."""
+        with self.lock:
+            if user in self.users and user.registered:
+                self.registered -= 1
+            self.users.discard(user)
+            if user.nick and self.nicks.get(irc_fold(user.nick)) is user:
+                del self.nicks[irc_fold(user.nick)]
+            channels = list(user.channels)
+            fanout = Fanout()
+            for channel in channels:
+                self._leave(user, channel, fanout)
+            if line is not None:
+                self._announce(channels, line, None, fanout)
+        self.send(fanout, line or b"")
+
+    def claim_nick(self, user: User, nick: str, line: Callable[[], bytes] | None = None) -> str | None:
+        """Give ``user`` the nick and return the old one; a registered user's change, the
+        ``line()`` built before the change, goes to them and once to everyone sharing a channel."""
+        if not NICK_RE.match(nick):
+            raise IRCError(ERR_ERRONEUSNICKNAME, nick, "Erroneous nickname: use 3-20 of a-z A-Z 0-9 _")
+        folded = irc_fold(nick)
+        data = line() if line is not None else b""
+        fanout = Fanout()
+        with self.lock:
+            holder = self.nicks.get(folded)
+            if holder is not None and holder is not user:
+                raise IRCError(ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
+            old = user.nick
+            if old is not None:
+                del self.nicks[irc_fold(old)]
+            self.nicks[folded] = user
+            user.nick = nick
+            if line is not None:
+                for channel in user.channels:
+                    channel.names = None  # rebuilt by the next NAMES
+                self._announce(list(user.channels), data, None, fanout)
+                if not self._reaches(user, fanout) and user not in fanout.direct:
+                    fanout.direct = [*fanout.direct, user]
+        if line is not None:
+            self.send(fanout, data)
+        return old
+
+    def join(self, user: User, name: str) -> Channel | None:
+        """Put ``user`` in the channel and announce it to all members, the joiner included;
+        return the channel, or None if already there."""
+        with self.lock:
+            channel = self.channels.get(irc_fold(name))
+            if channel is not None and user in channel.members:
+                return None
+            if len(user.channels) >= self.config.max_channels:
+                raise IRCError(ERR_TOOMANYCHANNELS, name, "You have joined too many channels")
+            if channel is None:
+                channel = self.channels[irc_fold(name)] = self._new_channel(name)
+            channel.members[user] = None
+            user.channels.add(channel)
+            outbox = user.outbox
+            # Each connection follows one log, the first channel it joins; it gets the lines
+            # of any other channel one by one (and of that one too, should it part and rejoin).
+            if outbox is not None and outbox.cursor is None:
+                outbox.follow(channel.log)
+                channel.log.followers[outbox] = None
+            else:
+                channel.others[user] = None
+            if channel.names is not None:
+                self._add_name(channel, user.nick or "")
+            data = encode_line(format_line("JOIN", channel.name, prefix=user.source))
+            fanout = Fanout()
+            self._announce([channel], data, None, fanout)
+        self.send(fanout, data)
+        return channel
+
+    def part(self, user: User, name: str, reason: tuple[str, ...] = ()) -> None:
+        """Take ``user`` out of a channel, announcing it to the members, the parter included."""
+        fanout = Fanout()
+        with self.lock:
+            channel = self._member_channel(user, name)
+            data = encode_line(format_line("PART", channel.name, *reason, prefix=user.source))
+            self._announce([channel], data, None, fanout)
+            self._leave(user, channel, fanout)
+        self.send(fanout, data)
+
+    def set_topic(self, user: User, name: str, topic: str) -> None:
+        fanout = Fanout()
+        with self.lock:
+            channel = self._member_channel(user, name)
+            channel.topic = topic
+            channel.topic_setter = user.nick or ""
+            channel.topic_time = time.time()
+            data = encode_line(format_line("TOPIC", channel.name, topic, prefix=user.source))
+            self._announce([channel], data, None, fanout)
+        self.send(fanout, data)
+
+    def send_to_channel(self, sender: User, name: str, data: bytes) -> None:
+        """A message to channel ``name``: to every member but the sender, who must be one."""
+        fanout = Fanout()
+        with self.lock:
+            channel = self.channels.get(irc_fold(name))
+            if channel is None:
+                raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
+            if sender not in channel.members:
+                raise IRCError(ERR_CANNOTSENDTOCHAN, name, "Cannot send to channel (join it first)")
+            self._announce([channel], data, sender, fanout)
+        self.send(fanout, data)
+
+    # -- queries -------------------------------------------------------------------------
+
+    def find_user(self, nick: str) -> User | None:
+        with self.lock:
+            user = self.nicks.get(irc_fold(nick))
+            return user if user is not None and user.registered else None
+
+    def find_channel(self, name: str) -> Channel | None:
+        with self.lock:
+            return self.channels.get(irc_fold(name))
+
+    def members(self, channel: Channel) -> list[User]:
+        with self.lock:
+            return list(channel.members)
+
+    def names(self, channel: Channel) -> list[bytearray]:
+        """The channel's names, packed for 353 lines (rebuilt here after a part or nick change)."""
+        with self.lock:
+            if channel.names is None:
+                channel.names = []
+                for member in channel.members:
+                    self._add_name(channel, member.nick or "")
+            return [bytes(batch) for batch in channel.names]
+
+    def password_try(self, address: str) -> float:
+        """Seconds a password try from ``address`` must wait (see PasswordBackoff)."""
+        with self.lock:
+            return self.password_backoff.reserve(address, time.monotonic())
+
+    def password_result(self, address: str, correct: bool) -> None:
+        with self.lock:
+            if correct:
+                self.password_backoff.passed(address)
+            else:
+                self.password_backoff.failed(address, time.monotonic())
+
+    def counts(self) -> tuple[int, int, int]:
+        """(registered users, unregistered connections, channels)."""
+        with self.lock:
+            return self.registered, len(self.users) - self.registered, len(self.channels)
+
+    def snapshot_users(self) -> list[User]:
+        with self.lock:
+            return list(self.users)
+
+    # -- helpers that expect the lock held -------------------------------------------------
+
+    def _new_channel(self, name: str) -> Channel:
+        # Room for names on a 353 line: 512 bytes less CRLF, the longest nick's prefix and ours.
+        head = f":{self.config.server_name} {RPL_NAMREPLY} {'x' * 20} = {name} :"
+        return Channel(name, names_room=MAX_LINE_BYTES - 2 - len(head.encode()))
+
+    @staticmethod
+    def _add_name(channel: Channel, nick: str) -> None:
+        encoded = nick.encode()
+        batches = channel.names
+        if batches and len(batches[-1]) + 1 + len(encoded) <= channel.names_room:
+            batches[-1] += b" " + encoded
+        else:
+            batches.append(bytearray(encoded))
+
+    def _announce(self, channels: list[Channel], data: bytes, sender: User | None, fanout: Fanout) -> None:
+        """Append ``data`` once to each channel's log, never for ``sender``; put the members
+        who follow none of those logs in ``fanout.direct``, each once."""
+        logs = fanout.logs
+        for channel in channels:
+            log = channel.log
+            if not log.followers:
+                continue
+            outbox = sender.outbox if sender is not None else None
+            if outbox is not None and outbox.cursor is not None and outbox.cursor.log is log:
+                outbox.append_own(log, data)
+            else:
+                log.append(data)
+            logs.append(log)
+        if len(channels) == 1:
+            others = channels[0].others
+            fanout.direct = [m for m in others if m is not sender] if sender in others else list(others)
+        elif channels:
+            direct: dict[User, None] = {}
+            for channel in channels:
+                for member in channel.others:
+                    if member is not sender and not self._reaches(member, fanout):
+                        direct[member] = None
+            fanout.direct = list(direct)
+
+    @staticmethod
+    def _reaches(user: User, fanout: Fanout) -> bool:
+        """Whether ``user`` gets a Fanout's line from a log it follows."""
+        cursor = user.outbox.cursor if user.outbox is not None else None
+        return cursor is not None and cursor.stop is None and cursor.log in fanout.logs
+
+    def _member_channel(self, user: User, name: str) -> Channel:
+        channel = self.channels.get(irc_fold(name))
+        if channel is None:
+            raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
+        if user not in channel.members:
+            raise IRCError(ERR_NOTONCHANNEL, name, "You're not on that channel")
+        return channel
+
+    def _leave(self, user: User, channel: Channel, fanout: Fanout) -> None:
+        channel.members.pop(user, None)
+        channel.others.pop(user, None)
+        channel.names = None  # rebuilt by the next NAMES
+        outbox = user.outbox
+        if outbox is not None and outbox in channel.log.followers:
+            del channel.log.followers[outbox]
+            outbox.unfollow()
+            fanout.woken.append(outbox)
+        user.channels.discard(channel)
+        if not channel.members and channel.name != self.config.room:
+            del self.channels[irc_fold(channel.name)]
+
+
+REPLY_BYTES_PER_TOKEN = 4096  # flood control charges one more line per this many reply bytes
+
+
+class TokenBucket:
+    """Flood control: ``burst`` lines at once, then ``rate`` lines a second.
+
+    >>> bucket = TokenBucket(burst=2, rate=1.0, now=0.0)
+    >>> [bucket.delay(0.0) for _ in range(4)]
+    [0.0, 0.0, 1.0, 2.0]
+    """
+
+    def __init__(self, burst: int, rate: float, now: float) -> None:
+        self.burst, self.rate = burst, rate
+        self._tokens = float(burst)
+        self._stamp = now
+
+    def delay(self, now: float, cost: float = 1.0) -> float:
+        """Spend ``cost`` tokens; return how many seconds to wait before handling the line."""
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate) - cost
+        self._stamp = now
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+def liveness_actions(hub: Hub, now: float) -> list[tuple[User, str]]:
+    """Decide, for a housekeeping tick at monotonic time ``now``, who to PING or drop.
+
+    Returns (user, action) pairs where action is "ping" or a reason to disconnect.
+    """
+    config = hub.config
+    actions = []
+    for user in hub.snapshot_users():
+        if not user.registered:
+            if now - user.connected > config.register_timeout:
+                actions.append((user, "Registration timed out"))
+        elif user.ping_sent is not None:
+            # Measured from the last line too: a client heard from since the PING is alive.
+            if now - max(user.ping_sent, user.last_seen) > config.ping_timeout:
+                actions.append((user, f"Ping timeout: {round(now - user.last_seen)} seconds"))
+        elif now - user.last_seen > config.ping_interval:
+            actions.append((user, "ping"))
+    return actions
