@@ -24,10 +24,13 @@ import ssl
 import sys
 import time
 
+from ircchat.history import HistoryError, SqliteHistory
 from ircchat.logs import log
 from ircchat.network import ChatServer
 from ircchat.protocol import CHANNEL_RE
 from ircchat.state import ServerConfig
+
+DEFAULT_HISTORY = "chat_history.sqlite3"  # in the working directory
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -74,6 +77,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--max-clients", type=int, default=defaults.max_clients, help="connections in all")
     add("--max-per-ip", type=int, default=defaults.max_per_ip,
         help="connections from one address (loopback is exempt)")
+    add("--history", metavar="FILE", default=DEFAULT_HISTORY,
+        help="SQLite file that keeps room history (created if missing)")
+    add("--no-history", action="store_true", help="keep no history: nothing is stored or replayed")
+    add("--history-days", type=float, default=30.0, help="days a room line is kept")
+    add("--history-max-messages", type=int, default=10_000, help="lines kept per room")
+    add("--replay-lines", type=int, default=defaults.replay_lines,
+        help="lines of a room's history replayed to a user who joins it")
     add("--max-channels", type=int, default=defaults.max_channels, help="channels one user may be in")
     add("--nick-changes-per-minute", type=int, default=defaults.nick_changes_per_minute,
         help="name changes one user may make in a minute")
@@ -109,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_clients=args.max_clients, max_per_ip=args.max_per_ip, max_channels=args.max_channels,
         nick_changes_per_minute=args.nick_changes_per_minute, password_backoff=args.password_backoff,
         cloak_secret=None if args.no_cloak else _cloak_secret(),
+        replay_lines=args.replay_lines,
     )
 
 
@@ -116,6 +127,14 @@ def _cloak_secret() -> bytes:
     """CHAT_CLOAK_SECRET if set (cloaks then survive restarts), else a fresh random key."""
     configured = os.environ.get("CHAT_CLOAK_SECRET")
     return configured.encode() if configured else secrets.token_bytes(16)
+
+
+def open_history(args: argparse.Namespace) -> SqliteHistory | None:
+    """The history store the flags ask for; HistoryError (one sentence) if the file is unusable."""
+    if args.no_history:
+        return None
+    return SqliteHistory(args.history, max_age_days=args.history_days,
+                         max_per_room=args.history_max_messages)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -134,11 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)-7s %(message)s")
     try:
+        history = open_history(args)
+    except HistoryError as error:
+        print(f"chat_server.py: {error}", file=sys.stderr)
+        return 1
+    try:
         config = config_from_args(args)
         tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
-        server = ChatServer(config, args.host, args.port, tls, args.tls_port)
+        server = ChatServer(config, args.host, args.port, tls, args.tls_port, history)
     except OSError as error:  # ssl.SSLError included: a bad certificate or key
         print(f"chat_server.py: cannot start on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
+        if history is not None:
+            history.close()
         return 1
     try:
         # Set both explicitly: a shell starting us in the background may have ignored SIGINT.
@@ -158,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         server.shutdown()
+        if history is not None:
+            history.close()  # after the last client: everything they were sent is stored
     log.info("stopped")
     return 0
 

@@ -120,6 +120,7 @@ class ChatApp:
         self._retry: net.Retrying | None = None
         self._network_stopped = False
         self._last_status: ui.StatusLine | None = None
+        self._loading_shown = False  # the oldest entry is the "loading older messages" line
         if state.needs_nick:
             self._show(Reaction([make(Kind.INFO, "Choose a username: 3-20 letters, digits or _, then press Enter.")]))
 
@@ -182,6 +183,12 @@ class ChatApp:
     def _show(self, reaction: Reaction) -> None:
         for entry in reaction.entries:
             self.scrollback.add(entry)
+        if reaction.loading:
+            self.scrollback.prepend([make(Kind.INFO, f"Loading older messages of {self.state.room}...")])
+            self._loading_shown = True
+        if reaction.older is not None:
+            self.scrollback.prepend(reaction.older, replace_oldest=self._loading_shown)
+            self._loading_shown = False
         for line in reaction.send:
             self.sender.send(line)
 
@@ -207,6 +214,8 @@ class ChatApp:
             page = max(1, height - 3)
             if key == "page-up":
                 self.scrollback.scroll_up(page, width, height - 2)
+                if self.scrollback.at_top(width, height - 2):  # past the oldest: fetch more
+                    self._show(self.state.fetch_older())
             else:
                 self.scrollback.scroll_down(page, width)
         elif key == "tab":

@@ -35,7 +35,8 @@ class Entry:
     kind: Kind
     text: str
     sender: str = ""  # whose message it is; its colour is the sender's
-    when: float = 0.0  # time.time() of arrival
+    when: float = 0.0  # time.time() of arrival, or when the server says it was sent
+    replayed: bool = False  # from the room's history, not live: drawn dimmed
 
 
 def make(kind: Kind, text: str, sender: str = "") -> Entry:
@@ -74,7 +75,9 @@ def render(entry: Entry) -> Styled:
         parts.append(text)
         runs.append((start, start + len(text), style, nick))
 
-    add(time.strftime("%H:%M", time.localtime(entry.when)) + " ", STYLE_TIME)
+    when = time.localtime(entry.when)
+    older = entry.replayed and when[:3] != time.localtime()[:3]
+    add(time.strftime("%Y-%m-%d %H:%M" if older else "%H:%M", when) + " ", STYLE_TIME)  # history: its date
     kind, sender = entry.kind, entry.sender
     if kind in (Kind.CHAT, Kind.OWN):
         add(f"<{sender}>", "nick", sender)
@@ -113,4 +116,6 @@ def render(entry: Entry) -> Styled:
         add(entry.text, "nick", sender)
     else:
         add(entry.text, body_style)
+    if entry.replayed:  # history looks apart from live chat: all of it dimmed
+        runs = [(start, end, STYLE_DIM, "") for start, end, _, _ in runs]
     return Styled("".join(parts), tuple(runs), indent)

@@ -21,8 +21,12 @@ build a line ``format_line`` refuses.
 
 from __future__ import annotations
 
+import calendar
+import re
+import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from ircchat.numerics import ERR_PASSWDMISMATCH
@@ -32,10 +36,43 @@ from curses_client.entries import Entry, Kind, make
 from curses_client.width import sanitize
 
 AUTOJOIN_TOKEN = "curses-client-autojoin"
+WANTED_CAPS = ("batch", "message-tags", "server-time")  # history with its times, in batches
+OLDER_PAGE = 50  # lines asked for when scrolling up past the oldest
+SEEN_MSGIDS = 5000  # msgids remembered, so a replay after a reconnection shows no line twice
 MAX_TEXT_BYTES = 400  # leaves room for ":nick!user@host PRIVMSG #room :" within 512 bytes
 NAME_PREFIXES = "~&@%+"  # channel status marks in a 353 reply
 CTCP_MARK = "\x01"
 NICK_RULE = "Names are 3-20 letters, digits or _."
+LIVE_SEPARATOR = "─── live chat from here ───"
+SAFE_REF = re.compile(r"^[A-Za-z0-9_.+/=:-]{1,100}$")  # a msgid we may send back in a command
+_SERVER_TIME = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?Z$")
+
+
+def parse_server_time(text: str) -> float | None:
+    """Seconds since the epoch from an IRCv3 ``time`` tag; None if it is not one.
+
+    >>> parse_server_time("2023-11-14T22:13:20.500Z")
+    1700000000.5
+    >>> parse_server_time("yesterday") is None
+    True
+    """
+    match = _SERVER_TIME.match(text)
+    if match is None:
+        return None
+    fields = [int(part) for part in match.groups()[:6]]
+    try:
+        return calendar.timegm((*fields, 0, 0, 0)) + float(match.group(7) or 0)
+    except (OverflowError, ValueError):
+        return None
+
+
+def format_server_time(seconds: float) -> str:
+    """The IRCv3 form of a time, for CHATHISTORY references.
+
+    >>> format_server_time(1700000000.5)
+    '2023-11-14T22:13:20.500Z'
+    """
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}Z"
 
 
 class Transport(Enum):
@@ -59,6 +96,8 @@ class Link(Enum):
 class Reaction:
     entries: list[Entry] = field(default_factory=list)
     send: list[str] = field(default_factory=list)  # IRC lines without CRLF
+    loading: bool = False  # older history was asked for: show that it is on its way, on top
+    older: list[Entry] | None = None  # older history that came: in place of the loading line
 
     def info(self, text: str, kind: Kind = Kind.INFO, sender: str = "") -> None:
         self.entries.append(make(kind, text, sender))
@@ -127,8 +166,20 @@ class ChatState:
         self._user_sent = False  # USER goes once per connection, NICK again after a refusal
         self._names: dict[str, str] | None = None  # a NAMES reply being collected
         self._names_wanted = False  # the user asked /users
+        self.caps: frozenset[str] = frozenset()  # IRCv3 capabilities the server granted us
+        self._offered: list[str] = []  # a multi-line CAP LS being collected
+        self.history_limit = 0  # CHATHISTORY=N in 005: older history can be asked for
+        self._batches: dict[str, list[tuple[Entry, str | None]]] = {}  # open chathistory batches
+        self._fetching = False  # CHATHISTORY BEFORE sent, its batch not in yet
+        self._history_done = False  # the start of the room's history was reached
+        self._oldest_ref: str | None = None  # where the oldest history line shown is (msgid=...)
+        self._seen_order: deque[str] = deque()  # msgids shown, oldest first...
+        self._seen: set[str] = set()  # ...and for lookups
         self._handlers: dict[str, Callable[[Message, Reaction], None]] = {
             "PING": self._on_ping,
+            "CAP": self._on_cap,
+            "BATCH": self._on_batch,
+            "FAIL": self._on_fail,
             "PONG": self._on_pong,
             "ERROR": self._on_error,
             "JOIN": self._on_join,
@@ -139,7 +190,7 @@ class ChatState:
             "NOTICE": self._on_notice,
             "TOPIC": self._on_topic,
             "001": self._on_welcome,
-            "005": self._ignore,  # feature list: nothing a reader needs
+            "005": self._on_isupport,
             "353": self._on_names,
             "366": self._on_end_of_names,
             "332": self._on_topic_reply,
@@ -187,6 +238,10 @@ class ChatState:
             reaction.info(f"Connected to {self.server_label}{over}.")
         if self._asking_password:
             return reaction  # registering waits for the password the user is typing
+        # Capabilities first: a server that knows CAP holds registration until CAP END, and one
+        # that does not answers 421 and registers us as usual.
+        self.caps, self._offered, self._batches, self._fetching = frozenset(), [], {}, False
+        reaction.send.append("CAP LS 302")
         if self.password is not None:
             reaction.send.append(format_line("PASS", self.password))
         if self.nick is not None:
@@ -257,10 +312,102 @@ class ChatState:
         else:
             shown = " ".join(sanitize(param) for param in msg.params)
             reaction.info(f"{sanitize(msg.command)} {shown}".strip())
+        if msg.tags:
+            self._apply_tags(dict(msg.tags), reaction)
         return reaction
+
+    def _apply_tags(self, tags: dict[str, str], reaction: Reaction) -> None:
+        """Server time on what a line shows; a line of a history batch goes to that batch."""
+        when = parse_server_time(tags.get("time", ""))
+        if when is not None:
+            reaction.entries = [replace(entry, when=when) for entry in reaction.entries]
+        msgid = tags.get("msgid", "")
+        batch = self._batches.get(tags.get("batch", ""))
+        if batch is not None:
+            if msgid not in self._seen:  # a replay after a reconnection repeats what we have
+                ref = f"msgid={msgid}" if SAFE_REF.match(msgid) else None
+                batch.extend((replace(entry, replayed=True), ref) for entry in reaction.entries)
+            reaction.entries = []
+        if msgid:
+            self._remember(msgid)
+
+    def _remember(self, msgid: str) -> None:
+        if msgid not in self._seen:
+            self._seen.add(msgid)
+            self._seen_order.append(msgid)
+            if len(self._seen_order) > SEEN_MSGIDS:
+                self._seen.discard(self._seen_order.popleft())
 
     def _ignore(self, msg: Message, reaction: Reaction) -> None:
         """Messages that change nothing the reader sees."""
+
+    def _on_cap(self, msg: Message, reaction: Reaction) -> None:
+        sub = msg.params[1].upper() if len(msg.params) > 2 else ""
+        if sub == "LS":
+            self._offered += msg.params[-1].split()
+            if len(msg.params) > 3 and msg.params[2] == "*":
+                return  # more LS lines follow
+            offered = {cap.split("=", 1)[0] for cap in self._offered}
+            wanted = [cap for cap in WANTED_CAPS if cap in offered]
+            self._offered = []
+            reaction.send.append(format_line("CAP", "REQ", " ".join(wanted)) if wanted else "CAP END")
+        elif sub == "ACK":
+            self.caps = self.caps | set(msg.params[-1].split()) & set(WANTED_CAPS)
+            reaction.send.append("CAP END")
+        elif sub == "NAK":
+            reaction.send.append("CAP END")
+
+    def _on_isupport(self, msg: Message, reaction: Reaction) -> None:
+        for token in msg.params[1:-1]:
+            name, _, value = token.partition("=")
+            if name == "CHATHISTORY":
+                self.history_limit = int(value) if value.isdigit() else 0
+
+    def _on_batch(self, msg: Message, reaction: Reaction) -> None:
+        ref = msg.params[0] if msg.params else ""
+        if ref.startswith("+") and msg.params[1:2] == ("chathistory",):
+            self._batches[ref[1:]] = []
+        elif ref.startswith("-") and ref[1:] in self._batches:
+            self._end_history(self._batches.pop(ref[1:]), reaction)
+
+    def _end_history(self, lines: list[tuple[Entry, str | None]], reaction: Reaction) -> None:
+        """A history batch is complete: older lines asked for, or the replay on joining."""
+        entries = [entry for entry, _ in lines]
+        oldest = next((ref for _, ref in lines if ref is not None), None)
+        if self._fetching:
+            self._fetching = False
+            if oldest is not None:
+                self._oldest_ref = oldest
+            if not entries:
+                self._history_done = True
+                entries = [make(Kind.INFO, f"This is the start of {sanitize(self.room)}'s history.")]
+            reaction.older = entries
+        elif entries:
+            if self._oldest_ref is None:
+                self._oldest_ref = oldest
+            reaction.entries += entries
+            reaction.info(LIVE_SEPARATOR)
+
+    def _on_fail(self, msg: Message, reaction: Reaction) -> None:
+        text = sanitize(msg.params[-1]) if msg.params else "failed"
+        if msg.params[:1] == ("CHATHISTORY",) and self._fetching:
+            self._fetching, self._history_done = False, True
+            reaction.older = [make(Kind.ERROR, f"Older messages are not available: {text}")]
+            return
+        reaction.info(" ".join(sanitize(param) for param in msg.params[:-1]) + f": {text}", Kind.ERROR)
+
+    def fetch_older(self) -> Reaction:
+        """The reader scrolled up past the oldest line: ask for the page before it, once."""
+        reaction = Reaction()
+        if (not self.in_room or not self.history_limit or "batch" not in self.caps
+                or self._fetching or self._history_done):
+            return reaction
+        ref = self._oldest_ref or "timestamp=" + format_server_time(time.time())
+        self._fetching = True
+        count = str(min(OLDER_PAGE, self.history_limit))
+        reaction.send.append(format_line("CHATHISTORY", "BEFORE", self.room, ref, count))
+        reaction.loading = True
+        return reaction
 
     def _on_ping(self, msg: Message, reaction: Reaction) -> None:
         reaction.send.append(format_line("PONG", *(msg.params[-1:] or ("ping",))))
@@ -396,6 +543,8 @@ class ChatState:
             reaction.info(f"{len(names)} in {sanitize(self.room)}: {', '.join(names)}")
 
     def _on_other_numeric(self, msg: Message, reaction: Reaction) -> None:
+        if msg.command == "421" and len(msg.params) > 1 and msg.params[1].upper() in ("CAP", "CHATHISTORY"):
+            return  # a server without IRCv3: nothing to tell the reader
         # params[0] is our own nick; the rest is the text the server means for a reader
         text = " ".join(sanitize(param) for param in msg.params[1:]) or msg.command
         kind = Kind.ERROR if msg.command[0] in "45" else Kind.INFO

@@ -50,6 +50,29 @@ class Scrollback:
             if self._anchor is not None and self._anchor[0] < self._first:
                 self._anchor = (self._first, 0)
 
+    def prepend(self, entries: list[Entry], replace_oldest: bool = False) -> None:
+        """Put older entries before the oldest (in place of it, if ``replace_oldest``), as many as
+        the limit leaves room for. Numbers of the entries already here do not change, so the
+        view does not move."""
+        if replace_oldest and self._entries:
+            self._entries.popleft()
+            self._rows.pop(self._first, None)
+            self._first += 1
+        room = max(0, self.limit - len(self._entries))
+        if room < len(entries):
+            entries = entries[len(entries) - room:]  # keep the newest of them: next to ours
+        for entry in reversed(entries):
+            self._entries.appendleft(entry)
+            self._first -= 1
+
+    def oldest(self) -> Entry | None:
+        return self._entries[0] if self._entries else None
+
+    def at_top(self, width: int, height: int) -> bool:
+        """Whether the oldest row is in the pane (scrolling up can go no further)."""
+        rows = self.visible(width, height)
+        return bool(rows) and rows[0] is self.rows_of(self._first, width)[0]
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -6,6 +6,9 @@ Modules, read in this order:
 - ``numerics``: numeric replies by name, and ``IRCError``.
 - ``state``: users, channels and the ``Hub`` behind ``Hub.lock``; configuration and policies.
 - ``handlers``: the command handlers and their one dispatch table.
+- ``ircv3``: capabilities, message tags, and each line in the form a client asked for.
+- ``history``: room history (SQLite by default) behind one small interface.
+- ``chathistory``: stored history sent to clients: replay on join and CHATHISTORY.
 - ``network``: sockets and threads: readers, the output pump, housekeeping, ``ChatServer``.
 - ``logs``: the server's logger, which escapes whatever came from the network.
 """

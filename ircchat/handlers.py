@@ -1,7 +1,7 @@
 """Command handlers: small functions in one dispatch table.
 
 A handler raises ``IRCError`` and ``dispatch`` turns it into the numeric, in one place.
-Handlers never touch sockets: they hand encoded lines to ``User.deliver`` or ``Hub.send_all``.
+Handlers never touch sockets: they hand encoded lines to ``User.deliver`` or to the ``Hub``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ircchat import __version__
+from ircchat.chathistory import cmd_chathistory, history_isupport, replay_on_join
+from ircchat.ircv3 import CAP_LS, CAPS_WITHOUT_HISTORY, Variant, add_tags
 from ircchat.logs import log
 from ircchat.numerics import (
     ERR_ALREADYREGISTERED,
@@ -65,7 +67,7 @@ from ircchat.numerics import (
     IRCError,
 )
 from ircchat.protocol import CHANNEL_RE, Message, encode_line, format_line, irc_fold
-from ircchat.state import REPLY_BYTES_PER_TOKEN, Channel, Hub, User
+from ircchat.state import Channel, Hub, User
 
 Handler = Callable[[Hub, User, Message], None]
 TOPIC_MAX = 390
@@ -77,21 +79,35 @@ def line_from(user: User, command: str, *params: str) -> bytes:
 
 
 def cmd_cap(hub: Hub, user: User, msg: Message) -> None:
-    # No capabilities yet; answering keeps IRCv3 clients from waiting for a reply.
+    """IRCv3 capability negotiation (CAP LS [302] / LIST / REQ / END); registration waits for END."""
     sub = msg.params[0].upper()
-    server = hub.config.server_name
-    if sub in ("LS", "LIST"):
-        user.cap_negotiating = sub == "LS" or user.cap_negotiating
-        user.deliver(encode_line(format_line("CAP", user.nick or "*", sub, "", prefix=server)))
+    offered = CAP_LS if hub.history is not None else CAPS_WITHOUT_HISTORY
+    if sub == "LS":
+        user.cap_negotiating = not user.registered
+        _cap_reply(hub, user, "LS", " ".join(offered))
+    elif sub == "LIST":
+        _cap_reply(hub, user, "LIST", " ".join(sorted(user.caps)))
     elif sub == "REQ":
-        user.cap_negotiating = True
+        user.cap_negotiating = not user.registered
         wanted = msg.params[1] if len(msg.params) > 1 else ""
-        user.deliver(encode_line(format_line("CAP", user.nick or "*", "NAK", wanted, prefix=server)))
+        changes = wanted.split()
+        if not changes or any(change.lstrip("-") not in offered for change in changes):
+            _cap_reply(hub, user, "NAK", wanted)  # all or nothing, as the spec asks
+            return
+        caps = set(user.caps)
+        for change in changes:
+            (caps.discard if change.startswith("-") else caps.add)(change.lstrip("-"))
+        user.caps, user.variant = frozenset(caps), Variant.for_caps(caps)
+        _cap_reply(hub, user, "ACK", wanted)
     elif sub == "END":
         user.cap_negotiating = False
         _try_register(hub, user)
     else:
         raise IRCError(ERR_INVALIDCAPCMD, sub, "Invalid CAP command")
+
+
+def _cap_reply(hub: Hub, user: User, sub: str, text: str) -> None:
+    hub.answer(user, hub.server_line("CAP", user.nick or "*", sub, text))
 
 
 def cmd_pass(hub: Hub, user: User, msg: Message) -> None:
@@ -173,7 +189,7 @@ def _try_register(hub: Hub, user: User) -> None:
     hub.reply(
         user, RPL_ISUPPORT, "NICKLEN=20", "CASEMAPPING=ascii", "CHANTYPES=#", "CHANNELLEN=50",
         f"TOPICLEN={TOPIC_MAX}", f"NETWORK={config.network}", "CHANMODES=b,,,nt",
-        isupport_targmax(), "are supported by this server",
+        isupport_targmax(), *history_isupport(hub), "are supported by this server",
     )
     cmd_lusers(hub, user, msg=Message("LUSERS"))
     cmd_motd(hub, user, msg=Message("MOTD"))
@@ -184,7 +200,7 @@ def cmd_ping(hub: Hub, user: User, msg: Message) -> None:
     if not msg.params:
         raise IRCError(ERR_NOORIGIN, "No origin specified")
     server = hub.config.server_name
-    user.deliver(encode_line(format_line("PONG", server, msg.params[0], prefix=server)))
+    hub.answer(user, encode_line(format_line("PONG", server, msg.params[0], prefix=server)))
 
 
 def cmd_pong(hub: Hub, user: User, msg: Message) -> None:
@@ -226,13 +242,15 @@ def cmd_join(hub: Hub, user: User, msg: Message) -> None:
 
 
 def _join(hub: Hub, user: User, name: str) -> None:
-    channel = hub.join(user, name)
-    if channel is None:
+    joined = hub.join(user, name)
+    if joined is None:
         return
+    channel, last_msgid = joined
     log.info("%s joined %s", user.nick, channel.name)
     if channel.topic:
         _send_topic(hub, user, channel)
     _send_names(hub, user, channel)
+    replay_on_join(hub, user, channel, last_msgid)
 
 
 def cmd_part(hub: Hub, user: User, msg: Message) -> None:
@@ -247,14 +265,24 @@ def cmd_privmsg(hub: Hub, user: User, msg: Message) -> None:
     if len(msg.params) < 2 or not msg.params[1]:
         raise IRCError(ERR_NOTEXTTOSEND, "No text to send")
     target, text = msg.params[0], msg.params[1]
+    echo = "echo-message" in user.caps
+    label, user.label = (user.label, None) if echo else (None, user.label)  # the echo answers
     if target.startswith("#"):
-        hub.send_to_channel(user, target, line_from(user, msg.command, target, text))
-    else:
-        recipient = hub.find_user(target)
-        if recipient is None:
-            raise IRCError(ERR_NOSUCHNICK, target, "No such nick/channel")
-        recipient.deliver(line_from(user, msg.command, target, text))
+        channel = hub.channel_to_speak_in(user, target)
+        user.last_message = time.monotonic()
+        line = line_from(user, msg.command, channel.name, text)
+        hub.publish(user, channel, msg.command, text, line, to_sender=echo, label=label)
+        return
+    recipient = hub.find_user(target)
+    if recipient is None:
+        raise IRCError(ERR_NOSUCHNICK, target, "No such nick/channel")
     user.last_message = time.monotonic()
+    # Private lines get a msgid and time too, but are never stored: a nick is not an account.
+    stamped = hub.stamp(line_from(user, msg.command, target, text))
+    hub.send_stamped([recipient], stamped)
+    if echo:
+        line = stamped.line_for(user.variant)
+        user.deliver(add_tags(line, [("label", label)]) if label else line)
 
 
 def cmd_names(hub: Hub, user: User, msg: Message) -> None:
@@ -277,14 +305,16 @@ def _send_names(hub: Hub, user: User, channel: Channel) -> None:
     head = f":{hub.config.server_name} {RPL_NAMREPLY} {user.nick or '*'} = {channel.name} :".encode()
     lines = b"".join([head + batch + b"\r\n" for batch in hub.names(channel)])
     data = lines + hub.numeric_line(user, RPL_ENDOFNAMES, channel.name, "End of /NAMES list")
-    user.flood_debt += len(data) / REPLY_BYTES_PER_TOKEN  # as Hub.reply charges any reply
-    user.deliver(data)
+    hub.answer(user, data)
 
 
 def cmd_topic(hub: Hub, user: User, msg: Message) -> None:
     name = msg.params[0]
     if len(msg.params) > 1:
-        hub.set_topic(user, name, msg.params[1][:TOPIC_MAX])
+        channel = hub.set_topic(user, name, msg.params[1][:TOPIC_MAX])
+        label, user.label = user.label, None  # the TOPIC line the setter is sent answers
+        line = line_from(user, "TOPIC", channel.name, channel.topic)
+        hub.publish(user, channel, "TOPIC", channel.topic, line, to_sender=True, label=label)
         return
     channel = hub.find_channel(name)
     if channel is None:
@@ -370,7 +400,7 @@ def cmd_mode(hub: Hub, user: User, msg: Message) -> None:
         else:
             unknown = True
     if applied:
-        user.deliver(line_from(user, "MODE", user.nick or "", applied))
+        hub.answer(user, line_from(user, "MODE", user.nick or "", applied))
     if unknown:
         raise IRCError(ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
 
@@ -406,6 +436,7 @@ COMMANDS: dict[str, Command] = {
     "MODE": Command(cmd_mode, 1),
     "MOTD": Command(cmd_motd, 0),
     "LUSERS": Command(cmd_lusers, 0),
+    "CHATHISTORY": Command(cmd_chathistory, 0),
 }
 
 
@@ -434,7 +465,36 @@ def isupport_targmax() -> str:
 
 
 def dispatch(hub: Hub, user: User, msg: Message) -> None:
-    """Run one client message; every IRCError a handler raises becomes its numeric here."""
+    """Run one client message; every IRCError a handler raises becomes its numeric here.
+
+    A message with a ``label`` tag, from a client with labeled-response and batch, has its
+    answers (what goes through ``Hub.answer``) sent back labeled: one line tagged, several in
+    a labeled-response batch, none as ``ACK``. A handler whose answer is not one of those (an
+    echo, which comes with the room line) takes the label off ``user.label`` itself.
+    """
+    label = dict(msg.tags).get("label") if {"labeled-response", "batch"} <= user.caps else None
+    if not label:
+        _dispatch(hub, user, msg)
+        return
+    user.answers, user.label = [], label
+    try:
+        _dispatch(hub, user, msg)
+    finally:
+        answers, user.answers = user.answers, None
+    taken, user.label = user.label is None, None
+    if len(answers) == 1:
+        user.deliver(add_tags(answers[0], [("label", label)]))
+    elif answers:
+        ref = hub.batch_id()
+        user.deliver(add_tags(hub.server_line("BATCH", f"+{ref}", "labeled-response"), [("label", label)]))
+        for answer in answers:
+            user.deliver(add_tags(answer, [("batch", ref)]))
+        user.deliver(hub.server_line("BATCH", f"-{ref}"))
+    elif not taken:
+        user.deliver(add_tags(hub.server_line("ACK"), [("label", label)]))
+
+
+def _dispatch(hub: Hub, user: User, msg: Message) -> None:
     if user.quit_reason is not None:
         return  # leaving (QUIT, a wrong password): nothing after that is handled
     command = COMMANDS.get(msg.command)
@@ -450,7 +510,7 @@ def dispatch(hub: Hub, user: User, msg: Message) -> None:
         if at is not None and msg.params and "," in msg.params[at]:
             targets = _distinct_targets(msg.params[at], command.max_targets)
     except IRCError as error:
-        hub.reply(user, error.numeric, *error.params)
+        hub.reply_error(user, error)
         return
     user.flood_debt += len(targets) - 1  # each target beyond the first costs a line
     for target in targets:
@@ -459,4 +519,4 @@ def dispatch(hub: Hub, user: User, msg: Message) -> None:
             command.handler(hub, user, one)
         except IRCError as error:
             if not command.quiet:
-                hub.reply(user, error.numeric, *error.params)
+                hub.reply_error(user, error)

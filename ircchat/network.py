@@ -25,6 +25,7 @@ except ImportError:
     fcntl = termios = None
 
 from ircchat.handlers import dispatch, line_from
+from ircchat.history import HistoryStore
 from ircchat.logs import log
 from ircchat.numerics import ERR_INPUTTOOLONG
 from ircchat.protocol import (
@@ -796,9 +797,10 @@ class ChatServer:
     """Listens, starts a reader thread per connection, and runs the pump and housekeeping."""
 
     def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int = 5555,
-                 tls: ssl.SSLContext | None = None, tls_port: int = 6697) -> None:
+                 tls: ssl.SSLContext | None = None, tls_port: int = 6697,
+                 history: HistoryStore | None = None) -> None:
         self.config = config
-        self.hub = Hub(config)
+        self.hub = Hub(config, history=history)
         self.pump = OutputPump(self.hub.lock, config.room_backlog)
         self.hub.on_append = self.pump.logs_grew
         self.listener = _listen(host, port)

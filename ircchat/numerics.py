@@ -64,3 +64,10 @@ class IRCError(Exception):
         super().__init__(numeric, *params)
         self.numeric = numeric
         self.params = params
+
+
+class StandardReplyError(IRCError):
+    """A refusal sent as an IRCv3 standard reply: ``FAIL <command> <code> [<context>...] :<text>``."""
+
+    def __init__(self, command: str, code: str, *context_and_text: str) -> None:
+        super().__init__("FAIL", command, code, *context_and_text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import secrets
 import threading
 import time
@@ -16,6 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ircchat.history import HistoryEntry, HistoryStore
+from ircchat.ircv3 import Stamped, Stamper, Variant, add_tags
 from ircchat.numerics import (
     ERR_CANNOTSENDTOCHAN,
     ERR_ERRONEUSNICKNAME,
@@ -25,6 +28,7 @@ from ircchat.numerics import (
     ERR_TOOMANYCHANNELS,
     RPL_NAMREPLY,
     IRCError,
+    StandardReplyError,
 )
 from ircchat.protocol import FORBIDDEN_CHARS, MAX_LINE_BYTES, NICK_RE, encode_line, format_line, irc_fold
 
@@ -47,6 +51,8 @@ class ServerConfig:
     max_clients: int = 10_000  # connections in all
     max_per_ip: int = 100  # connections from one address; loopback is exempt
     max_channels: int = 20  # channels one user may be in
+    replay_lines: int = 50  # room lines replayed on join, when there is history
+    chathistory_max: int = 100  # most lines one CHATHISTORY request may ask for
     nick_changes_per_minute: int = 5
     password_backoff: float = 0.5  # seconds between tries after a wrong PASS, doubling per failure
     # Key for host cloaks (a stable keyed hash per address); None shows real addresses.
@@ -235,6 +241,10 @@ class User:
     realname: str = ""
     registered: bool = False
     cap_negotiating: bool = False
+    caps: frozenset[str] = frozenset()  # IRCv3 capabilities this client asked for
+    variant: Variant = Variant.PLAIN  # which tags its messages carry (from ``caps``)
+    label: str | None = None  # the labeled-response label of the command being handled
+    answers: list[bytes] | None = None  # meanwhile, its answers, collected to be labeled
     modes: set[str] = field(default_factory=set)
     channels: set[Channel] = field(default_factory=set)
     quit_reason: str | None = None  # set by QUIT; the connection then closes
@@ -264,6 +274,8 @@ class Channel:
     topic: str = ""
     topic_setter: str = ""
     topic_time: float = 0.0
+    # The last room line delivered: a joiner's replay ends there, and live lines follow it.
+    last_msgid: str | None = None
     # A dict used as an ordered set: NAMES then lists members in the order they joined,
     # with no sorting on every join into a big room.
     members: dict[User, None] = field(default_factory=dict)
@@ -294,9 +306,15 @@ class Hub:
     """
 
     def __init__(self, config: ServerConfig,
-                 on_append: Callable[[list[RoomLog]], None] | None = None) -> None:
+                 on_append: Callable[[list[RoomLog]], None] | None = None,
+                 history: HistoryStore | None = None) -> None:
         self.config = config
         self.on_append = on_append  # the pump's: these logs have new lines
+        self.history = history  # None: no history (--no-history)
+        self.started_ms = int(time.time() * 1000)  # stored lines before this are earlier runs'
+        self._stamper = Stamper(self.started_ms)  # under ``lock``
+        self._history_failure_told = False  # under ``lock``
+        self._batch_ids = itertools.count(1)
         self.lock = threading.Lock()
         self.users: set[User] = set()  # every connection, registered or not
         self.registered = 0  # how many of them are registered
@@ -309,28 +327,49 @@ class Hub:
     # -- output helpers: lines are encoded once, then handed to each recipient ------------
 
     def reply(self, user: User, numeric: str, *params: str) -> None:
-        line = self.numeric_line(user, numeric, *params)
-        # A query's reply can be thousands of times its size (WHO #room): charge the asker.
+        self.answer(user, self.numeric_line(user, numeric, *params))
+
+    def answer(self, user: User, line: bytes) -> None:
+        """Send ``user`` a line it asked for, charging it to the asker's flood control: a
+        query's reply can be thousands of times its size (WHO #room)."""
         user.flood_debt += len(line) / REPLY_BYTES_PER_TOKEN
-        user.deliver(line)
+        if user.answers is not None:
+            user.answers += line.splitlines(keepends=True)  # one answer may hold several lines
+        else:
+            user.deliver(line)
+
+    def reply_error(self, user: User, error: IRCError) -> None:
+        if isinstance(error, StandardReplyError):  # FAIL <command> <code> ...: no nick
+            *context, text = error.params
+            self.answer(user, self.server_line("FAIL", *map(_middle, context), _last(text)))
+        else:
+            self.reply(user, error.numeric, *error.params)
 
     def numeric_line(self, user: User, numeric: str, *params: str) -> bytes:
         # Replies echo what the client sent (a bad nick, an unknown command); make each echo
         # a valid middle parameter so that no input can make the reply unformattable.
         *middle, last = params or ("",)
-        middle = [FORBIDDEN_CHARS.sub("", p).replace(" ", "_").lstrip(":") or "*" for p in middle]
-        line = format_line(numeric, user.nick or "*", *middle, FORBIDDEN_CHARS.sub("", last),
-                           prefix=self.config.server_name)
-        return encode_line(line)
+        return self.server_line(numeric, user.nick or "*", *map(_middle, middle), _last(last))
 
-    def send(self, fanout: Fanout, data: bytes) -> None:
-        """Carry out a Fanout (``lock`` not held): tell the pump, hand out the direct copies."""
+    def server_line(self, command: str, *params: str) -> bytes:
+        return encode_line(format_line(command, *params, prefix=self.config.server_name))
+
+    def batch_id(self) -> str:
+        """A reference for a BATCH, unique on this server."""
+        return f"b{next(self._batch_ids)}"
+
+    def send(self, fanout: Fanout, data: bytes | Stamped) -> None:
+        """Carry out a Fanout (``lock`` not held): tell the pump, hand out the direct copies
+        (of a stamped line, each in the form its recipient asked for)."""
         if fanout.logs and self.on_append is not None:
             self.on_append(fanout.logs)
         for outbox in fanout.woken:
             outbox.kick()
-        for recipient in fanout.direct:
-            recipient.deliver(data)
+        if isinstance(data, Stamped):
+            self.send_stamped(fanout.direct, data)
+        else:
+            for recipient in fanout.direct:
+                recipient.deliver(data)
 
     def reply_list(self, user: User, numeric: str, *params: str, items: Iterable[str]) -> None:
         """Send ``items`` as the space-separated last parameter of as many lines as it takes.
@@ -350,6 +389,65 @@ class Hub:
             length += 1 + size
         if batch:
             self.reply(user, numeric, *params, " ".join(batch))
+
+    def publish(self, sender: User, channel: Channel, command: str, text: str, line: bytes,
+                to_sender: bool, label: str | None = None) -> None:
+        """Send a room line to its members, stored in the history first when there is one.
+
+        It is stamped (msgid, time) under the lock with its history entry queued, so the order
+        of the history is the order members see. ``to_sender``: the sender gets it too (TOPIC,
+        or PRIVMSG with echo-message), with ``label`` for labeled-response.
+        """
+        with self.lock:
+            msgid, time_ms = self._stamper.stamp()
+            stamped = Stamped(line, msgid, time_ms)
+            if self.history is not None:
+                entry = HistoryEntry(msgid, time_ms, irc_fold(channel.name), sender.source, command,
+                                     channel.name, text)
+                if self.history.append(entry, lambda stored: self._deliver(
+                        sender, channel, stamped, to_sender, label, stored)):
+                    return
+        self._deliver(sender, channel, stamped, to_sender, label, stored=self.history is None)
+
+    def stamp(self, line: bytes) -> Stamped:
+        """A line that is not stored (a private message), with its msgid and time."""
+        with self.lock:
+            return Stamped(line, *self._stamper.stamp())
+
+    def _deliver(self, sender: User, channel: Channel, stamped: Stamped, to_sender: bool,
+                 label: str | None, stored: bool) -> None:
+        """A room line out to its members but the sender, whose own copy, when it gets one,
+        follows it with ``label``; ``channel.last_msgid`` marks where a joiner's replay ends."""
+        fanout = Fanout()
+        with self.lock:
+            channel.last_msgid = stamped.msgid
+            self._announce([channel], stamped, sender, fanout)
+        self.send(fanout, stamped)
+        if to_sender:
+            line = stamped.line_for(sender.variant)
+            sender.deliver(add_tags(line, [("label", label)]) if label else line)
+        if not stored:
+            self._tell_history_failed()
+
+    @staticmethod
+    def send_stamped(recipients: Iterable[User], stamped: Stamped) -> None:
+        """Hand each recipient the form of the line its capabilities ask for."""
+        for user in recipients:
+            user.deliver(stamped.line_for(user.variant))
+
+    def _tell_history_failed(self) -> None:
+        """Tell everyone, once, that history has stopped (the store has logged why)."""
+        with self.lock:
+            if self._history_failure_told:
+                return
+            self._history_failure_told = True
+            everyone = [user for user in self.users if user.registered]
+        reason = self.history.failure if self.history is not None else None
+        notice = self.server_line(
+            "NOTICE", "*", f"History is unavailable ({reason or 'the history file is closed'}): "
+            "the chat goes on, but new messages are not being saved.")
+        for user in everyone:
+            user.deliver(notice)
 
     # -- state changes ---------------------------------------------------------------------
 
@@ -400,9 +498,10 @@ class Hub:
             self.send(fanout, data)
         return old
 
-    def join(self, user: User, name: str) -> Channel | None:
+    def join(self, user: User, name: str) -> tuple[Channel, str | None] | None:
         """Put ``user`` in the channel and announce it to all members, the joiner included;
-        return the channel, or None if already there."""
+        return the channel and the msgid of the last room line its members were sent (where
+        the joiner's replay ends), or None if ``user`` was already there."""
         with self.lock:
             channel = self.channels.get(irc_fold(name))
             if channel is not None and user in channel.members:
@@ -416,7 +515,8 @@ class Hub:
             outbox = user.outbox
             # Each connection follows one log, the first channel it joins; it gets the lines
             # of any other channel one by one (and of that one too, should it part and rejoin).
-            if outbox is not None and outbox.cursor is None:
+            # A client that asked for tags is sent lines of its own form, one by one.
+            if outbox is not None and outbox.cursor is None and user.variant is Variant.PLAIN:
                 outbox.follow(channel.log)
                 channel.log.followers[outbox] = None
             else:
@@ -426,8 +526,9 @@ class Hub:
             data = encode_line(format_line("JOIN", channel.name, prefix=user.source))
             fanout = Fanout()
             self._announce([channel], data, None, fanout)
+            last_msgid = channel.last_msgid
         self.send(fanout, data)
-        return channel
+        return channel, last_msgid
 
     def part(self, user: User, name: str, reason: tuple[str, ...] = ()) -> None:
         """Take ``user`` out of a channel, announcing it to the members, the parter included."""
@@ -439,28 +540,13 @@ class Hub:
             self._leave(user, channel, fanout)
         self.send(fanout, data)
 
-    def set_topic(self, user: User, name: str, topic: str) -> None:
-        fanout = Fanout()
+    def set_topic(self, user: User, name: str, topic: str) -> Channel:
         with self.lock:
             channel = self._member_channel(user, name)
             channel.topic = topic
             channel.topic_setter = user.nick or ""
             channel.topic_time = time.time()
-            data = encode_line(format_line("TOPIC", channel.name, topic, prefix=user.source))
-            self._announce([channel], data, None, fanout)
-        self.send(fanout, data)
-
-    def send_to_channel(self, sender: User, name: str, data: bytes) -> None:
-        """A message to channel ``name``: to every member but the sender, who must be one."""
-        fanout = Fanout()
-        with self.lock:
-            channel = self.channels.get(irc_fold(name))
-            if channel is None:
-                raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
-            if sender not in channel.members:
-                raise IRCError(ERR_CANNOTSENDTOCHAN, name, "Cannot send to channel (join it first)")
-            self._announce([channel], data, sender, fanout)
-        self.send(fanout, data)
+            return channel
 
     # -- queries -------------------------------------------------------------------------
 
@@ -485,6 +571,15 @@ class Hub:
                 for member in channel.members:
                     self._add_name(channel, member.nick or "")
             return [bytes(batch) for batch in channel.names]
+
+    def channel_to_speak_in(self, sender: User, name: str) -> Channel:
+        """The channel a message to ``name`` goes to; 403 or 404 if ``sender`` cannot send there."""
+        with self.lock:
+            return self._member_channel(sender, name, ERR_CANNOTSENDTOCHAN, "Cannot send to channel (join it first)")
+
+    def is_member(self, user: User, channel: Channel) -> bool:
+        with self.lock:
+            return user in channel.members
 
     def password_try(self, address: str) -> float:
         """Seconds a password try from ``address`` must wait (see PasswordBackoff)."""
@@ -523,9 +618,13 @@ class Hub:
         else:
             batches.append(bytearray(encoded))
 
-    def _announce(self, channels: list[Channel], data: bytes, sender: User | None, fanout: Fanout) -> None:
+    def _announce(self, channels: list[Channel], data: bytes | Stamped, sender: User | None,
+                  fanout: Fanout) -> None:
         """Append ``data`` once to each channel's log, never for ``sender``; put the members
-        who follow none of those logs in ``fanout.direct``, each once."""
+        who follow none of those logs in ``fanout.direct``, each once. (Only clients that
+        asked for no tags follow logs: a stamped line goes there in its plain form.)"""
+        if isinstance(data, Stamped):
+            data = data.line_for(Variant.PLAIN)
         logs = fanout.logs
         for channel in channels:
             log = channel.log
@@ -554,12 +653,13 @@ class Hub:
         cursor = user.outbox.cursor if user.outbox is not None else None
         return cursor is not None and cursor.stop is None and cursor.log in fanout.logs
 
-    def _member_channel(self, user: User, name: str) -> Channel:
+    def _member_channel(self, user: User, name: str, not_member: str = ERR_NOTONCHANNEL,
+                        why: str = "You're not on that channel") -> Channel:
         channel = self.channels.get(irc_fold(name))
         if channel is None:
             raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
         if user not in channel.members:
-            raise IRCError(ERR_NOTONCHANNEL, name, "You're not on that channel")
+            raise IRCError(not_member, name, why)
         return channel
 
     def _leave(self, user: User, channel: Channel, fanout: Fanout) -> None:
@@ -577,6 +677,15 @@ class Hub:
 
 
 REPLY_BYTES_PER_TOKEN = 4096  # flood control charges one more line per this many reply bytes
+
+
+def _middle(param: str) -> str:
+    """Text from a client made a valid middle parameter (no spaces, not empty, no leading ':')."""
+    return FORBIDDEN_CHARS.sub("", param).replace(" ", "_").lstrip(":") or "*"
+
+
+def _last(param: str) -> str:
+    return FORBIDDEN_CHARS.sub("", param)
 
 
 class TokenBucket:

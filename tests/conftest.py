@@ -11,6 +11,12 @@ from ircchat.state import ServerConfig
 from irc_peer import Peer
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path, monkeypatch):
+    """Servers started as processes keep their history file in the test's own folder."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def start_server():
     """Start servers with config overrides; each is shut down when the test ends."""

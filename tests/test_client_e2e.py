@@ -365,3 +365,51 @@ def test_an_idle_client_sleeps(server, terminals):
         terminal.pump(0.5)
     used = cpu_seconds() - before
     assert used < 0.3, f"the idle client used {used:.2f}s of CPU in 3s: a busy loop?"
+
+
+def page_up_until(terminal, needle, presses=40):
+    """Press PgUp until ``needle`` is on the screen (each press waits briefly for it)."""
+    for _ in range(presses):
+        terminal.type(PAGE_UP)
+        try:
+            terminal.wait_for(needle, timeout=0.3)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError(f"{needle!r} never showed: {terminal.text()}")
+
+
+def test_history_is_replayed_apart_from_live_chat_and_scrolling_up_fetches_older(tmp_path, terminals, peers):
+    from ircchat.history import SqliteHistory
+
+    store = SqliteHistory(str(tmp_path / "history.sqlite3"))
+    server = ChatServer(ServerConfig(flood_rate=0, replay_lines=5), "127.0.0.1", 0, history=store)
+    server.start()
+    try:
+        port = server.address[1]
+        bob = peers(port, "bob")
+        watcher = peers(port, "watcher")
+        for i in range(30):
+            bob.send("PRIVMSG", "#chat", f"history line {i:02d}")
+        privmsg(watcher, "history line 29")  # all stored and delivered before alice comes
+        terminal = joined_client(terminals, port, rows=12)
+        terminal.wait_for("live chat from here")
+        text = terminal.text()
+        assert "history line 25" in text and "history line 29" in text and "history line 24" not in text
+        bob.send("PRIVMSG", "#chat", "a live line")
+        terminal.wait_for("a live line")
+        screen = terminal.screen
+
+        def bold_bob(row_text_part):
+            y = next(i for i, line in enumerate(terminal.lines()) if row_text_part in line)
+            x = terminal.lines()[y].index("<bob>") + 1
+            return screen.buffer[y][x].bold
+
+        assert bold_bob("a live line") and not bold_bob("history line 29")  # replay is dimmed
+        # Up past the oldest line: the page before it is fetched and put on top, the view
+        # staying where it is; further up, the client says where the history starts.
+        page_up_until(terminal, "history line 00")
+        page_up_until(terminal, "This is the start of #chat's history.")
+    finally:
+        server.shutdown()
+        store.close()

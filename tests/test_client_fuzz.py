@@ -169,4 +169,4 @@ def test_a_join_or_nick_that_would_break_our_own_lines_is_not_adopted():
     assert state.room == "#chat" and state.nick == ME
     assert state.user_input(commands.Say("still fine")).send == ["PRIVMSG #chat :still fine"]
     state.disconnected("gone")
-    assert state.connected().send == ["PASS :pw", f"NICK :{ME}", f"USER {ME} 0 * :{ME}"]
+    assert state.connected().send == ["CAP LS 302", "PASS :pw", f"NICK :{ME}", f"USER {ME} 0 * :{ME}"]

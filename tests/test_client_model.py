@@ -9,7 +9,7 @@ from curses_client.model import AUTOJOIN_TOKEN, ChatState, Link, split_text
 def registered(nick="alice", auto_join=True):
     state = ChatState("host:1", "#chat", nick)
     sent = state.connected().send
-    assert sent == ["NICK :alice", "USER alice 0 * :alice"]
+    assert sent == ["CAP LS 302", "NICK :alice", "USER alice 0 * :alice"]
     feed(state, f":srv 001 {nick} :Welcome {nick}")
     if auto_join:
         feed(state, f":{nick}!u@h JOIN #chat", f":srv 353 {nick} = #chat :{nick} @bob carol",
@@ -153,7 +153,7 @@ def test_disconnect_forgets_the_room_and_reconnect_registers_again():
     state = registered()
     entries = state.disconnected("reset").entries
     assert entries[0].kind is Kind.ERROR and state.link is Link.DISCONNECTED and state.online_count is None
-    assert state.connected().send == ["NICK :alice", "USER alice 0 * :alice"]
+    assert state.connected().send == ["CAP LS 302", "NICK :alice", "USER alice 0 * :alice"]
 
 
 # -- password and transport ------------------------------------------------------------------
@@ -161,14 +161,14 @@ def test_disconnect_forgets_the_room_and_reconnect_registers_again():
 
 def test_password_goes_first_on_every_connection():
     state = ChatState("h", "#chat", "alice", password="pw")
-    assert state.connected().send == ["PASS :pw", "NICK :alice", "USER alice 0 * :alice"]
+    assert state.connected().send == ["CAP LS 302", "PASS :pw", "NICK :alice", "USER alice 0 * :alice"]
     state.disconnected("gone")
-    assert state.connected().send[0] == "PASS :pw"
+    assert state.connected().send[1] == "PASS :pw"
 
 
 def test_password_goes_before_a_name_chosen_later():
     state = ChatState("h", "#chat", password="pw")
-    assert state.connected().send == ["PASS :pw"]
+    assert state.connected().send == ["CAP LS 302", "PASS :pw"]
     assert state.choose_nick("alice").send == ["NICK :alice", "USER alice 0 * :alice"]
 
 
@@ -185,7 +185,7 @@ def test_464_asks_for_the_password_and_registration_waits_for_it():
     state.choose_password("right\x07")
     assert not state.needs_password
     state.disconnected("reconnecting")
-    assert state.connected().send == ["PASS :right", "NICK :alice", "USER alice 0 * :alice"]
+    assert state.connected().send == ["CAP LS 302", "PASS :right", "NICK :alice", "USER alice 0 * :alice"]
 
 
 def test_464_without_a_password_says_one_is_needed():
@@ -216,3 +216,67 @@ def test_a_refused_certificate_on_reconnection_is_shown_once_per_reason():
     assert len(state.refused("its TLS certificate could not be verified (x)").entries) == 1
     assert state.refused("its TLS certificate could not be verified (x)").entries == []
     assert len(state.refused("its TLS certificate could not be verified (y)").entries) == 1
+
+
+# -- IRCv3 and history -------------------------------------------------------------------------
+
+
+def test_capabilities_are_asked_for_when_offered_and_registration_goes_on():
+    state = ChatState("host:1", "#chat", "alice")
+    state.connected()
+    _, sent = feed(state, ":srv CAP * LS * :multi-prefix batch", ":srv CAP * LS :server-time sasl")
+    assert sent == ["CAP REQ :batch server-time"]
+    _, sent = feed(state, ":srv CAP alice ACK :batch server-time")
+    assert sent == ["CAP END"] and state.caps == {"batch", "server-time"}
+    other = ChatState("host:1", "#chat", "alice")
+    other.connected()
+    assert feed(other, ":srv CAP * LS :multi-prefix")[1] == ["CAP END"]
+    assert feed(other, ":srv 421 alice CAP :Unknown command") == ([], [])  # no IRCv3: nothing to say
+
+
+def history_state():
+    state = registered()
+    state.caps = frozenset({"batch", "server-time", "message-tags"})
+    feed(state, ":srv 005 alice CHATHISTORY=100 MSGREFTYPES=msgid,timestamp :are supported")
+    return state
+
+
+def test_a_replay_batch_is_shown_dimmed_at_its_own_time_then_a_separator():
+    state = history_state()
+    entries, _ = feed(
+        state, ":srv BATCH +r1 chathistory #chat",
+        "@batch=r1;time=2023-11-14T22:13:20.000Z;msgid=m1 :bob!u@h PRIVMSG #chat :old news",
+        "@batch=r1;time=2023-11-14T22:13:21.000Z;msgid=m2 :bob!u@h PRIVMSG #chat :\x01ACTION waves\x01",
+        ":srv BATCH -r1", "@time=2023-11-14T22:14:00.000Z;msgid=m3 :bob!u@h PRIVMSG #chat :live")
+    assert [(entry.text, entry.replayed, entry.when) for entry in entries[:2]] == [
+        ("old news", True, 1700000000.0), ("waves", True, 1700000001.0)]
+    assert entries[2].text == "─── live chat from here ───"
+    assert (entries[3].text, entries[3].replayed, entries[3].when) == ("live", False, 1700000040.0)
+    # The same lines replayed again (after a reconnection) are not shown twice.
+    again, _ = feed(state, ":srv BATCH +r2 chathistory #chat",
+                    "@batch=r2;msgid=m1 :bob!u@h PRIVMSG #chat :old news", ":srv BATCH -r2")
+    assert again == []
+
+
+def test_scrolling_past_the_oldest_asks_for_the_page_before_it_until_the_start():
+    state = history_state()
+    feed(state, ":srv BATCH +r1 chathistory #chat", "@batch=r1;msgid=m5 :bob!u@h PRIVMSG #chat :five",
+         ":srv BATCH -r1")
+    reaction = state.fetch_older()
+    assert reaction.loading and reaction.send == ["CHATHISTORY BEFORE #chat msgid=m5 :50"]
+    assert state.fetch_older().send == []  # one request at a time
+    reaction = state.handle(parse_message(":srv BATCH +r2 chathistory #chat"))
+    for line in ("@batch=r2;msgid=m3 :bob!u@h PRIVMSG #chat :three",
+                 "@batch=r2;msgid=m4 :bob!u@h PRIVMSG #chat :four", ":srv BATCH -r2"):
+        reaction = state.handle(parse_message(line))
+    assert [entry.text for entry in reaction.older] == ["three", "four"] and reaction.entries == []
+    assert state.fetch_older().send == ["CHATHISTORY BEFORE #chat msgid=m3 :50"]
+    state.handle(parse_message(":srv BATCH +r3 chathistory #chat"))
+    reaction = state.handle(parse_message(":srv BATCH -r3"))
+    assert reaction.older[0].text == "This is the start of #chat's history."
+    assert state.fetch_older().send == []  # nothing older: never asked again
+
+
+def test_no_history_on_the_server_means_no_request():
+    state = registered()  # no CHATHISTORY in 005, no caps
+    assert state.fetch_older().send == [] and not state.fetch_older().loading

@@ -120,3 +120,15 @@ def test_scrolling_down_after_a_rewrap_to_fewer_rows():
     assert store.more_below() == 1
     store.scroll_down(1, 200)  # at width 200 it is one row: one step down is the bottom
     assert store.following
+
+
+def test_older_entries_go_on_top_without_moving_the_view():
+    store = filled(30, "message {}")
+    store.scroll_up(10, 80, 5)
+    before = [row.styled.text for row in store.visible(80, 5)]
+    store.prepend([entry("loading")])
+    store.prepend([entry(f"old {i}") for i in range(3)], replace_oldest=True)
+    assert [row.styled.text for row in store.visible(80, 5)] == before
+    assert len(store) == 33 and store.oldest().text == "old 0"
+    store.scroll_up(100, 80, 5)
+    assert store.at_top(80, 5) and store.visible(80, 5)[0].styled.text.endswith("old 0")

@@ -78,10 +78,13 @@ def test_user_before_nick_also_registers(hub):
 
 def test_cap_negotiation_holds_registration_until_cap_end(hub):
     client = Client(hub)
-    assert client.do("CAP LS 302") == [":irc.test CAP * LS :"]
+    assert client.do("CAP LS 302") == [
+        ":irc.test CAP * LS :batch cap-notify echo-message labeled-response message-tags server-time"]
     client.do("NICK ann", "USER ann 0 * :Ann")
     assert not client.user.registered
-    assert client.do("CAP REQ :sasl") == [":irc.test CAP ann NAK :sasl"]
+    assert client.do("CAP REQ :server-time sasl") == [":irc.test CAP ann NAK :server-time sasl"]
+    assert client.do("CAP REQ :server-time echo-message") == [":irc.test CAP ann ACK :server-time echo-message"]
+    assert client.do("CAP REQ :-echo-message", "CAP LIST")[-1] == ":irc.test CAP ann LIST :server-time"
     client.do("CAP END")
     assert client.user.registered
 

@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import ircchat.history
+import ircchat.ircv3
 import ircchat.protocol
 import ircchat.state
 from ircchat.protocol import (
@@ -23,7 +25,8 @@ from ircchat.protocol import (
 )
 
 
-@pytest.mark.parametrize("module", [ircchat.protocol, ircchat.state], ids=lambda module: module.__name__)
+@pytest.mark.parametrize("module", [ircchat.protocol, ircchat.state, ircchat.history, ircchat.ircv3],
+                         ids=lambda module: module.__name__)
 def test_doctests_pass(module):
     failures, tried = doctest.testmod(module)
     assert tried > 0 and failures == 0

@@ -1,0 +1,376 @@
+"""Room history: stored in SQLite by a writer thread with group commit, read for CHATHISTORY.
+
+Map of this module:
+
+1. ``HistoryEntry``, what one stored line is, and ``MessageRef``, how a client points at one
+   (``msgid=...`` or ``timestamp=YYYY-MM-DDThh:mm:ss.sssZ``), with the IRCv3 time format.
+2. ``HistoryStore``, the small interface the server's handlers use, so the single-process
+   SQLite default and a shared store for cluster mode can serve the same handlers.
+3. ``SqliteHistory``: the default. ``append`` hands an entry to a writer thread, which commits
+   everything queued meanwhile in one transaction (group commit, WAL) and then calls each
+   entry's ``on_stored`` in order. The server delivers a line from there: it is stored before
+   anyone receives it, and no sender waits for its own commit.
+
+Durability: WAL with ``synchronous=NORMAL``. A committed entry is in the WAL file, so it
+survives the server process being killed at any moment (``kill -9``); an operating-system
+crash or power loss may lose the last commits, which ``synchronous=FULL`` would prevent at the
+price of an fsync per commit.
+
+When the disk fails (full, read-only, removed), the store logs it once, reports it through
+``failure`` and from then on reports every append as not stored: the chat goes on without
+history rather than stopping.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Protocol
+
+log = logging.getLogger("chat_server.history")
+
+SCHEMA_VERSION = 1
+_SCHEMA_V1 = """
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,   -- order of arrival: the order every member saw
+    msgid TEXT NOT NULL UNIQUE,
+    target TEXT NOT NULL,     -- the room's folded name
+    time_ms INTEGER NOT NULL, -- server receive time, ms since the epoch (UTC)
+    source TEXT NOT NULL,     -- nick!user@host as members saw it
+    command TEXT NOT NULL,    -- PRIVMSG, NOTICE or TOPIC
+    room TEXT NOT NULL,       -- the room's name as written in the line
+    text TEXT NOT NULL
+);
+CREATE INDEX messages_by_target ON messages (target, id);
+CREATE INDEX messages_by_time ON messages (target, time_ms);
+"""
+
+
+class HistoryError(Exception):
+    """The history file cannot be used at start-up (newer schema, not a database, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Entries and references
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    msgid: str
+    time_ms: int
+    target: str  # folded room name, the key of a room's history
+    source: str
+    command: str
+    room: str
+    text: str
+
+    @property
+    def timestamp(self) -> str:
+        return format_timestamp(self.time_ms)
+
+
+def format_timestamp(time_ms: int) -> str:
+    """The IRCv3 ``server-time`` form of a time in ms since the epoch.
+
+    >>> format_timestamp(1_700_000_000_123)
+    '2023-11-14T22:13:20.123Z'
+    """
+    seconds, ms = divmod(time_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+
+
+_TIMESTAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
+
+
+def parse_timestamp(text: str) -> int:
+    """ms since the epoch from ``YYYY-MM-DDThh:mm:ss[.sss]Z``; ValueError otherwise.
+
+    >>> parse_timestamp("2023-11-14T22:13:20.123Z")
+    1700000000123
+    """
+    if not _TIMESTAMP_RE.match(text):
+        raise ValueError(f"not a timestamp: {text!r}")
+    moment = datetime.strptime(text[:-1] + ("" if "." in text else ".0"), "%Y-%m-%dT%H:%M:%S.%f")
+    return int(round(moment.replace(tzinfo=timezone.utc).timestamp() * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """A point in a room's history, as CHATHISTORY names it: by msgid or by time."""
+
+    msgid: str | None = None
+    time_ms: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> MessageRef:
+        """``msgid=ID`` or ``timestamp=...``; ValueError for anything else.
+
+        >>> MessageRef.parse("msgid=abc")
+        MessageRef(msgid='abc', time_ms=None)
+        >>> MessageRef.parse("timestamp=2023-11-14T22:13:20.123Z").time_ms
+        1700000000123
+        """
+        kind, _, value = text.partition("=")
+        if kind == "msgid" and value:
+            return cls(msgid=value)
+        if kind == "timestamp":
+            return cls(time_ms=parse_timestamp(value))
+        raise ValueError(f"not a message reference: {text!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. The interface handlers use
+# ---------------------------------------------------------------------------------------------
+
+OnStored = Callable[[bool], None]
+
+
+class HistoryStore(Protocol):
+    """Where room history lives. Every method is safe to call from any thread.
+
+    ``append`` is how the server keeps "stored before delivered" without making each sender
+    wait for its own commit: the store calls ``on_stored`` once the entry is durable, on its
+    writer thread, in the order entries were appended, and the server delivers the line from
+    there. Entries are appended in the order of their ``time_ms`` (the caller stamps and
+    appends under one lock). Queries return entries oldest first, ordered by (time, arrival);
+    a reference that names no stored message gives an empty list, as the IRCv3 draft asks.
+    """
+
+    failure: str | None  # why history stopped working, once it has
+
+    def append(self, entry: HistoryEntry, on_stored: OnStored) -> bool:
+        """Queue ``entry``: ``on_stored(True)`` once durable, ``on_stored(False)`` if it cannot
+        be. False if the store is closed: then nothing was queued and nothing will be called."""
+
+    def latest(self, target: str, limit: int, after: MessageRef | None = None) -> list[HistoryEntry]: ...
+
+    def before(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]: ...
+
+    def until(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]:
+        """The ``limit`` entries that end with ``ref``, which is included."""
+
+    def after(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]: ...
+
+    def around(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]: ...
+
+    def between(self, target: str, start: MessageRef, end: MessageRef, limit: int) -> list[HistoryEntry]: ...
+
+    def close(self) -> None:
+        """Commit what is queued (calling its ``on_stored``), then release the store."""
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. SQLite
+# ---------------------------------------------------------------------------------------------
+
+_COLUMNS = "msgid, time_ms, target, source, command, room, text"
+_KEY = "time_ms, id"  # rows are ordered by receive time, then by arrival
+
+
+class SqliteHistory:
+    """History in one SQLite file; see the module docstring for durability and failures.
+
+    ``_lock`` guards the queue of entries waiting for the writer and ``failure``. Only the
+    writer thread writes to the database; queries share one read connection under
+    ``_read_lock`` (WAL lets them run while the writer commits).
+    """
+
+    def __init__(self, path: str, *, max_age_days: float = 30.0, max_per_room: int = 10_000,
+                 prune_every: int = 1000) -> None:
+        self.path = path
+        self.max_age_days = max_age_days
+        self.max_per_room = max_per_room
+        self.prune_every = prune_every  # entries committed between two retention passes
+        self.failure: str | None = None
+        self._writer_db = _open(path, writer=True)
+        self._reader_db = _open(path, writer=False)
+        self._lock = threading.Lock()
+        self._queued = threading.Condition(self._lock)
+        self._queue: list[tuple[HistoryEntry, OnStored]] = []
+        self._closing = False
+        self._read_lock = threading.Lock()
+        self._since_prune = prune_every  # prune at the first commit: the limits may have shrunk
+        self._writer = threading.Thread(target=self._write_loop, name="history-writer", daemon=True)
+        self._writer.start()
+
+    # -- appends -----------------------------------------------------------------------------
+
+    def append(self, entry: HistoryEntry, on_stored: OnStored) -> bool:
+        with self._lock:
+            if self._closing:
+                return False
+            self._queue.append((entry, on_stored))
+            if len(self._queue) == 1:
+                self._queued.notify()
+            return True
+
+    def _write_loop(self) -> None:
+        """Commit everything queued in one transaction, then report it, in order; repeat."""
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing:
+                    self._queued.wait()
+                batch, self._queue = self._queue, []
+            if not batch:
+                break  # closing, and nothing left
+            stored = self._commit([entry for entry, _ in batch])
+            for _, on_stored in batch:
+                try:
+                    on_stored(stored)
+                except Exception:  # one delivery's bug must not stop history for everyone
+                    log.exception("error delivering a stored line")
+        self._writer_db.close()
+
+    def _commit(self, entries: list[HistoryEntry]) -> bool:
+        if self.failure is not None:
+            return False
+        rows = [(e.msgid, e.time_ms, e.target, e.source, e.command, e.room, e.text) for e in entries]
+        try:
+            with self._writer_db:  # one transaction for the whole batch
+                self._writer_db.executemany(
+                    f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self._since_prune += len(rows)
+            if self._since_prune >= self.prune_every:
+                self._prune({entry.target for entry in entries})
+        except sqlite3.Error as error:
+            self._fail(str(error))
+            return False
+        return True
+
+    def _prune(self, targets: set[str]) -> None:
+        """Apply the retention limits (by the writer, between commits)."""
+        self._since_prune = 0
+        oldest = int((time.time() - self.max_age_days * 86400) * 1000)
+        with self._writer_db:
+            self._writer_db.execute("DELETE FROM messages WHERE time_ms < ?", (oldest,))
+            for target in targets:
+                self._writer_db.execute(
+                    f"DELETE FROM messages WHERE target = ? AND ({_KEY}) <= (SELECT {_KEY} FROM messages "
+                    f"WHERE target = ? ORDER BY {_ORDER_DESC} LIMIT 1 OFFSET ?)",
+                    (target, target, self.max_per_room))
+
+    def _fail(self, reason: str) -> None:
+        with self._lock:
+            if self.failure is not None:
+                return
+            self.failure = reason
+        log.error("history stopped: %s (%s); the chat goes on without it", reason, self.path)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def latest(self, target: str, limit: int, after: MessageRef | None = None) -> list[HistoryEntry]:
+        if after is None:
+            return self._query(target, None, ">", limit, newest_first=True)
+        bound = self._bound(target, after)
+        return [] if bound is None else self._query(target, bound, ">", limit, newest_first=True)
+
+    def before(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]:
+        bound = self._bound(target, ref)
+        return [] if bound is None else self._query(target, bound, "<", limit, newest_first=True)
+
+    def until(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]:
+        bound = self._bound(target, ref)
+        return [] if bound is None else self._query(target, bound, "<=", limit, newest_first=True)
+
+    def after(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]:
+        bound = self._bound(target, ref)
+        return [] if bound is None else self._query(target, bound, ">", limit, newest_first=False)
+
+    def around(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]:
+        """``limit`` entries centred on ``ref``: half before it, the rest from it on."""
+        bound = self._bound(target, ref)
+        if bound is None:
+            return []
+        earlier = self._query(target, bound, "<", limit // 2, newest_first=True)
+        return earlier + self._query(target, bound, ">=", limit - len(earlier), newest_first=False)
+
+    def between(self, target: str, start: MessageRef, end: MessageRef, limit: int) -> list[HistoryEntry]:
+        """Entries strictly between the two; the ``limit`` nearest ``start``, oldest first."""
+        low, high = self._bound(target, start), self._bound(target, end)
+        if low is None or high is None:
+            return []
+        backwards = high < low
+        if backwards:
+            low, high = high, low
+        return self._query(target, low, ">", limit, newest_first=backwards, below=high)
+
+    def _bound(self, target: str, ref: MessageRef) -> tuple[int, int] | None:
+        """A reference as a (time_ms, id) key; None if it names no message of ``target``.
+
+        A timestamp sits before every row of its millisecond: (time, -1).
+        """
+        if ref.time_ms is not None:
+            return ref.time_ms, -1
+        with self._read_lock:
+            row = self._reader_db.execute(
+                "SELECT time_ms, id FROM messages WHERE msgid = ? AND target = ?", (ref.msgid, target)
+            ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def _query(self, target: str, bound: tuple[int, int] | None, op: str, limit: int, *,
+               newest_first: bool, below: tuple[int, int] | None = None) -> list[HistoryEntry]:
+        """Up to ``limit`` entries whose key is ``op`` ``bound`` (and under ``below``), oldest
+        first; taken from the newest end when ``newest_first``."""
+        if limit <= 0:
+            return []
+        where, args = ["target = ?"], [target]
+        if bound is not None:
+            where.append(f"({_KEY}) {op} (?, ?)")
+            args += bound
+        if below is not None:
+            where.append(f"({_KEY}) < (?, ?)")
+            args += below
+        order = _ORDER_DESC if newest_first else _ORDER_ASC
+        with self._read_lock:
+            rows = self._reader_db.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?",
+                (*args, limit)).fetchall()
+        entries = [HistoryEntry(*row) for row in rows]
+        return entries[::-1] if newest_first else entries
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            self._queued.notify()
+        self._writer.join()
+        with self._read_lock:
+            self._reader_db.close()
+
+
+_ORDER_ASC = "time_ms ASC, id ASC"
+_ORDER_DESC = "time_ms DESC, id DESC"
+
+
+def _open(path: str, writer: bool) -> sqlite3.Connection:
+    """Open the history file (the writer creates or migrates its schema); HistoryError if unusable."""
+    try:
+        # The reader runs in autocommit mode, so it never holds a transaction open.
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level="" if writer else None)
+        db.execute("PRAGMA busy_timeout = 5000")
+        if writer:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            _migrate(db, path)
+        return db
+    except sqlite3.DatabaseError as error:
+        raise HistoryError(f"cannot use {path} as the history file: {error}") from error
+
+
+def _migrate(db: sqlite3.Connection, path: str) -> None:
+    """Bring the schema to SCHEMA_VERSION; a file from a newer version is refused."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise HistoryError(
+            f"{path} was written by a newer version of chat_server.py (history schema {version}, "
+            f"this one knows up to {SCHEMA_VERSION}); upgrade it, or use another --history file.")
+    if version < 1:
+        db.executescript(f"BEGIN; {_SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
