@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ircchat import __version__
 from ircchat.chathistory import cmd_chathistory, history_isupport, replay_on_join
-from ircchat.ircv3 import CAP_LS, CAPS_WITHOUT_HISTORY, Variant, add_tags
+from ircchat.ircv3 import CAP_LS, CAPS_WITHOUT_HISTORY, add_tags
 from ircchat.logs import log
 from ircchat.numerics import (
     ERR_ALREADYREGISTERED,
@@ -97,7 +97,7 @@ def cmd_cap(hub: Hub, user: User, msg: Message) -> None:
         caps = set(user.caps)
         for change in changes:
             (caps.discard if change.startswith("-") else caps.add)(change.lstrip("-"))
-        user.caps, user.variant = frozenset(caps), Variant.for_caps(caps)
+        hub.set_caps(user, frozenset(caps))
         _cap_reply(hub, user, "ACK", wanted)
     elif sub == "END":
         user.cap_negotiating = False

@@ -530,6 +530,23 @@ class Hub:
         self.send(fanout, data)
         return channel, last_msgid
 
+    def set_caps(self, user: User, caps: frozenset[str]) -> None:
+        """Give ``user`` new capabilities. One that now wants tags stops following its room's
+        log (which holds untagged lines) and is sent that room's lines one by one instead."""
+        fanout = Fanout()
+        with self.lock:
+            user.caps, user.variant = caps, Variant.for_caps(caps)
+            outbox = user.outbox
+            cursor = outbox.cursor if outbox is not None else None
+            if user.variant is not Variant.PLAIN and cursor is not None and cursor.stop is None:
+                for channel in user.channels:
+                    if channel.log is cursor.log:
+                        del channel.log.followers[outbox]
+                        outbox.unfollow()
+                        channel.others[user] = None
+                        fanout.woken.append(outbox)
+        self.send(fanout, b"")
+
     def part(self, user: User, name: str, reason: tuple[str, ...] = ()) -> None:
         """Take ``user`` out of a channel, announcing it to the members, the parter included."""
         fanout = Fanout()

@@ -106,6 +106,17 @@ def test_room_lines_carry_msgid_and_time_only_to_clients_that_asked(servers):
     assert dict(tagged.expect("PRIVMSG tagged :just you").tags)["msgid"] != tags["msgid"]
 
 
+def test_asking_for_tags_after_joining_gets_them_on_the_next_lines(servers):
+    server = servers.start()
+    ann, late = join(server, "ann"), join(server, "late")
+    ann.send("PRIVMSG #chat :before")
+    assert late.expect("PRIVMSG #chat :before$").tags == ()
+    late.send("CAP REQ :message-tags server-time")
+    late.expect(" CAP late ACK ")
+    ann.send("PRIVMSG #chat :after")
+    assert set(dict(late.expect("PRIVMSG #chat :after$").tags)) == {"time", "msgid"}
+
+
 def test_echo_message_and_labeled_responses(servers):
     server = servers.start()
     ann = join(server, "ann", "echo-message labeled-response batch message-tags")
