@@ -183,14 +183,29 @@ def ratio_rows(cells: list[dict], base: str = "ngircd", ours: str = "ours") -> l
     return rows
 
 
-def ratios_table(cells: list[dict]) -> str:
+def ratios_table(cells: list[dict], base: str = "ngircd", ours: str = "ours") -> str:
     rows = [
         [f"{row['n']:,}"] + [fmt(row[key], "{:.2f}x") + (" (shared)" if key in row["shared"] else "")
                              for key, _, _ in RATIOS]
-        for row in ratio_rows(cells)
+        for row in ratio_rows(cells, base, ours)
     ]
     header = ["N"] + [f"{title} ({'higher' if up else 'lower'} is better)" for _, title, up in RATIOS]
     return table(rows, header)
+
+
+def history_section(cells: list[dict]) -> list[str]:
+    """History on against history off, when the run had both (``--servers ...,ours+history``)."""
+    if not ratio_rows(cells, "ours", "ours+history"):
+        return []
+    return [
+        "## History on / off: ours+history / ours (medians of the same run)",
+        "",
+        "`ours+history` stores every room line in a fresh SQLite file (WAL, group commit) before",
+        "any member gets it; `ours` runs with `--no-history`.",
+        "",
+        ratios_table(cells, "ours", "ours+history"),
+        "",
+    ]
 
 
 def correctness_table(cells: list[dict]) -> str:
@@ -291,6 +306,7 @@ def write_markdown(path: Path, *, cells: list[dict], big_cells: list[dict], mach
         "",
         ratios_table(cells),
         "",
+        *history_section(cells),
         "## CPU per phase, in cores (CPU seconds / wall seconds; median)",
         "",
         "The generator's own CPU is shown next to the server's: on 2 cores, a phase where",

@@ -241,7 +241,8 @@ def parse_args(argv=None):
     parser.add_argument("--big-servers", default="ours", help="servers for the capacity run (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is reported (default %(default)s)")
     parser.add_argument("--servers", default="relay,ngircd,ours",
-                        help="managed servers to compare: relay (the generator's ceiling), ngircd, ours (default %(default)s)")
+                        help="managed servers to compare: relay (the generator's ceiling), ngircd, ours "
+                             "(without history), ours+history (default %(default)s)")
     parser.add_argument("--extra-server", action="append", default=[], metavar="HOST:PORT",
                         help="also measure an IRC server already listening on this machine (repeatable)")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes (default %(default)s)")
@@ -302,8 +303,9 @@ def ours_script(revision: str | None) -> tuple[Path, str]:
 def make_servers(names: list[str], extras: list[str], log_dir: Path, script: Path) -> list:
     factories = []
     for name in names:
-        if name == "ours":
-            factories.append(lambda: OurServer(log_dir=log_dir, script=script))
+        if name in ("ours", "ours+history"):
+            history = name == "ours+history"
+            factories.append(lambda history=history: OurServer(log_dir=log_dir, script=script, history=history))
         elif name == "ngircd":
             factories.append(lambda: NgircdServer(log_dir=log_dir))
         elif name == "relay":
@@ -314,7 +316,7 @@ def make_servers(names: list[str], extras: list[str], log_dir: Path, script: Pat
                 continue
             factories.append(lambda: RelayServer(log_dir=log_dir))
         else:
-            raise SystemExit(f"unknown server {name!r}: use ours, ngircd, relay or --extra-server")
+            raise SystemExit(f"unknown server {name!r}: use ours, ours+history, ngircd, relay or --extra-server")
     for address in extras:
         factories.append(lambda address=address: ExternalServer(address))
     return factories

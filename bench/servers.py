@@ -127,8 +127,13 @@ class OurServer(Server):
     ]
 
     def __init__(self, python: str = sys.executable, log_dir: Path | None = None,
-                 script: Path = CHAT_SERVER) -> None:
+                 script: Path = CHAT_SERVER, history: bool = False) -> None:
         super().__init__()
+        # "ours" runs without history, "ours+history" with a fresh history file per start:
+        # the two side by side show what storing every room line costs.
+        self.history = history
+        if history:
+            self.name = "ours+history"
         self.python = python
         self.log_dir = log_dir
         self.script = Path(script)
@@ -166,16 +171,21 @@ class OurServer(Server):
             for flag, values in self.LIFTS:
                 if flag in usage:
                     command += [flag, *values]
+            if "--no-history" in usage and not self.history:
+                command.append("--no-history")
             self._command = command
         return self._command
 
     def start(self) -> None:
         log_dir = self.log_dir or Path(tempfile.gettempdir())
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / "ours.log"
+        self.log_path = log_dir / f"{self.name}.log"
+        command = self.command()
+        if self.history:  # a new, empty file each start, in the run's own folder
+            command = [*command, "--history", tempfile.mkdtemp(dir=log_dir) + "/history.sqlite3"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.command(), stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                 cwd=ROOT,
             )
         line = _read_line(self.proc.stdout, time.monotonic() + START_TIMEOUT)
