@@ -63,11 +63,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=8, help="py-spy duration per phase")
     parser.add_argument("--ours-rev", default="HEAD", help="git revision of chat_server.py to profile")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--history", action="store_true", help="with room history on (a fresh file)")
     args = parser.parse_args(argv)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     script = OurServer.snapshot(args.ours_rev, RESULTS / "snapshot")
-    server = OurServer(script=script, log_dir=RESULTS / "logs")
+    server = OurServer(script=script, log_dir=RESULTS / "logs", history=args.history)
     server.start()
     outputs = []
 
