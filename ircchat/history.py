@@ -7,9 +7,10 @@ Map of this module:
 2. ``HistoryStore``, the small interface the server's handlers use, so the single-process
    SQLite default and a shared store for cluster mode can serve the same handlers.
 3. ``SqliteHistory``: the default. ``append`` hands an entry to a writer thread, which commits
-   everything queued meanwhile in one transaction (group commit, WAL) and then calls each
-   entry's ``on_stored`` in order. The server delivers a line from there: it is stored before
-   anyone receives it, and no sender waits for its own commit.
+   everything queued meanwhile in one transaction (group commit, WAL) and then hands the whole
+   batch, in order, to ``on_commit``. The server delivers the lines from there: each is stored
+   before anyone receives it, no sender waits for its own commit, and a batch goes out to the
+   room in one pass.
 
 Durability: WAL with ``synchronous=NORMAL``. A committed entry is in the WAL file, so it
 survives the server process being killed at any moment (``kill -9``); an operating-system
@@ -23,7 +24,6 @@ history rather than stopping.
 
 from __future__ import annotations
 
-import logging
 import re
 import sqlite3
 import threading
@@ -31,9 +31,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
-log = logging.getLogger("chat_server.history")
+from ircchat.logs import log
 
 SCHEMA_VERSION = 1
 _SCHEMA_V1 = """
@@ -49,6 +49,7 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_by_target ON messages (target, id);
 CREATE INDEX messages_by_time ON messages (target, time_ms);
+CREATE INDEX messages_by_age ON messages (time_ms);
 """
 
 
@@ -129,25 +130,29 @@ class MessageRef:
 # 2. The interface handlers use
 # ---------------------------------------------------------------------------------------------
 
-OnStored = Callable[[bool], None]
+OnCommit = Callable[[list[Any], bool], None]
 
 
 class HistoryStore(Protocol):
     """Where room history lives. Every method is safe to call from any thread.
 
     ``append`` is how the server keeps "stored before delivered" without making each sender
-    wait for its own commit: the store calls ``on_stored`` once the entry is durable, on its
-    writer thread, in the order entries were appended, and the server delivers the line from
-    there. Entries are appended in the order of their ``time_ms`` (the caller stamps and
-    appends under one lock). Queries return entries oldest first, ordered by (time, arrival);
-    a reference that names no stored message gives an empty list, as the IRCv3 draft asks.
+    wait for its own commit: once a batch of entries is durable, the store calls
+    ``on_commit`` with their payloads, in the order they were appended, and the server
+    delivers the lines from there. Entries are appended in the order of their ``time_ms``
+    (the caller stamps and appends under one lock). Queries return entries oldest first,
+    ordered by (time, arrival); a reference that names no stored message gives an empty
+    list, as the IRCv3 draft asks.
     """
 
     failure: str | None  # why history stopped working, once it has
+    # Set by the server before the first append: (payloads, stored) for each committed batch,
+    # stored False when they could not be (the lines still go out).
+    on_commit: OnCommit
 
-    def append(self, entry: HistoryEntry, on_stored: OnStored) -> bool:
-        """Queue ``entry``: ``on_stored(True)`` once durable, ``on_stored(False)`` if it cannot
-        be. False if the store is closed: then nothing was queued and nothing will be called."""
+    def append(self, entry: HistoryEntry, payload: Any) -> bool:
+        """Queue ``entry``, its ``payload`` to be handed to ``on_commit``. False if the store
+        is closed: then nothing was queued."""
 
     def latest(self, target: str, limit: int, after: MessageRef | None = None) -> list[HistoryEntry]: ...
 
@@ -163,7 +168,7 @@ class HistoryStore(Protocol):
     def between(self, target: str, start: MessageRef, end: MessageRef, limit: int) -> list[HistoryEntry]: ...
 
     def close(self) -> None:
-        """Commit what is queued (calling its ``on_stored``), then release the store."""
+        """Commit what is queued (handing it to ``on_commit``), then release the store."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,6 +176,7 @@ class HistoryStore(Protocol):
 # ---------------------------------------------------------------------------------------------
 
 _COLUMNS = "msgid, time_ms, target, source, command, room, text"
+AGE_PRUNE_INTERVAL = 60.0  # seconds between two deletions of lines past their age
 _KEY = "time_ms, id"  # rows are ordered by receive time, then by arrival
 
 
@@ -187,26 +193,29 @@ class SqliteHistory:
         self.path = path
         self.max_age_days = max_age_days
         self.max_per_room = max_per_room
-        self.prune_every = prune_every  # entries committed between two retention passes
+        self.prune_every = prune_every  # entries committed between two passes over their rooms
         self.failure: str | None = None
+        self.on_commit: OnCommit = _drop
         self._writer_db = _open(path, writer=True)
         self._reader_db = _open(path, writer=False)
         self._lock = threading.Lock()
         self._queued = threading.Condition(self._lock)
-        self._queue: list[tuple[HistoryEntry, OnStored]] = []
+        self._queue: list[tuple[HistoryEntry, Any]] = []
         self._closing = False
         self._read_lock = threading.Lock()
         self._since_prune = prune_every  # prune at the first commit: the limits may have shrunk
+        self._grown: set[str] = set()  # rooms appended to since the last pass; writer only
+        self._aged_at = float("-inf")  # when lines past --history-days were last deleted
         self._writer = threading.Thread(target=self._write_loop, name="history-writer", daemon=True)
         self._writer.start()
 
     # -- appends -----------------------------------------------------------------------------
 
-    def append(self, entry: HistoryEntry, on_stored: OnStored) -> bool:
+    def append(self, entry: HistoryEntry, payload: Any) -> bool:
         with self._lock:
             if self._closing:
                 return False
-            self._queue.append((entry, on_stored))
+            self._queue.append((entry, payload))
             if len(self._queue) == 1:
                 self._queued.notify()
             return True
@@ -221,11 +230,10 @@ class SqliteHistory:
             if not batch:
                 break  # closing, and nothing left
             stored = self._commit([entry for entry, _ in batch])
-            for _, on_stored in batch:
-                try:
-                    on_stored(stored)
-                except Exception:  # one delivery's bug must not stop history for everyone
-                    log.exception("error delivering a stored line")
+            try:
+                self.on_commit([payload for _, payload in batch], stored)
+            except Exception:  # a delivery's bug must not stop history for everyone
+                log.exception("error delivering stored lines")
         self._writer_db.close()
 
     def _commit(self, entries: list[HistoryEntry]) -> bool:
@@ -237,19 +245,24 @@ class SqliteHistory:
                 self._writer_db.executemany(
                     f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             self._since_prune += len(rows)
+            self._grown.update(entry.target for entry in entries)
             if self._since_prune >= self.prune_every:
-                self._prune({entry.target for entry in entries})
+                self._prune()
         except sqlite3.Error as error:
             self._fail(str(error))
             return False
         return True
 
-    def _prune(self, targets: set[str]) -> None:
-        """Apply the retention limits (by the writer, between commits)."""
-        self._since_prune = 0
-        oldest = int((time.time() - self.max_age_days * 86400) * 1000)
+    def _prune(self) -> None:
+        """Apply the retention limits (by the writer, between commits): the line count of the
+        rooms that grew, and, at most once a minute, the age of every line."""
+        targets, self._grown, self._since_prune = self._grown, set(), 0
+        now = time.monotonic()
         with self._writer_db:
-            self._writer_db.execute("DELETE FROM messages WHERE time_ms < ?", (oldest,))
+            if now - self._aged_at >= AGE_PRUNE_INTERVAL:
+                self._aged_at = now
+                oldest = int((time.time() - self.max_age_days * 86400) * 1000)
+                self._writer_db.execute("DELETE FROM messages WHERE time_ms < ?", (oldest,))
             for target in targets:
                 self._writer_db.execute(
                     f"DELETE FROM messages WHERE target = ? AND ({_KEY}) <= (SELECT {_KEY} FROM messages "
@@ -348,6 +361,10 @@ class SqliteHistory:
 
 _ORDER_ASC = "time_ms ASC, id ASC"
 _ORDER_DESC = "time_ms DESC, id DESC"
+
+
+def _drop(payloads: list[Any], stored: bool) -> None:
+    """``on_commit`` until the server sets its own."""
 
 
 def _open(path: str, writer: bool) -> sqlite3.Connection:

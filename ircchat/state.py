@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ircchat.history import HistoryEntry, HistoryStore
 from ircchat.ircv3 import Stamped, Stamper, Variant, add_tags
@@ -296,6 +296,16 @@ class Fanout:
     woken: list[Any] = field(default_factory=list)  # outboxes that stopped following: must drain
 
 
+class RoomLine(NamedTuple):
+    """A room line on its way out: stamped, perhaps waiting for the history's commit."""
+
+    sender: User
+    channel: Channel
+    stamped: Stamped
+    to_sender: bool  # the sender gets it too (TOPIC; PRIVMSG with echo-message)
+    label: str | None  # for the sender's copy (labeled-response)
+
+
 class Hub:
     """Everything users share: who is connected, under which nick, in which channels.
 
@@ -311,6 +321,8 @@ class Hub:
         self.config = config
         self.on_append = on_append  # the pump's: these logs have new lines
         self.history = history  # None: no history (--no-history)
+        if history is not None:
+            history.on_commit = self._deliver_stored
         self.started_ms = int(time.time() * 1000)  # stored lines before this are earlier runs'
         self._stamper = Stamper(self.started_ms)  # under ``lock``
         self._history_failure_told = False  # under ``lock``
@@ -400,32 +412,40 @@ class Hub:
         """
         with self.lock:
             msgid, time_ms = self._stamper.stamp()
-            stamped = Stamped(line, msgid, time_ms)
+            line_out = RoomLine(sender, channel, Stamped(line, msgid, time_ms), to_sender, label)
             if self.history is not None:
                 entry = HistoryEntry(msgid, time_ms, irc_fold(channel.name), sender.source, command,
                                      channel.name, text)
-                if self.history.append(entry, lambda stored: self._deliver(
-                        sender, channel, stamped, to_sender, label, stored)):
+                if self.history.append(entry, line_out):
                     return
-        self._deliver(sender, channel, stamped, to_sender, label, stored=self.history is None)
+        self._deliver_stored([line_out], stored=self.history is None)
 
     def stamp(self, line: bytes) -> Stamped:
         """A line that is not stored (a private message), with its msgid and time."""
         with self.lock:
             return Stamped(line, *self._stamper.stamp())
 
-    def _deliver(self, sender: User, channel: Channel, stamped: Stamped, to_sender: bool,
-                 label: str | None, stored: bool) -> None:
-        """A room line out to its members but the sender, whose own copy, when it gets one,
-        follows it with ``label``; ``channel.last_msgid`` marks where a joiner's replay ends."""
-        fanout = Fanout()
+    def _deliver_stored(self, lines: list[RoomLine], stored: bool) -> None:
+        """Room lines out to their members, in order, in one pass (the history's on_commit).
+
+        Each goes to every member but its sender, whose own copy, when it gets one, follows it
+        with its label; ``last_msgid`` marks where a joiner's replay ends.
+        """
+        logs: list[RoomLog] = []
+        direct: list[Iterable[User]] = []
         with self.lock:
-            channel.last_msgid = stamped.msgid
-            self._announce([channel], stamped, sender, fanout)
-        self.send(fanout, stamped)
-        if to_sender:
-            line = stamped.line_for(sender.variant)
-            sender.deliver(add_tags(line, [("label", label)]) if label else line)
+            for line in lines:
+                line.channel.last_msgid = line.stamped.msgid
+                fanout = Fanout(logs=logs)
+                self._announce([line.channel], line.stamped, line.sender, fanout)
+                direct.append(fanout.direct)
+        if logs and self.on_append is not None:
+            self.on_append(list(dict.fromkeys(logs)))
+        for line, recipients in zip(lines, direct):
+            self.send_stamped(recipients, line.stamped)
+            if line.to_sender:
+                echo = line.stamped.line_for(line.sender.variant)
+                line.sender.deliver(add_tags(echo, [("label", line.label)]) if line.label else echo)
         if not stored:
             self._tell_history_failed()
 

@@ -18,6 +18,13 @@ from ircchat.history import HistoryEntry, HistoryError, MessageRef, SqliteHistor
 T0 = int(time.time() * 1000) - 3_600_000  # an hour ago, in ms: inside the retention
 
 
+def opened(path, **limits) -> SqliteHistory:
+    """A store whose payloads are callbacks, each told whether its entry was stored."""
+    store = SqliteHistory(str(path), **limits)
+    store.on_commit = lambda callbacks, stored: [callback(stored) for callback in callbacks]
+    return store
+
+
 def entry(i: int, target: str = "#chat", time_ms: int | None = None) -> HistoryEntry:
     return HistoryEntry(f"id{i}", T0 + i * 10 if time_ms is None else time_ms, target,
                         f"ann!~a@h", "PRIVMSG", target, f"line {i}")
@@ -48,9 +55,9 @@ class Recorder:
 
 @pytest.fixture
 def store(tmp_path):
-    opened = SqliteHistory(str(tmp_path / "history.sqlite3"))
-    yield opened
-    opened.close()
+    store = opened(tmp_path / "history.sqlite3")
+    yield store
+    store.close()
 
 
 def texts(entries: list[HistoryEntry]) -> list[str]:
@@ -111,7 +118,7 @@ def test_many_threads_appending_are_committed_together_and_in_order(store):
 
 
 def test_retention_keeps_the_newest_per_room_and_drops_old_ones(tmp_path):
-    store = SqliteHistory(str(tmp_path / "h.sqlite3"), max_per_room=5, max_age_days=1, prune_every=10)
+    store = opened(tmp_path / "h.sqlite3", max_per_room=5, max_age_days=1, prune_every=10)
     try:
         old = int((time.time() - 3 * 86400) * 1000)
         now = int(time.time() * 1000)
@@ -153,10 +160,10 @@ def test_a_file_from_a_newer_version_is_refused_in_one_sentence(tmp_path):
 
 def test_reopening_keeps_everything(tmp_path):
     path = str(tmp_path / "h.sqlite3")
-    store = SqliteHistory(path)
+    store = opened(path)
     Recorder().append_all(store, [entry(i) for i in range(5)])
     store.close()
-    again = SqliteHistory(path)
+    again = opened(path)
     try:
         assert texts(again.latest("#chat", 10)) == [f"line {i}" for i in range(5)]
     finally:
@@ -167,6 +174,7 @@ WRITER_SCRIPT = """
 import sys, threading, time
 from ircchat.history import HistoryEntry, SqliteHistory
 store = SqliteHistory(sys.argv[1])
+store.on_commit = lambda callbacks, stored: [callback(stored) for callback in callbacks]
 def reported(msgid):
     def on_stored(ok):
         if ok:
