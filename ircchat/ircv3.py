@@ -90,7 +90,7 @@ class Stamped:
 class Stamper:
     """Unique msgids and receive times that never go backwards (for the history's order).
 
-    Not thread-safe: the Hub stamps under ``Hub.lock``.
+    Not thread-safe: the Hub stamps under a lock of its own.
     """
 
     def __init__(self, start_ms: int) -> None:

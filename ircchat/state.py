@@ -324,7 +324,10 @@ class Hub:
         if history is not None:
             history.on_commit = self._deliver_stored
         self.started_ms = int(time.time() * 1000)  # stored lines before this are earlier runs'
-        self._stamper = Stamper(self.started_ms)  # under ``lock``
+        # Stamps, and the order entries reach the history in: its own lock, so that senders
+        # never wait for ``lock`` while a committed batch is being delivered under it.
+        self._order_lock = threading.Lock()
+        self._stamper = Stamper(self.started_ms)  # under ``_order_lock``
         self._history_failure_told = False  # under ``lock``
         self._batch_ids = itertools.count(1)
         self.lock = threading.Lock()
@@ -406,11 +409,11 @@ class Hub:
                 to_sender: bool, label: str | None = None) -> None:
         """Send a room line to its members, stored in the history first when there is one.
 
-        It is stamped (msgid, time) under the lock with its history entry queued, so the order
-        of the history is the order members see. ``to_sender``: the sender gets it too (TOPIC,
-        or PRIVMSG with echo-message), with ``label`` for labeled-response.
+        It is stamped (msgid, time) with its history entry queued under ``_order_lock``, so
+        the order of the history is the order members see. ``to_sender``: the sender gets it
+        too (TOPIC, or PRIVMSG with echo-message), with ``label`` for labeled-response.
         """
-        with self.lock:
+        with self._order_lock:
             msgid, time_ms = self._stamper.stamp()
             line_out = RoomLine(sender, channel, Stamped(line, msgid, time_ms), to_sender, label)
             if self.history is not None:
@@ -422,7 +425,7 @@ class Hub:
 
     def stamp(self, line: bytes) -> Stamped:
         """A line that is not stored (a private message), with its msgid and time."""
-        with self.lock:
+        with self._order_lock:
             return Stamped(line, *self._stamper.stamp())
 
     def _deliver_stored(self, lines: list[RoomLine], stored: bool) -> None:
