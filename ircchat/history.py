@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ircchat.logs import log
 
@@ -49,7 +49,6 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_by_target ON messages (target, id);
 CREATE INDEX messages_by_time ON messages (target, time_ms);
-CREATE INDEX messages_by_age ON messages (time_ms);
 """
 
 
@@ -62,8 +61,9 @@ class HistoryError(Exception):
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
+class HistoryEntry(NamedTuple):
+    """One stored line, its fields in the table's column order (so rows go to SQLite as they are)."""
+
     msgid: str
     time_ms: int
     target: str  # folded room name, the key of a room's history
@@ -239,12 +239,11 @@ class SqliteHistory:
     def _commit(self, entries: list[HistoryEntry]) -> bool:
         if self.failure is not None:
             return False
-        rows = [(e.msgid, e.time_ms, e.target, e.source, e.command, e.room, e.text) for e in entries]
         try:
             with self._writer_db:  # one transaction for the whole batch
                 self._writer_db.executemany(
-                    f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            self._since_prune += len(rows)
+                    f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", entries)
+            self._since_prune += len(entries)
             self._grown.update(entry.target for entry in entries)
             if self._since_prune >= self.prune_every:
                 self._prune()
@@ -262,7 +261,10 @@ class SqliteHistory:
             if now - self._aged_at >= AGE_PRUNE_INTERVAL:
                 self._aged_at = now
                 oldest = int((time.time() - self.max_age_days * 86400) * 1000)
-                self._writer_db.execute("DELETE FROM messages WHERE time_ms < ?", (oldest,))
+                rooms = [row[0] for row in self._writer_db.execute("SELECT DISTINCT target FROM messages")]
+                for room in rooms:  # by room: the (target, time) index finds the old lines
+                    self._writer_db.execute("DELETE FROM messages WHERE target = ? AND time_ms < ?",
+                                            (room, oldest))
             for target in targets:
                 self._writer_db.execute(
                     f"DELETE FROM messages WHERE target = ? AND ({_KEY}) <= (SELECT {_KEY} FROM messages "
