@@ -24,6 +24,8 @@ history rather than stopping.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
 import sqlite3
 import threading
@@ -176,7 +178,13 @@ class HistoryStore(Protocol):
 # ---------------------------------------------------------------------------------------------
 
 _COLUMNS = "msgid, time_ms, target, source, command, room, text"
-AGE_PRUNE_INTERVAL = 60.0  # seconds between two deletions of lines past their age
+AGE_PRUNE_INTERVAL = 60.0
+ROWS_PER_INSERT = 256  # 7 parameters a row: well under SQLite's 32,766 per statement
+
+
+@functools.lru_cache(maxsize=ROWS_PER_INSERT)
+def _insert_sql(rows: int) -> str:
+    return f"INSERT INTO messages ({_COLUMNS}) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)  # seconds between two deletions of lines past their age
 _KEY = "time_ms, id"  # rows are ordered by receive time, then by arrival
 
 
@@ -241,8 +249,11 @@ class SqliteHistory:
             return False
         try:
             with self._writer_db:  # one transaction for the whole batch
-                self._writer_db.executemany(
-                    f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", entries)
+                # Many rows per INSERT: executemany steps once per row, and each step gives up
+                # the GIL, which a busy server then makes the writer wait for, row after row.
+                for start in range(0, len(entries), ROWS_PER_INSERT):
+                    chunk = entries[start:start + ROWS_PER_INSERT]
+                    self._writer_db.execute(_insert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk)))
             self._since_prune += len(entries)
             self._grown.update(entry.target for entry in entries)
             if self._since_prune >= self.prune_every:
