@@ -267,10 +267,13 @@ def cmd_privmsg(hub: Hub, user: User, msg: Message) -> None:
     target, text = msg.params[0], msg.params[1]
     echo = "echo-message" in user.caps
     label, user.label = (user.label, None) if echo else (None, user.label)  # the echo answers
+    # Built without format_line's checks, on the path every chat line takes: the source was
+    # checked at registration, the command is ours, the target is a parsed middle parameter
+    # (no space, no leading colon) and no parameter holds CR, LF or NUL after decode_line.
+    line = encode_line(f":{user.source} {msg.command} {target} :{text}")
     if target.startswith("#"):
         channel = hub.channel_to_speak_in(user, target)
         user.last_message = time.monotonic()
-        line = line_from(user, msg.command, channel.name, text)
         hub.publish(user, channel, msg.command, text, line, to_sender=echo, label=label)
         return
     recipient = hub.find_user(target)
@@ -278,7 +281,7 @@ def cmd_privmsg(hub: Hub, user: User, msg: Message) -> None:
         raise IRCError(ERR_NOSUCHNICK, target, "No such nick/channel")
     user.last_message = time.monotonic()
     # Private lines get a msgid and time too, but are never stored: a nick is not an account.
-    stamped = hub.stamp(line_from(user, msg.command, target, text))
+    stamped = hub.stamp(line)
     hub.send_stamped([recipient], stamped)
     if echo:
         line = stamped.line_for(user.variant)

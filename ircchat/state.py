@@ -413,15 +413,43 @@ class Hub:
         the order of the history is the order members see. ``to_sender``: the sender gets it
         too (TOPIC, or PRIVMSG with echo-message), with ``label`` for labeled-response.
         """
+        if self.history is None:
+            self._send_now(sender, channel, line, to_sender, label)
+            return
         with self._order_lock:
             msgid, time_ms = self._stamper.stamp()
             line_out = RoomLine(sender, channel, Stamped(line, msgid, time_ms), to_sender, label)
-            if self.history is not None:
-                entry = HistoryEntry(msgid, time_ms, irc_fold(channel.name), sender.source, command,
-                                     channel.name, text)
-                if self.history.append(entry, line_out):
-                    return
-        self._deliver_stored([line_out], stored=self.history is None)
+            entry = HistoryEntry(msgid, time_ms, irc_fold(channel.name), sender.source, command,
+                                 channel.name, text)
+            if self.history.append(entry, line_out):
+                return
+        self._deliver_stored([line_out], stored=False)  # the store is closing
+
+    def _send_now(self, sender: User, channel: Channel, line: bytes, to_sender: bool,
+                  label: str | None) -> None:
+        """A room line straight out, with no history to store it first. The path every chat
+        line takes then: ``_announce`` for one channel without its generality, and a stamp
+        only for members who get the line one by one (they may want its tags)."""
+        with self.lock:
+            room_log = channel.log
+            if room_log.followers:
+                outbox = sender.outbox
+                if outbox is not None and outbox.cursor is not None and outbox.cursor.log is room_log:
+                    outbox.append_own(room_log, line)
+                else:
+                    room_log.append(line)
+            else:
+                room_log = None
+            others = channel.others
+            direct = [member for member in others if member is not sender] if others else ()
+        if room_log is not None and self.on_append is not None:
+            self.on_append([room_log])
+        if direct or to_sender:
+            stamped = self.stamp(line)
+            self.send_stamped(direct, stamped)
+            if to_sender:
+                echo = stamped.line_for(sender.variant)
+                sender.deliver(add_tags(echo, [("label", label)]) if label else echo)
 
     def stamp(self, line: bytes) -> Stamped:
         """A line that is not stored (a private message), with its msgid and time."""
