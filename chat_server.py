@@ -8,9 +8,12 @@ This file is the command line: flags, configuration, signals. The server itself 
 ``ircchat`` package beside it (its ``__init__`` is the map): the protocol core the client
 shares, the numerics, the shared state, the command handlers and the socket layer.
 
-Threading rules: ``Hub.lock`` guards users, nicks, channels and room logs and is held
-briefly; no socket I/O is ever done under it. Only the pump thread sends on or closes a
-client socket.
+Threading rules: ``Hub.lock`` guards users, nicks and channels and is held briefly; no socket
+I/O is ever done under it. A line for a channel is encoded once and appended once, under the
+lock, to the channel's ``RoomLog``, which its members' outboxes follow from offsets of their
+own; a line for one client goes to its ``deliver``, which only queues it in that client's
+bounded ``Outbox``. With history on, room lines reach the log from the history's writer
+thread, after their commit. Only the pump thread sends on or closes a client socket.
 """
 
 from __future__ import annotations

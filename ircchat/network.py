@@ -268,6 +268,10 @@ class Outbox:
                         self._pending, self._done = b"", 0
             if sent < len(data):
                 return BLOCKED
+            if room and not self._queue and not self._scheduled and self.cursor.pos >= self.cursor.limit():
+                # Caught up, the common case: done without another look (and the lock).
+                # A line queued meanwhile finds _scheduled unset and tells the pump itself.
+                return FLUSHED
 
     def _room_chunk(self) -> memoryview | None:
         cursor = self.cursor
@@ -421,7 +425,7 @@ class Connection:
         session = TlsSession(tls) if tls is not None else None
         self.outbox = Outbox(sock, server.config, server.pump.schedule, self.abort, session)
         self.user = User(host=cloak_host(server.config.cloak_secret, address[0]), address=address[0],
-                         deliver=self.outbox.put, disconnect=self.abort, link=self,
+                         deliver=self.outbox.put, disconnect=self.abort,
                          outbox=self.outbox if session is None else None)
         self._lock = threading.Lock()
         # Released by abort(), ending a flood-control wait early: a held Lock is a one-shot
@@ -478,7 +482,7 @@ class Connection:
                     self._handle(line)
                     if user.quit_reason is not None:
                         break
-                    self._wait_while_room_full(config.room_backlog)
+                self._wait_while_room_full(config.room_backlog)  # once a read: at most 16 KB over
         except ssl.SSLError as error:
             eof_reason = f"TLS error: {error.reason or error}"
         except OSError as error:

@@ -234,7 +234,6 @@ class User:
     address: str = ""  # the real peer address: for limits, logs and server operators only
     deliver: Callable[[bytes], None] = _ignore
     disconnect: Callable[[str], None] = _ignore
-    link: Any = None  # the I/O layer's object for this user (a Connection); the core never looks
     outbox: Any = None  # an Outbox that can follow a room log, or None (TLS, unit tests)
     nick: str | None = None
     username: str | None = None
