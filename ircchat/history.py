@@ -178,14 +178,14 @@ class HistoryStore(Protocol):
 # ---------------------------------------------------------------------------------------------
 
 _COLUMNS = "msgid, time_ms, target, source, command, room, text"
-AGE_PRUNE_INTERVAL = 60.0
+AGE_PRUNE_INTERVAL = 60.0  # seconds between two deletions of lines past their age
 ROWS_PER_INSERT = 256  # 7 parameters a row: well under SQLite's 32,766 per statement
+_KEY = "time_ms, id"  # rows are ordered by receive time, then by arrival
 
 
 @functools.lru_cache(maxsize=ROWS_PER_INSERT)
 def _insert_sql(rows: int) -> str:
-    return f"INSERT INTO messages ({_COLUMNS}) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)  # seconds between two deletions of lines past their age
-_KEY = "time_ms, id"  # rows are ordered by receive time, then by arrival
+    return f"INSERT INTO messages ({_COLUMNS}) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
 
 
 class SqliteHistory:
