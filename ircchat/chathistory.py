@@ -26,22 +26,12 @@ def history_isupport(hub: Hub) -> list[str]:
     return [f"CHATHISTORY={hub.config.chathistory_max}", "MSGREFTYPES=msgid,timestamp"]
 
 
-def replay_on_join(hub: Hub, user: User, channel: Channel, last_msgid: str | None) -> None:
-    """Send a joiner the room's last lines, up to where live lines to it begin.
-
-    ``last_msgid`` is the last line members were sent when ``user`` joined (None: none since
-    this server started). A client that negotiated draft/chathistory asks for what it wants
-    itself, so it gets no replay (as the draft says).
+def replay_on_join(hub: Hub, user: User, channel: Channel, entries: list[HistoryEntry]) -> None:
+    """Send a joiner the room's last lines (``Hub.join`` calls this under its lock, with the
+    room's recent lines, so live lines follow them). A client that negotiated
+    draft/chathistory asks for what it wants itself, so it gets no replay (as the draft says).
     """
-    history, count = hub.history, hub.config.replay_lines
-    if history is None or count <= 0 or "draft/chathistory" in user.caps:
-        return
-    target = irc_fold(channel.name)
-    if last_msgid is None:
-        entries = history.before(target, MessageRef(time_ms=hub.started_ms), count)
-    else:
-        entries = history.until(target, MessageRef(msgid=last_msgid), count)
-    if entries:
+    if entries and "draft/chathistory" not in user.caps:
         send_history(hub, user, channel.name, entries,
                      f"Replaying the last {len(entries)} messages of {channel.name} (times in UTC)",
                      "End of replay: live chat follows")

@@ -242,15 +242,13 @@ def cmd_join(hub: Hub, user: User, msg: Message) -> None:
 
 
 def _join(hub: Hub, user: User, name: str) -> None:
-    joined = hub.join(user, name)
-    if joined is None:
+    channel = hub.join(user, name, replay_on_join)
+    if channel is None:
         return
-    channel, last_msgid = joined
     log.info("%s joined %s", user.nick, channel.name)
     if channel.topic:
         _send_topic(hub, user, channel)
     _send_names(hub, user, channel)
-    replay_on_join(hub, user, channel, last_msgid)
 
 
 def cmd_part(hub: Hub, user: User, msg: Message) -> None:

@@ -160,9 +160,6 @@ class HistoryStore(Protocol):
 
     def before(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]: ...
 
-    def until(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]:
-        """The ``limit`` entries that end with ``ref``, which is included."""
-
     def after(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]: ...
 
     def around(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]: ...
@@ -300,10 +297,6 @@ class SqliteHistory:
     def before(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]:
         bound = self._bound(target, ref)
         return [] if bound is None else self._query(target, bound, "<", limit, newest_first=True)
-
-    def until(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]:
-        bound = self._bound(target, ref)
-        return [] if bound is None else self._query(target, bound, "<=", limit, newest_first=True)
 
     def after(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]:
         bound = self._bound(target, ref)

@@ -7,6 +7,7 @@ methods take the lock, change state and return who must hear about it.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import itertools
@@ -273,8 +274,10 @@ class Channel:
     topic: str = ""
     topic_setter: str = ""
     topic_time: float = 0.0
-    # The last room line delivered: a joiner's replay ends there, and live lines follow it.
-    last_msgid: str | None = None
+    # The room's last stored lines as delivered, newest last (with history on): what a joiner
+    # is replayed, taken in the same hold of ``Hub.lock`` as the join, so the replay ends
+    # exactly where the joiner's live lines begin.
+    recent: collections.deque[HistoryEntry] = field(default_factory=collections.deque)
     # A dict used as an ordered set: NAMES then lists members in the order they joined,
     # with no sorting on every join into a big room.
     members: dict[User, None] = field(default_factory=dict)
@@ -295,6 +298,9 @@ class Fanout:
     woken: list[Any] = field(default_factory=list)  # outboxes that stopped following: must drain
 
 
+Replay = Callable[["Hub", User, Channel, list[HistoryEntry]], None]
+
+
 class RoomLine(NamedTuple):
     """A room line on its way out: stamped, perhaps waiting for the history's commit."""
 
@@ -303,6 +309,7 @@ class RoomLine(NamedTuple):
     stamped: Stamped
     to_sender: bool  # the sender gets it too (TOPIC; PRIVMSG with echo-message)
     label: str | None  # for the sender's copy (labeled-response)
+    entry: HistoryEntry | None = None  # as stored
 
 
 class Hub:
@@ -417,9 +424,9 @@ class Hub:
             return
         with self._order_lock:
             msgid, time_ms = self._stamper.stamp()
-            line_out = RoomLine(sender, channel, Stamped(line, msgid, time_ms), to_sender, label)
             entry = HistoryEntry(msgid, time_ms, irc_fold(channel.name), sender.source, command,
                                  channel.name, text)
+            line_out = RoomLine(sender, channel, Stamped(line, msgid, time_ms), to_sender, label, entry)
             if self.history.append(entry, line_out):
                 return
         self._deliver_stored([line_out], stored=False)  # the store is closing
@@ -459,13 +466,14 @@ class Hub:
         """Room lines out to their members, in order, in one pass (the history's on_commit).
 
         Each goes to every member but its sender, whose own copy, when it gets one, follows it
-        with its label; ``last_msgid`` marks where a joiner's replay ends.
+        with its label; a stored line joins its room's ``recent`` lines, for joiners' replay.
         """
         logs: list[RoomLog] = []
         direct: list[Iterable[User]] = []
         with self.lock:
             for line in lines:
-                line.channel.last_msgid = line.stamped.msgid
+                if stored and line.entry is not None:
+                    line.channel.recent.append(line.entry)
                 fanout = Fanout(logs=logs)
                 self._announce([line.channel], line.stamped, line.sender, fanout)
                 direct.append(fanout.direct)
@@ -548,10 +556,14 @@ class Hub:
             self.send(fanout, data)
         return old
 
-    def join(self, user: User, name: str) -> tuple[Channel, str | None] | None:
+    def join(self, user: User, name: str, replay: Replay | None = None) -> Channel | None:
         """Put ``user`` in the channel and announce it to all members, the joiner included;
-        return the channel and the msgid of the last room line its members were sent (where
-        the joiner's replay ends), or None if ``user`` was already there."""
+        return the channel, or None if ``user`` was already there.
+
+        With history on, ``replay(hub, user, channel, recent lines)`` is called before the
+        lock is let go, so what it queues for the joiner comes after its JOIN and before any
+        line said after it: nothing missing, nothing twice.
+        """
         with self.lock:
             channel = self.channels.get(irc_fold(name))
             if channel is not None and user in channel.members:
@@ -576,9 +588,10 @@ class Hub:
             data = encode_line(format_line("JOIN", channel.name, prefix=user.source))
             fanout = Fanout()
             self._announce([channel], data, None, fanout)
-            last_msgid = channel.last_msgid
+            if replay is not None and self.history is not None:
+                replay(self, user, channel, list(channel.recent))
         self.send(fanout, data)
-        return channel, last_msgid
+        return channel
 
     def set_caps(self, user: User, caps: frozenset[str]) -> None:
         """Give ``user`` new capabilities. One that now wants tags stops following its room's
@@ -674,7 +687,12 @@ class Hub:
     def _new_channel(self, name: str) -> Channel:
         # Room for names on a 353 line: 512 bytes less CRLF, the longest nick's prefix and ours.
         head = f":{self.config.server_name} {RPL_NAMREPLY} {'x' * 20} = {name} :"
-        return Channel(name, names_room=MAX_LINE_BYTES - 2 - len(head.encode()))
+        channel = Channel(name, names_room=MAX_LINE_BYTES - 2 - len(head.encode()))
+        count = self.config.replay_lines
+        # What the room said before it (re)appeared: earlier runs, or before it last emptied.
+        stored = self.history.latest(irc_fold(name), count) if self.history is not None and count > 0 else []
+        channel.recent = collections.deque(stored, maxlen=max(count, 0))
+        return channel
 
     @staticmethod
     def _add_name(channel: Channel, nick: str) -> None:

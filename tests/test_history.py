@@ -17,6 +17,7 @@ from test_server_cli import SERVER
 
 from ircchat.history import SqliteHistory
 from ircchat.network import ChatServer
+from ircchat.protocol import parse_message
 from ircchat.state import ServerConfig
 
 TAGS = "batch server-time message-tags"
@@ -68,6 +69,13 @@ def join(server: ChatServer, nick: str, caps: str = "") -> Peer:
     peer.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}")
     peer.expect(" 366 ")
     return peer
+
+
+def between(lines: list[str], first: str, last: str) -> list[str]:
+    """The lines from the first matching ``first`` to the next matching ``last``, both in."""
+    start = next(i for i, line in enumerate(lines) if re.search(first, line))
+    end = next(i for i in range(start, len(lines)) if re.search(last, lines[i]))
+    return lines[start:end + 1]
 
 
 def said(peer: Peer, *texts: str) -> None:
@@ -154,7 +162,7 @@ def test_history_survives_a_restart_and_is_replayed_framed_to_a_plain_client(ser
     servers.stop(server)
     again = servers.start()
     bob = join(again, "bob")
-    replay = bob.collect_until("End of replay")
+    replay = between(bob.seen, "Replaying the last", "End of replay")  # between JOIN and NAMES
     texts = [line.split(" :", 1)[1] for line in replay]
     assert len(texts) == 5, replay
     assert texts[0] == "Replaying the last 3 messages of #chat (times in UTC)"
@@ -170,10 +178,11 @@ def test_replay_to_a_capable_client_is_a_chathistory_batch_ending_where_live_lin
     said(ann, *(f"old {i}" for i in range(60)))
     watcher.expect("PRIVMSG #chat :old 59$")  # all delivered: a joiner now gets all in the replay
     bob = join(server, "bob", TAGS)
-    start = bob.expect(r"BATCH \+")
+    batch = between(bob.seen, r"BATCH \+", r"BATCH :?-")  # between JOIN and NAMES
+    start = parse_message(batch[0])
     ref = start.params[0][1:]
-    assert start.params[1:] == ("chathistory", "#chat")
-    replay = bob.collect_until(rf"BATCH :?-{ref}$")[:-1]
+    assert start.params[1:] == ("chathistory", "#chat") and batch[-1].endswith(f"-{ref}")
+    replay = batch[1:-1]
     assert [line.rsplit(" :", 1)[1] for line in replay] == [f"old {i}" for i in range(10, 60)]
     for line in replay:
         tags = dict(item.split("=", 1) for item in line[1:].split(" ", 1)[0].split(";"))
@@ -187,10 +196,11 @@ def test_joining_during_a_burst_replays_and_then_goes_live_without_a_gap_or_a_re
     ann = join(server, "ann")
     ann.send(*(f"PRIVMSG #chat :n {i}" for i in range(400)))
     bob = join(server, "bob")  # while the burst is being stored and delivered
-    seen = []
+    pattern = r"PRIVMSG #chat :(\[[^]]*\] )?n \d+$"
+    # The replay came before NAMES (already read by join()); the live lines follow.
+    seen = [int(line.rsplit(" ", 1)[1]) for line in bob.seen if re.search(pattern, line)]
     while not seen or seen[-1] != 399:
-        line = bob.expect(r"PRIVMSG #chat :(\[[^]]*\] )?n \d+$")
-        seen.append(int(line.params[-1].rsplit(" ", 1)[1]))
+        seen.append(int(bob.expect(pattern).params[-1].rsplit(" ", 1)[1]))
     assert seen == list(range(seen[0], 400)), seen  # contiguous: nothing lost, nothing twice
 
 
