@@ -132,6 +132,7 @@ class OurServer(Server):
         # "ours" runs without history, "ours+history" with a fresh history file per start:
         # the two side by side show what storing every room line costs.
         self.history = history
+        self.history_dir: tempfile.TemporaryDirectory | None = None
         if history:
             self.name = "ours+history"
         self.python = python
@@ -181,8 +182,9 @@ class OurServer(Server):
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{self.name}.log"
         command = self.command()
-        if self.history:  # a new, empty file each start, in the run's own folder
-            command = [*command, "--history", tempfile.mkdtemp(dir=log_dir) + "/history.sqlite3"]
+        if self.history:  # a new, empty file each start, removed at stop
+            self.history_dir = tempfile.TemporaryDirectory(dir=log_dir)
+            command = [*command, "--history", self.history_dir.name + "/history.sqlite3"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
@@ -193,6 +195,12 @@ class OurServer(Server):
             self.stop()
             raise RuntimeError(f"chat_server.py did not start: {line!r} (log: {self.log_path})")
         self.port = int(line.split("listening on", 1)[1].split(",", 1)[0].rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        super().stop()
+        if self.history_dir is not None:
+            self.history_dir.cleanup()
+            self.history_dir = None
 
     def describe(self) -> str:
         args = " ".join(self.command()[2:]).replace("--port 0", "--port P")
