@@ -224,7 +224,9 @@ class RoomCursor:
 
 @dataclass(eq=False, slots=True)
 class User:
-    """One connection's IRC identity. Fields other than the clocks change under ``Hub.lock``.
+    """One connection's IRC identity. Fields that other threads read (nick, channels, caps and
+    variant, registered) change under ``Hub.lock``; the rest (the clocks, the password, the
+    label and answers of the command being handled, flood debt) belong to its reader thread.
 
     ``deliver`` queues pre-encoded bytes for this user's connection and ``disconnect`` asks the
     socket layer to drop it; both are safe to call from any thread and never block. ``outbox``,
