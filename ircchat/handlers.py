@@ -150,6 +150,7 @@ def cmd_nick(hub: Hub, user: User, msg: Message) -> None:
     else:
         _check_password(hub, user)
     if user.registered:
+        hub.settle_history()
         old = hub.claim_nick(user, new, lambda: encode_line(format_line("NICK", new, prefix=user.source)))
         log.info("%s is now known as %s", old, new)
     else:
@@ -252,6 +253,7 @@ def _join(hub: Hub, user: User, name: str) -> None:
 
 
 def cmd_part(hub: Hub, user: User, msg: Message) -> None:
+    hub.settle_history()
     hub.part(user, msg.params[0], msg.params[1:2])
     log.info("%s left %s", user.nick, msg.params[0])
 
@@ -312,10 +314,11 @@ def _send_names(hub: Hub, user: User, channel: Channel) -> None:
 def cmd_topic(hub: Hub, user: User, msg: Message) -> None:
     name = msg.params[0]
     if len(msg.params) > 1:
-        channel = hub.set_topic(user, name, msg.params[1][:TOPIC_MAX])
+        topic = msg.params[1][:TOPIC_MAX]
+        channel = hub.set_topic(user, name, topic)
         label, user.label = user.label, None  # the TOPIC line the setter is sent answers
-        line = line_from(user, "TOPIC", channel.name, channel.topic)
-        hub.publish(user, channel, "TOPIC", channel.topic, line, to_sender=True, label=label)
+        line = line_from(user, "TOPIC", channel.name, topic)
+        hub.publish(user, channel, "TOPIC", topic, line, to_sender=True, label=label)
         return
     channel = hub.find_channel(name)
     if channel is None:
@@ -482,14 +485,14 @@ def dispatch(hub: Hub, user: User, msg: Message) -> None:
         _dispatch(hub, user, msg)
     finally:
         answers, user.answers = user.answers, None
-    taken, user.label = user.label is None, None
+        taken, user.label = user.label is None, None
     if len(answers) == 1:
         user.deliver(add_tags(answers[0], [("label", label)]))
     elif answers:
         ref = hub.batch_id()
         user.deliver(add_tags(hub.server_line("BATCH", f"+{ref}", "labeled-response"), [("label", label)]))
-        for answer in answers:
-            user.deliver(add_tags(answer, [("batch", ref)]))
+        for answer in answers:  # lines of an inner batch (CHATHISTORY) keep their own tag
+            user.deliver(answer if answer.startswith(b"@batch=") else add_tags(answer, [("batch", ref)]))
         user.deliver(hub.server_line("BATCH", f"-{ref}"))
     elif not taken:
         user.deliver(add_tags(hub.server_line("ACK"), [("label", label)]))

@@ -156,6 +156,10 @@ class HistoryStore(Protocol):
         """Queue ``entry``, its ``payload`` to be handed to ``on_commit``. False if the store
         is closed: then nothing was queued."""
 
+    def settle(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) until everything appended so far has been handed to
+        ``on_commit``: so that a sender's lines go out before its PART, NICK or QUIT."""
+
     def latest(self, target: str, limit: int, after: MessageRef | None = None) -> list[HistoryEntry]: ...
 
     def before(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]: ...
@@ -207,6 +211,8 @@ class SqliteHistory:
         self._queued = threading.Condition(self._lock)
         self._queue: list[tuple[HistoryEntry, Any]] = []
         self._closing = False
+        self._appended = self._delivered = 0  # entries queued, and handed to on_commit
+        self._delivered_cv = threading.Condition(self._lock)
         self._read_lock = threading.Lock()
         self._since_prune = prune_every  # prune at the first commit: the limits may have shrunk
         self._grown: set[str] = set()  # rooms appended to since the last pass; writer only
@@ -221,9 +227,15 @@ class SqliteHistory:
             if self._closing:
                 return False
             self._queue.append((entry, payload))
+            self._appended += 1
             if len(self._queue) == 1:
                 self._queued.notify()
             return True
+
+    def settle(self, timeout: float) -> None:
+        with self._lock:
+            wanted = self._appended
+            self._delivered_cv.wait_for(lambda: self._delivered >= wanted or self._closing, timeout)
 
     def _write_loop(self) -> None:
         """Commit everything queued in one transaction, then report it, in order; repeat."""
@@ -239,6 +251,9 @@ class SqliteHistory:
                 self.on_commit([payload for _, payload in batch], stored)
             except Exception:  # a delivery's bug must not stop history for everyone
                 log.exception("error delivering stored lines")
+            with self._lock:
+                self._delivered += len(batch)
+                self._delivered_cv.notify_all()
         self._writer_db.close()
 
     def _commit(self, entries: list[HistoryEntry]) -> bool:
@@ -251,13 +266,16 @@ class SqliteHistory:
                 for start in range(0, len(entries), ROWS_PER_INSERT):
                     chunk = entries[start:start + ROWS_PER_INSERT]
                     self._writer_db.execute(_insert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk)))
-            self._since_prune += len(entries)
-            self._grown.update(entry.target for entry in entries)
-            if self._since_prune >= self.prune_every:
-                self._prune()
         except sqlite3.Error as error:
             self._fail(str(error))
             return False
+        self._since_prune += len(entries)
+        self._grown.update(entry.target for entry in entries)
+        if self._since_prune >= self.prune_every:
+            try:
+                self._prune()
+            except sqlite3.Error as error:  # the batch is stored; history stops from here
+                self._fail(f"retention: {error}")
         return True
 
     def _prune(self) -> None:

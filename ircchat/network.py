@@ -529,6 +529,8 @@ class Connection:
 
     def _finish(self, reason: str) -> None:
         hub, user = self.server.hub, self.user
+        if user.registered:
+            hub.settle_history()  # its last lines go out before its QUIT
         hub.remove(user, line_from(user, "QUIT", reason) if user.registered else None)
         if user.registered:
             log.info("%s quit (%s)", user.nick, reason)

@@ -459,6 +459,12 @@ class Hub:
                 echo = stamped.line_for(sender.variant)
                 sender.deliver(add_tags(echo, [("label", label)]) if label else echo)
 
+    def settle_history(self) -> None:
+        """Let the lines already sent for storing go out first (before a PART, NICK or QUIT
+        that must follow them); a no-op without history."""
+        if self.history is not None:
+            self.history.settle(SETTLE_WAIT)
+
     def stamp(self, line: bytes) -> Stamped:
         """A line that is not stored (a private message), with its msgid and time."""
         with self._order_lock:
@@ -591,6 +597,9 @@ class Hub:
             fanout = Fanout()
             self._announce([channel], data, None, fanout)
             if replay is not None and self.history is not None:
+                if user in fanout.direct:  # a joiner that follows no log: its JOIN first
+                    fanout.direct = [member for member in fanout.direct if member is not user]
+                    user.deliver(data)
                 replay(self, user, channel, list(channel.recent))
         self.send(fanout, data)
         return channel
@@ -763,6 +772,7 @@ class Hub:
             del self.channels[irc_fold(channel.name)]
 
 
+SETTLE_WAIT = 2.0  # seconds a PART, NICK or QUIT waits at most for its sender's stored lines
 REPLY_BYTES_PER_TOKEN = 4096  # flood control charges one more line per this many reply bytes
 
 

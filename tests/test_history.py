@@ -179,6 +179,8 @@ def test_replay_to_a_capable_client_is_a_chathistory_batch_ending_where_live_lin
     watcher.expect("PRIVMSG #chat :old 59$")  # all delivered: a joiner now gets all in the replay
     bob = join(server, "bob", TAGS)
     batch = between(bob.seen, r"BATCH \+", r"BATCH :?-")  # between JOIN and NAMES
+    joined = next(i for i, line in enumerate(bob.seen) if re.search(r"^:bob!\S+ JOIN", line))
+    assert joined < bob.seen.index(batch[0])  # the joiner's own JOIN comes first
     start = parse_message(batch[0])
     ref = start.params[0][1:]
     assert start.params[1:] == ("chathistory", "#chat") and batch[-1].endswith(f"-{ref}")
@@ -202,6 +204,33 @@ def test_joining_during_a_burst_replays_and_then_goes_live_without_a_gap_or_a_re
     while not seen or seen[-1] != 399:
         seen.append(int(bob.expect(pattern).params[-1].rsplit(" ", 1)[1]))
     assert seen == list(range(seen[0], 400)), seen  # contiguous: nothing lost, nothing twice
+
+
+def test_lines_before_a_part_nick_or_quit_reach_members_before_it(servers):
+    server = servers.start()
+    ann, carol, tagged = join(server, "ann"), join(server, "carol"), join(server, "tagged", "server-time")
+    ann.send("PRIVMSG #chat :before nick", "NICK anna", "PRIVMSG #chat :before part", "PART #chat",
+             "JOIN #chat", "PRIVMSG #chat :before quit", "QUIT :bye")
+    for peer in (carol, tagged):  # one follows the room's log, one is sent lines one by one
+        order = [line for line in peer.collect_until(r" QUIT :")
+                 if re.search(r"PRIVMSG|NICK|PART|QUIT", line)]
+        kinds = [re.search(r"(PRIVMSG #chat :before \w+|NICK|PART|QUIT)", line).group(1) for line in order]
+        assert kinds == ["PRIVMSG #chat :before nick", "NICK", "PRIVMSG #chat :before part", "PART",
+                         "PRIVMSG #chat :before quit", "QUIT"], order
+
+
+def test_labeled_chathistory_nests_its_batch(servers):
+    server = servers.start()
+    ann = join(server, "ann", "labeled-response batch server-time message-tags draft/chathistory")
+    said(ann, "one")
+    wait_stored(servers.path, 1)
+    ann.send("@label=h1 CHATHISTORY LATEST #chat * 5")
+    outer = ann.expect(r"BATCH \+\S+ :?labeled-response$")
+    lines = ann.collect_until(rf"BATCH :?-{outer.params[0][1:]}$")
+    inner_start = next(line for line in lines if "chathistory" in line)
+    assert inner_start.startswith(f"@batch={outer.params[0][1:]} ")  # the inner batch is in the outer
+    message = next(line for line in lines if "PRIVMSG #chat :one" in line)
+    assert message.count("batch=") == 1  # its own batch only
 
 
 def test_a_client_with_draft_chathistory_gets_no_automatic_replay(servers):
