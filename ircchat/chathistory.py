@@ -16,7 +16,7 @@ from ircchat.history import HistoryEntry, MessageRef, format_timestamp
 from ircchat.ircv3 import add_tags
 from ircchat.numerics import StandardReplyError
 from ircchat.protocol import Message, encode_line, format_line, irc_fold
-from ircchat.state import REPLY_BYTES_PER_TOKEN, Channel, Hub, User
+from ircchat.state import Channel, Hub, User
 
 SUBCOMMANDS = ("LATEST", "BEFORE", "AFTER", "AROUND", "BETWEEN")
 
@@ -34,13 +34,10 @@ def replay_on_join(hub: Hub, user: User, channel: Channel, entries: list[History
     draft/chathistory asks for what it wants itself, so it gets no replay (as the draft says).
     """
     if entries and "draft/chathistory" not in user.caps:
-        def send_now(line: bytes) -> None:  # not held with a labeled JOIN's answers: live lines follow
-            user.flood_debt += len(line) / REPLY_BYTES_PER_TOKEN
-            user.deliver(line)
-
         send_history(hub, user, channel.name, entries,
                      f"Replaying the last {len(entries)} messages of {channel.name} (times in UTC)",
-                     "End of replay: live chat follows", send_now)
+                     "End of replay: live chat follows",
+                     lambda line: hub.answer(user, line, now=True))  # live lines follow it
 
 
 def cmd_chathistory(hub: Hub, user: User, msg: Message) -> None:

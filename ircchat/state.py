@@ -352,11 +352,12 @@ class Hub:
     def reply(self, user: User, numeric: str, *params: str) -> None:
         self.answer(user, self.numeric_line(user, numeric, *params))
 
-    def answer(self, user: User, line: bytes) -> None:
+    def answer(self, user: User, line: bytes, now: bool = False) -> None:
         """Send ``user`` a line it asked for, charging it to the asker's flood control: a
-        query's reply can be thousands of times its size (WHO #room)."""
+        query's reply can be thousands of times its size (WHO #room). ``now``: at once, even
+        while a labeled command's answers are being collected (a join's replay)."""
         user.flood_debt += len(line) / REPLY_BYTES_PER_TOKEN
-        if user.answers is not None:
+        if user.answers is not None and not now:
             user.answers += line.splitlines(keepends=True)  # one answer may hold several lines
         else:
             user.deliver(line)
