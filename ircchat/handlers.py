@@ -7,6 +7,7 @@ Handlers never touch sockets: they hand encoded lines to ``User.deliver`` or to 
 from __future__ import annotations
 
 import hmac
+import math
 import re
 import time
 from collections.abc import Callable
@@ -35,14 +36,13 @@ from ircchat.numerics import (
     ERR_UMODEUNKNOWNFLAG,
     ERR_UNKNOWNCOMMAND,
     ERR_USERSDONTMATCH,
+    RPL_AWAY,
     RPL_CHANNELMODEIS,
     RPL_CREATED,
     RPL_CREATIONTIME,
     RPL_ENDOFBANLIST,
     RPL_ENDOFMOTD,
     RPL_ENDOFNAMES,
-    RPL_ENDOFWHO,
-    RPL_ENDOFWHOIS,
     RPL_ISUPPORT,
     RPL_LUSERCHANNELS,
     RPL_LUSERCLIENT,
@@ -56,21 +56,32 @@ from ircchat.numerics import (
     RPL_TOPIC,
     RPL_TOPICWHOTIME,
     RPL_UMODEIS,
+    RPL_VERSION,
     RPL_WELCOME,
-    RPL_WHOISCHANNELS,
-    RPL_WHOISHOST,
-    RPL_WHOISIDLE,
-    RPL_WHOISSERVER,
-    RPL_WHOISUSER,
-    RPL_WHOREPLY,
     RPL_YOURHOST,
     IRCError,
 )
 from ircchat.protocol import CHANNEL_RE, Message, encode_line, format_line, irc_fold
+from ircchat.queries import (
+    AWAY_MAX,
+    cmd_admin,
+    cmd_away,
+    cmd_help,
+    cmd_info,
+    cmd_ison,
+    cmd_list,
+    cmd_time,
+    cmd_userhost,
+    cmd_who,
+    cmd_whois,
+    cmd_whowas,
+)
 from ircchat.state import Channel, Hub, User
 
 Handler = Callable[[Hub, User, Message], None]
 TOPIC_MAX = 390
+NICK_CHANGE_WINDOW = 60.0  # seconds over which nick changes are counted
+ISUPPORT_PER_LINE = 12  # tokens on one 005 line: clients expect at most 13 parameters after the nick
 
 
 def line_from(user: User, command: str, *params: str) -> bytes:
@@ -146,7 +157,7 @@ def cmd_nick(hub: Hub, user: User, msg: Message) -> None:
     if user.nick == new:
         return
     if user.registered:
-        _count_nick_change(hub, user)
+        _count_nick_change(hub, user, new)
     else:
         _check_password(hub, user)
     if user.registered:
@@ -158,17 +169,21 @@ def cmd_nick(hub: Hub, user: User, msg: Message) -> None:
         _try_register(hub, user)
 
 
-def _count_nick_change(hub: Hub, user: User) -> None:
+def _count_nick_change(hub: Hub, user: User, new: str) -> None:
     now = time.monotonic()
-    user.nick_changes = [when for when in user.nick_changes if now - when < 60]
+    user.nick_changes = [when for when in user.nick_changes if now - when < NICK_CHANGE_WINDOW]
     if len(user.nick_changes) >= hub.config.nick_changes_per_minute:
-        raise IRCError(ERR_NICKCHANGETOOFAST, user.nick or "*", "Nick change too fast: wait a minute")
+        # The oldest change in the window leaves it first; then one more is allowed.
+        wait = math.ceil(NICK_CHANGE_WINDOW - (now - user.nick_changes[0]))
+        raise IRCError(ERR_NICKCHANGETOOFAST, new, f"Nick change too fast. Please wait {max(wait, 1)} seconds")
     user.nick_changes.append(now)
 
 
 def cmd_user(hub: Hub, user: User, msg: Message) -> None:
     if user.registered:
         raise IRCError(ERR_ALREADYREGISTERED, "You may not reregister")
+    if not msg.params[0] or not msg.params[3]:  # an empty username or realname
+        raise IRCError(ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
     _check_password(hub, user)
     user.username = "~" + (re.sub(r"[^A-Za-z0-9_.-]", "", msg.params[0])[:10] or "user")
     user.realname = msg.params[3]
@@ -187,14 +202,26 @@ def _try_register(hub: Hub, user: User) -> None:
     hub.reply(user, RPL_YOURHOST, f"Your host is {config.server_name}, running version {__version__}")
     hub.reply(user, RPL_CREATED, f"This server was created {hub.created}")
     hub.reply(user, RPL_MYINFO, config.server_name, __version__, "iw", "nt")
-    hub.reply(
-        user, RPL_ISUPPORT, "NICKLEN=20", "CASEMAPPING=ascii", "CHANTYPES=#", "CHANNELLEN=50",
-        f"TOPICLEN={TOPIC_MAX}", f"NETWORK={config.network}", "CHANMODES=b,,,nt",
-        isupport_targmax(), *history_isupport(hub), "are supported by this server",
-    )
+    send_isupport(hub, user)
     cmd_lusers(hub, user, msg=Message("LUSERS"))
     cmd_motd(hub, user, msg=Message("MOTD"))
     _join(hub, user, config.room)
+
+
+def send_isupport(hub: Hub, user: User) -> None:
+    """The 005 lines: what this server supports (after registration, and after VERSION)."""
+    tokens = [
+        "NICKLEN=20", "CASEMAPPING=ascii", "CHANTYPES=#", "CHANNELLEN=50", f"TOPICLEN={TOPIC_MAX}",
+        f"NETWORK={hub.config.network}", "CHANMODES=b,,,nt", isupport_targmax(), "WHOX",
+        f"AWAYLEN={AWAY_MAX}", *history_isupport(hub),
+    ]
+    for start in range(0, len(tokens), ISUPPORT_PER_LINE):
+        hub.reply(user, RPL_ISUPPORT, *tokens[start:start + ISUPPORT_PER_LINE], "are supported by this server")
+
+
+def cmd_version(hub: Hub, user: User, msg: Message) -> None:
+    hub.reply(user, RPL_VERSION, f"ircchat-{__version__}", hub.config.server_name, "a small IRC chat server")
+    send_isupport(hub, user)
 
 
 def cmd_ping(hub: Hub, user: User, msg: Message) -> None:
@@ -286,6 +313,10 @@ def cmd_privmsg(hub: Hub, user: User, msg: Message) -> None:
     if echo:
         line = stamped.line_for(user.variant)
         user.deliver(add_tags(line, [("label", label)]) if label else line)
+    away = recipient.away  # one read: the recipient may come back meanwhile
+    if away is not None and msg.command == "PRIVMSG":
+        # Unlabeled when the echo took the label: it is the echo that answers then.
+        hub.answer(user, hub.numeric_line(user, RPL_AWAY, recipient.nick or "", away), now=label is not None)
 
 
 def cmd_names(hub: Hub, user: User, msg: Message) -> None:
@@ -334,41 +365,6 @@ def _send_topic(hub: Hub, user: User, channel: Channel) -> None:
         return
     hub.reply(user, RPL_TOPIC, channel.name, topic)
     hub.reply(user, RPL_TOPICWHOTIME, channel.name, setter, str(int(when)))
-
-
-def cmd_who(hub: Hub, user: User, msg: Message) -> None:
-    mask = msg.params[0] if msg.params else "*"
-    channel = hub.find_channel(mask) if mask.startswith("#") else None
-    if channel is not None:
-        listed = [(channel.name, member) for member in hub.members(channel)]
-    else:
-        found = hub.find_user(mask)
-        listed = [("*", found)] if found is not None else []
-    server = hub.config.server_name
-    for channel_name, member in listed:
-        hub.reply(
-            user, RPL_WHOREPLY, channel_name, member.username or "*", member.host, server,
-            member.nick or "*", "H", f"0 {member.realname}",
-        )
-    hub.reply(user, RPL_ENDOFWHO, mask, "End of /WHO list")
-
-
-def cmd_whois(hub: Hub, user: User, msg: Message) -> None:
-    nick = msg.params[-1]  # the nick is last: "WHOIS [server] nick" (irssi sends "nick nick")
-    found = hub.find_user(nick)
-    if found is None:
-        hub.reply(user, ERR_NOSUCHNICK, nick, "No such nick/channel")
-    else:
-        with hub.lock:
-            channels = sorted(channel.name for channel in found.channels)
-        idle = int(time.monotonic() - found.last_message)
-        hub.reply(user, RPL_WHOISUSER, found.nick or "", found.username or "", found.host, "*", found.realname)
-        if found is user or "o" in user.modes:  # the real address: to its owner and operators
-            hub.reply(user, RPL_WHOISHOST, found.nick or "", f"is connecting from *@{found.address} {found.address}")
-        hub.reply_list(user, RPL_WHOISCHANNELS, found.nick or "", items=channels)
-        hub.reply(user, RPL_WHOISSERVER, found.nick or "", hub.config.server_name, hub.config.network)
-        hub.reply(user, RPL_WHOISIDLE, found.nick or "", str(idle), str(int(found.signon)), "seconds idle, signon time")
-    hub.reply(user, RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
 
 
 USER_MODES = "iw"
@@ -437,9 +433,19 @@ COMMANDS: dict[str, Command] = {
     "TOPIC": Command(cmd_topic, 1),
     "WHO": Command(cmd_who, 0),
     "WHOIS": Command(cmd_whois, 1, targets_at=-1, max_targets=4),
+    "WHOWAS": Command(cmd_whowas, 0),
+    "USERHOST": Command(cmd_userhost, 1),
+    "ISON": Command(cmd_ison, 1),
+    "LIST": Command(cmd_list, 0),
+    "AWAY": Command(cmd_away, 0),
     "MODE": Command(cmd_mode, 1),
     "MOTD": Command(cmd_motd, 0),
     "LUSERS": Command(cmd_lusers, 0),
+    "TIME": Command(cmd_time, 0),
+    "VERSION": Command(cmd_version, 0),
+    "ADMIN": Command(cmd_admin, 0),
+    "INFO": Command(cmd_info, 0),
+    "HELP": Command(cmd_help, 0),
     "CHATHISTORY": Command(cmd_chathistory, 0),
 }
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from ircchat.history import format_timestamp
 
 CAP_LS = (  # what CAP LS offers, in the order it lists them
-    "batch", "cap-notify", "draft/chathistory", "echo-message", "labeled-response",
+    "away-notify", "batch", "cap-notify", "draft/chathistory", "echo-message", "labeled-response",
     "message-tags", "server-time",
 )
 CAPS_WITHOUT_HISTORY = tuple(cap for cap in CAP_LS if cap != "draft/chathistory")

@@ -57,6 +57,33 @@ RPL_WHOISHOST = "378"
 ERR_USERSDONTMATCH = "502"
 
 
+# Queries and the commands clients use besides chatting (queries.py).
+RPL_ADMINME = "256"
+RPL_ADMINLOC1 = "257"
+RPL_ADMINLOC2 = "258"
+RPL_ADMINEMAIL = "259"
+RPL_AWAY = "301"
+RPL_USERHOST = "302"
+RPL_ISON = "303"
+RPL_UNAWAY = "305"
+RPL_NOWAWAY = "306"
+RPL_WHOISOPERATOR = "313"
+RPL_WHOWASUSER = "314"
+RPL_LISTSTART = "321"
+RPL_LIST = "322"
+RPL_LISTEND = "323"
+RPL_VERSION = "351"
+RPL_WHOSPCRPL = "354"
+RPL_ENDOFWHOWAS = "369"
+RPL_INFO = "371"
+RPL_ENDOFINFO = "374"
+RPL_TIME = "391"
+ERR_WASNOSUCHNICK = "406"
+ERR_HELPNOTFOUND = "524"
+RPL_HELPSTART = "704"
+RPL_HELPTXT = "705"
+RPL_ENDOFHELP = "706"
+
 class IRCError(Exception):
     """A handler's refusal; ``dispatch`` sends it to the user as ``:server NUMERIC nick ...``."""
 

@@ -137,6 +137,36 @@ def irc_fold(name: str) -> str:
     )
 
 
+def glob_match(mask: str, text: str) -> bool:
+    """Whether ``text`` matches the IRC wildcard ``mask`` (``*`` any run, ``?`` one character),
+    case-folded. Two indexes and one place to backtrack to: at worst len(mask) * len(text)
+    steps however many ``*`` a hostile mask holds, where a regex could take exponential time.
+
+    >>> glob_match("A*!*@*.example", "ann!~a@host.example")
+    True
+    >>> glob_match("b?b", "BOB"), glob_match("b?b", "bb"), glob_match("*", "")
+    (True, False, True)
+    """
+    mask, text = irc_fold(mask), irc_fold(text)
+    m = t = 0
+    star, resume = -1, 0  # the last ``*`` seen, and where in text its run would end next
+    while t < len(text):
+        if m < len(mask) and mask[m] == "*":
+            star, resume = m, t
+            m += 1
+        elif m < len(mask) and mask[m] in ("?", text[t]):
+            m += 1
+            t += 1
+        elif star >= 0:  # let the last ``*`` take one more character and retry after it
+            m, resume = star + 1, resume + 1
+            t = resume
+        else:
+            return False
+    while m < len(mask) and mask[m] == "*":
+        m += 1
+    return m == len(mask)
+
+
 class LineTooLong:
     """What ``LineFramer.feed`` yields in place of a line that was over the limit."""
 

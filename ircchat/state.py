@@ -55,6 +55,8 @@ class ServerConfig:
     replay_lines: int = 50  # room lines replayed on join, when there is history
     chathistory_max: int = 100  # most lines one CHATHISTORY request may ask for
     nick_changes_per_minute: int = 5
+    # ADMIN's three lines: where the server is, who runs it, how to reach them.
+    admin: tuple[str, str, str] = ("Location not given", "Run by its operator", "No contact address given")
     password_backoff: float = 0.5  # seconds between tries after a wrong PASS, doubling per failure
     # Key for host cloaks (a stable keyed hash per address); None shows real addresses.
     cloak_secret: bytes | None = field(default_factory=lambda: secrets.token_bytes(16))
@@ -225,7 +227,7 @@ class RoomCursor:
 @dataclass(eq=False, slots=True)
 class User:
     """One connection's IRC identity. Fields that other threads read (nick, channels, caps and
-    variant, registered) change under ``Hub.lock``; the rest (the clocks, the password, the
+    variant, registered, away) change under ``Hub.lock``; the rest (the clocks, the password, the
     label and answers of the command being handled, flood debt) belong to its reader thread.
 
     ``deliver`` queues pre-encoded bytes for this user's connection and ``disconnect`` asks the
@@ -241,6 +243,7 @@ class User:
     nick: str | None = None
     username: str | None = None
     realname: str = ""
+    away: str | None = None  # the AWAY message, while away
     registered: bool = False
     cap_negotiating: bool = False
     caps: frozenset[str] = frozenset()  # IRCv3 capabilities this client asked for
@@ -267,6 +270,21 @@ class User:
     @property
     def source(self) -> str:
         return f"{self.nick}!{self.username}@{self.host}"
+
+
+class WhowasEntry(NamedTuple):
+    """A nick given up (by a quit or a nick change), as WHOWAS shows it."""
+
+    nick: str
+    username: str
+    host: str
+    address: str  # for server operators only, as in WHOIS
+    realname: str
+    when: float  # wall clock
+
+
+WHOWAS_NICKS = 1000  # departed nicks remembered, the least recently given up forgotten first...
+WHOWAS_PER_NICK = 4  # ...and the last few users of each
 
 
 @dataclass(eq=False, slots=True)
@@ -346,6 +364,8 @@ class Hub:
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.channels[irc_fold(config.room)] = self._new_channel(config.room)
         self.password_backoff = PasswordBackoff(config.password_backoff)
+        # Folded nick -> its last users, newest first; the nick given up longest ago first.
+        self.whowas: collections.OrderedDict[str, collections.deque[WhowasEntry]] = collections.OrderedDict()
 
     # -- output helpers: lines are encoded once, then handed to each recipient ------------
 
@@ -527,6 +547,7 @@ class Hub:
         with self.lock:
             if user in self.users and user.registered:
                 self.registered -= 1
+                self._remember_nick(user)
             self.users.discard(user)
             if user.nick and self.nicks.get(irc_fold(user.nick)) is user:
                 del self.nicks[irc_fold(user.nick)]
@@ -553,6 +574,8 @@ class Hub:
             old = user.nick
             if old is not None:
                 del self.nicks[irc_fold(old)]
+                if user.registered:
+                    self._remember_nick(user)
             self.nicks[folded] = user
             user.nick = nick
             if line is not None:
@@ -597,13 +620,33 @@ class Hub:
             data = encode_line(format_line("JOIN", channel.name, prefix=user.source))
             fanout = Fanout()
             self._announce([channel], data, None, fanout)
+            # away-notify: a joiner that is away is announced as such, after its JOIN.
+            away_watchers = self._cap_holders([channel], "away-notify", user) if user.away else []
+            away = _away_line(user) if away_watchers else b""
             if replay is not None and self.history is not None:
                 if user in fanout.direct:  # a joiner that follows no log: its JOIN first
                     fanout.direct = [member for member in fanout.direct if member is not user]
                     user.deliver(data)
                 replay(self, user, channel, list(channel.recent))
         self.send(fanout, data)
+        for watcher in away_watchers:
+            watcher.deliver(away)
         return channel
+
+    def set_away(self, user: User, text: str | None) -> None:
+        """Mark ``user`` away with ``text``, or back with None; tell the members of its
+        channels that asked for away-notify, each once."""
+        with self.lock:
+            user.away = text
+            watchers = self._cap_holders(list(user.channels), "away-notify", user)
+            line = _away_line(user)
+        for watcher in watchers:
+            watcher.deliver(line)
+
+    def find_whowas(self, nick: str, count: int) -> list[WhowasEntry]:
+        """The last ``count`` users of ``nick`` that gave it up, newest first."""
+        with self.lock:
+            return list(itertools.islice(self.whowas.get(irc_fold(nick), ()), count))
 
     def set_caps(self, user: User, caps: frozenset[str]) -> None:
         """Give ``user`` new capabilities. One that now wants tags stops following its room's
@@ -745,6 +788,26 @@ class Hub:
             fanout.direct = list(direct)
 
     @staticmethod
+    def _cap_holders(channels: list[Channel], cap: str, user: User) -> list[User]:
+        """The members of ``channels`` but ``user`` that asked for ``cap``, each once."""
+        holders: dict[User, None] = {}
+        for channel in channels:
+            for member in channel.members:
+                if cap in member.caps and member is not user:
+                    holders[member] = None
+        return list(holders)
+
+    def _remember_nick(self, user: User) -> None:
+        """Keep the nick ``user`` gives up (quit or nick change) for WHOWAS."""
+        folded = irc_fold(user.nick or "")
+        entries = self.whowas.pop(folded, None) or collections.deque(maxlen=WHOWAS_PER_NICK)
+        entries.appendleft(WhowasEntry(user.nick or "", user.username or "", user.host, user.address,
+                                       user.realname, time.time()))
+        self.whowas[folded] = entries  # re-inserted last: the most recently given up
+        if len(self.whowas) > WHOWAS_NICKS:
+            self.whowas.popitem(last=False)
+
+    @staticmethod
     def _reaches(user: User, fanout: Fanout) -> bool:
         """Whether ``user`` gets a Fanout's line from a log it follows."""
         cursor = user.outbox.cursor if user.outbox is not None else None
@@ -775,6 +838,12 @@ class Hub:
 
 SETTLE_WAIT = 2.0  # seconds a PART, NICK or QUIT waits at most for its sender's stored lines
 REPLY_BYTES_PER_TOKEN = 4096  # flood control charges one more line per this many reply bytes
+
+
+def _away_line(user: User) -> bytes:
+    """``:nick!user@host AWAY :text``, or ``AWAY`` alone for a user who is back (away-notify)."""
+    params = (user.away,) if user.away else ()
+    return encode_line(format_line("AWAY", *params, prefix=user.source))
 
 
 def _middle(param: str) -> str:

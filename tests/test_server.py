@@ -14,7 +14,7 @@ from irc_peer import Peer
 def test_register_in_either_order_with_cap_and_pass(connect):
     ann = connect()
     ann.send("CAP LS 302", "PASS secret", "USER ann 0 * :Ann", "NICK ann")
-    ann.expect(r"CAP \* LS :batch .*server-time$")
+    ann.expect(r"CAP \* LS :away-notify batch .*server-time$")
     ann.send("CAP END")
     for pattern in (" 001 ann ", " 002 ", " 003 ", " 004 ", " 005 ann .*NICKLEN=20", " 376 ",
                     r"^:ann!~ann@[0-9a-f]{8}\.[0-9a-f]{8}\.cloak JOIN :#chat$", " 353 ann = #chat :ann$", " 366 "):
