@@ -609,8 +609,9 @@ class Hub:
             outbox = user.outbox
             # Each connection follows one log, the first channel it joins; it gets the lines
             # of any other channel one by one (and of that one too, should it part and rejoin).
-            # A client that asked for tags is sent lines of its own form, one by one.
-            if outbox is not None and outbox.cursor is None and user.variant is Variant.PLAIN:
+            # A client that asked for tags or extended joins is sent lines of its own form,
+            # one by one.
+            if outbox is not None and outbox.cursor is None and _reads_room_logs(user):
                 outbox.follow(channel.log)
                 channel.log.followers[outbox] = None
             else:
@@ -620,15 +621,26 @@ class Hub:
             data = encode_line(format_line("JOIN", channel.name, prefix=user.source))
             fanout = Fanout()
             self._announce([channel], data, None, fanout)
+            # extended-join: the members that asked for it get the joiner's account (none
+            # here: "*") and realname; none of them follows a log, so they are all direct.
+            extended = [member for member in fanout.direct if "extended-join" in member.caps]
+            if extended:
+                fanout.direct = [member for member in fanout.direct if "extended-join" not in member.caps]
+            extended_data = encode_line(format_line("JOIN", channel.name, "*", user.realname, prefix=user.source))
             # away-notify: a joiner that is away is announced as such, after its JOIN.
             away_watchers = self._cap_holders([channel], "away-notify", user) if user.away else []
             away = _away_line(user) if away_watchers else b""
             if replay is not None and self.history is not None:
-                if user in fanout.direct:  # a joiner that follows no log: its JOIN first
+                if "extended-join" in user.caps:  # a joiner that follows no log: its JOIN first
+                    extended.remove(user)
+                    user.deliver(extended_data)
+                elif user in fanout.direct:
                     fanout.direct = [member for member in fanout.direct if member is not user]
                     user.deliver(data)
                 replay(self, user, channel, list(channel.recent))
         self.send(fanout, data)
+        for member in extended:
+            member.deliver(extended_data)
         for watcher in away_watchers:
             watcher.deliver(away)
         return channel
@@ -649,14 +661,15 @@ class Hub:
             return list(itertools.islice(self.whowas.get(irc_fold(nick), ()), count))
 
     def set_caps(self, user: User, caps: frozenset[str]) -> None:
-        """Give ``user`` new capabilities. One that now wants tags stops following its room's
-        log (which holds untagged lines) and is sent that room's lines one by one instead."""
+        """Give ``user`` new capabilities. One that now wants tags or extended joins stops
+        following its room's log (which holds untagged lines, and plain JOINs) and is sent that
+        room's lines one by one instead."""
         fanout = Fanout()
         with self.lock:
             user.caps, user.variant = caps, Variant.for_caps(caps)
             outbox = user.outbox
             cursor = outbox.cursor if outbox is not None else None
-            if user.variant is not Variant.PLAIN and cursor is not None and cursor.stop is None:
+            if not _reads_room_logs(user) and cursor is not None and cursor.stop is None:
                 for channel in user.channels:
                     if channel.log is cursor.log:
                         del channel.log.followers[outbox]
@@ -838,6 +851,11 @@ class Hub:
 
 SETTLE_WAIT = 2.0  # seconds a PART, NICK or QUIT waits at most for its sender's stored lines
 REPLY_BYTES_PER_TOKEN = 4096  # flood control charges one more line per this many reply bytes
+
+
+def _reads_room_logs(user: User) -> bool:
+    """Whether a client takes room lines as the logs hold them: no tags, plain JOINs."""
+    return user.variant is Variant.PLAIN and "extended-join" not in user.caps
 
 
 def _away_line(user: User) -> bytes:

@@ -79,7 +79,7 @@ def test_user_before_nick_also_registers(hub):
 def test_cap_negotiation_holds_registration_until_cap_end(hub):
     client = Client(hub)
     assert client.do("CAP LS 302") == [
-        ":irc.test CAP * LS :away-notify batch cap-notify echo-message labeled-response message-tags server-time"]
+        ":irc.test CAP * LS :away-notify batch cap-notify echo-message extended-join labeled-response message-tags server-time"]
     client.do("NICK ann", "USER ann 0 * :Ann")
     assert not client.user.registered
     assert client.do("CAP REQ :server-time sasl") == [":irc.test CAP ann NAK :server-time sasl"]

@@ -15,8 +15,11 @@ from hypothesis import strategies as st
 
 import ircchat.queries
 import ircchat.state
+from ircchat.history import SqliteHistory
+from ircchat.network import ChatServer
 from ircchat.protocol import glob_match, parse_message
 from ircchat.state import Hub, ServerConfig
+from irc_peer import Peer
 from test_handlers import numerics, registered
 
 HOST = r"[0-9a-f]{8}\.[0-9a-f]{8}\.cloak"
@@ -309,3 +312,39 @@ def test_438_names_the_refused_nick_and_how_long_to_wait(start_server, connect):
     ann.send("NICK a_6")
     lines = answers(ann)
     assert re.fullmatch(r":chat.local 438 a_5 a_6 :Nick change too fast. Please wait (60|59) seconds", lines[-1])
+
+
+# -- extended-join --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["no-history", "history"])
+def test_extended_join_gives_account_and_realname_to_those_that_asked(start_server, history, tmp_path):
+    store = SqliteHistory(str(tmp_path / "history.sqlite3")) if history else None
+    server = ChatServer(ServerConfig(), "127.0.0.1", 0, history=store)
+    server.start()
+    peers = [Peer(server.address) for _ in range(4)]
+    try:
+        ann, bob, carol, dave = peers
+        register_with_caps(ann, "ann", "extended-join")
+        assert f":ann!~tester@{ann_host(ann)} JOIN #chat * :Test User" in ann.seen  # its own JOIN too
+        register_with_caps(bob, "bob", "extended-join message-tags")
+        carol.register("carol", realname="Carol Real")
+        for peer in (ann, bob):
+            peer.expect(rf"^(@\S+ )?:carol!~tester@{HOST} JOIN #chat \* :Carol Real$")
+        assert [line for line in carol.seen if " JOIN " in line] == [
+            f":carol!~tester@{ann_host(carol)} JOIN :#chat"]  # no extended-join: the plain form
+        ann.send("CAP REQ :-extended-join")
+        ann.expect(r"ACK :-extended-join$")
+        carol.send("CAP REQ :extended-join")  # carol read #chat's log: now she is sent lines herself
+        carol.expect(r"ACK :extended-join$")
+        dave.register("dave", realname="Dave Real")
+        ann.expect(rf"^:dave!~tester@{HOST} JOIN :#chat$")
+        carol.expect(rf"^:dave!~tester@{HOST} JOIN #chat \* :Dave Real$")
+        dave.send("PRIVMSG #chat :hello")
+        carol.expect(r"PRIVMSG #chat :hello$")  # and still every room line
+    finally:
+        for peer in peers:
+            peer.close()
+        server.shutdown()
+        if store is not None:
+            store.close()
