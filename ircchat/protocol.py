@@ -139,8 +139,9 @@ def irc_fold(name: str) -> str:
 
 def glob_match(mask: str, text: str) -> bool:
     """Whether ``text`` matches the IRC wildcard ``mask`` (``*`` any run, ``?`` one character),
-    case-folded. Two indexes and one place to backtrack to: at worst len(mask) * len(text)
-    steps however many ``*`` a hostile mask holds, where a regex could take exponential time.
+    case-folded. The pieces between stars are found left to right, each at its first place
+    after the last (which is always the best choice for a glob), by searches that run in C:
+    no backtracking, however many stars a hostile mask holds.
 
     >>> glob_match("A*!*@*.example", "ann!~a@host.example")
     True
@@ -148,23 +149,40 @@ def glob_match(mask: str, text: str) -> bool:
     (True, False, True)
     """
     mask, text = irc_fold(mask), irc_fold(text)
-    m = t = 0
-    star, resume = -1, 0  # the last ``*`` seen, and where in text its run would end next
-    while t < len(text):
-        if m < len(mask) and mask[m] == "*":
-            star, resume = m, t
-            m += 1
-        elif m < len(mask) and mask[m] in ("?", text[t]):
-            m += 1
-            t += 1
-        elif star >= 0:  # let the last ``*`` take one more character and retry after it
-            m, resume = star + 1, resume + 1
-            t = resume
-        else:
+    first, *middle = mask.split("*")
+    if not middle:
+        return len(text) == len(first) and _piece_at(first, text, 0)
+    last = middle.pop()
+    end = len(text) - len(last)
+    if end < len(first) or not _piece_at(first, text, 0) or not _piece_at(last, text, end):
+        return False
+    start = len(first)
+    for piece in filter(None, middle):
+        found = _piece_search(piece, text, start, end)
+        if found is None:
             return False
-    while m < len(mask) and mask[m] == "*":
-        m += 1
-    return m == len(mask)
+        start = found + len(piece)
+    return True
+
+
+def _piece_regex(piece: str) -> re.Pattern[str]:
+    return re.compile(re.escape(piece).replace(r"\?", "."), re.DOTALL)
+
+
+def _piece_at(piece: str, text: str, at: int) -> bool:
+    """Whether the star-free ``piece`` matches ``text`` at ``at`` (``?`` matches anything)."""
+    if "?" not in piece:
+        return text.startswith(piece, at)
+    return _piece_regex(piece).match(text, at, at + len(piece)) is not None
+
+
+def _piece_search(piece: str, text: str, start: int, end: int) -> int | None:
+    """Where the star-free ``piece`` first matches within text[start:end], or None."""
+    if "?" not in piece:
+        found = text.find(piece, start, end)
+        return found if found >= 0 else None
+    match = _piece_regex(piece).search(text, start, end)
+    return match.start() if match is not None else None
 
 
 class LineTooLong:

@@ -10,7 +10,9 @@ they gather about other users is copied under ``Hub.lock`` and formatted after i
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from ircchat import __version__
@@ -152,36 +154,41 @@ def _visible(asker: User, user: User) -> bool:
             or not user.channels.isdisjoint(asker.channels))
 
 
-def _who_rows(hub: Hub, asker: User, mask: str) -> list[WhoRow]:
-    """The users WHO ``mask`` lists: a channel's members, one nick, or everyone a wildcard
-    mask matches (nick, username, host or realname) whom the asker may see."""
+def _who_rows(hub: Hub, asker: User, query: WhoQuery) -> list[WhoRow]:
+    """The users a WHO lists: a channel's members, one nick, or everyone a wildcard mask
+    matches (nick, username, host or realname) whom the asker may see; with the ``o``
+    filter, the server operators among them."""
+    rows = _who_matches(hub, asker, query.mask)
+    if query.operators_only:
+        rows = (row for row in rows if row.operator)
+    # A channel lists all its members; anything else, up to a bound.
+    return list(rows) if query.mask.startswith("#") else list(itertools.islice(rows, WHO_MASK_MAX))
+
+
+def _who_matches(hub: Hub, asker: User, mask: str) -> Iterable[WhoRow]:
     multi, now = "multi-prefix" in asker.caps, time.monotonic()
     with hub.lock:
         if mask.startswith("#"):
             channel = hub.channels.get(irc_fold(mask))
             if channel is None:
                 return []
-            member = asker in channel.members or sees_addresses(asker)
-            if not member and is_secret(channel):
+            sees_all = asker in channel.members or sees_addresses(asker)
+            if not sees_all and is_secret(channel):
                 return []
             return [_who_row(channel, user, multi, now) for user in channel.members
-                    if member or "i" not in user.modes]
+                    if sees_all or "i" not in user.modes]
         if "*" not in mask and "?" not in mask:
             found = hub.nicks.get(irc_fold(mask))
             return [_who_row(None, found, multi, now)] if found is not None and found.registered else []
         candidates = [_who_row(None, user, multi, now) for user in hub.users
                       if user.registered and _visible(asker, user)]
     if mask == "*":
-        return candidates[:WHO_MASK_MAX]
+        return candidates
     address_too = sees_addresses(asker)
-    rows = []
-    for row in candidates:  # matched after the lock is let go: a mask costs the asker alone
-        fields = (row.nick, row.username, row.host, row.realname) + ((row.address,) if address_too else ())
-        if any(glob_match(mask, field) for field in fields):
-            rows.append(row)
-            if len(rows) >= WHO_MASK_MAX:
-                break
-    return rows
+    # Matched after the lock is let go, as the rows are taken: a costly mask costs its asker alone.
+    return (row for row in candidates
+            if any(glob_match(mask, field) for field in (row.nick, row.username, row.host, row.realname))
+            or address_too and glob_match(mask, row.address))
 
 
 def _who_line(hub: Hub, asker: User, query: WhoQuery, row: WhoRow) -> bytes:
@@ -205,9 +212,7 @@ def cmd_who(hub: Hub, user: User, msg: Message) -> None:
     """WHO: 352 per user (354 with WHOX fields), then 315; the flags say H(ere) or G(one),
     ``*`` for a server operator, then the member's channel prefix."""
     query = parse_who(msg.params)
-    rows = _who_rows(hub, user, query.mask)
-    if query.operators_only:
-        rows = [row for row in rows if row.operator]
+    rows = _who_rows(hub, user, query)
     lines = b"".join([_who_line(hub, user, query, row) for row in rows])
     hub.answer(user, lines + hub.numeric_line(user, RPL_ENDOFWHO, query.mask, "End of /WHO list"))
 
