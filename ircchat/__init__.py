@@ -6,6 +6,8 @@ Modules, read in this order:
 - ``numerics``: numeric replies by name, and ``IRCError``.
 - ``state``: users, channels and the ``Hub`` behind ``Hub.lock``; configuration and policies.
 - ``handlers``: the command handlers and their one dispatch table.
+- ``queries``: the commands clients use besides chatting: WHO/WHOX, WHOIS, WHOWAS, USERHOST,
+  ISON, LIST, AWAY, and TIME, ADMIN, INFO, HELP about the server.
 - ``ircv3``: capabilities, message tags, and each line in the form a client asked for.
 - ``history``: room history (SQLite by default) behind one small interface.
 - ``chathistory``: stored history sent to clients: replay on join and CHATHISTORY.

@@ -2,6 +2,7 @@
 
 A handler raises ``IRCError`` and ``dispatch`` turns it into the numeric, in one place.
 Handlers never touch sockets: they hand encoded lines to ``User.deliver`` or to the ``Hub``.
+The query commands (WHO, LIST, AWAY...) live in ``queries``; this table holds them too.
 """
 
 from __future__ import annotations
