@@ -42,6 +42,7 @@ def open_fds() -> int:
 words = st.sampled_from(
     ["NICK", "USER", "PASS", "CAP", "JOIN", "PART", "PRIVMSG", "NOTICE", "NAMES", "TOPIC", "WHO",
      "WHOIS", "MODE", "PING", "PONG", "MOTD", "LUSERS", "QUIT", "KICK", "@tag=1", ":prefix", "#chat",
+     "WHOWAS", "USERHOST", "ISON", "LIST", "AWAY", "HELP", "VERSION", "%tcuhnfdar,743", "*!*@*",
      "#x", "0", "*", ":", "::", "good_a", "good_b", "LS", "END", "REQ", ",", "+i", "-w", "\x01ACTION"]
 )
 text_line = st.lists(st.one_of(words, st.text(max_size=12)), min_size=1, max_size=8).map(" ".join)

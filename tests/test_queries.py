@@ -143,6 +143,23 @@ def test_glob_match_agrees_with_fnmatch_case_folded(mask, text):
     assert glob_match(mask, text) == fnmatch.fnmatchcase(text.lower(), mask)
 
 
+QUERIES = ["WHO", "WHOIS", "WHOWAS", "USERHOST", "ISON", "LIST", "AWAY", "HELP", "TIME", "VERSION", "ADMIN",
+           "INFO", "PRIVMSG"]
+param = st.one_of(st.sampled_from(["#chat", "*", "0", "o", "%tcuihsnfdlaor,999", "%", "bob", "b?b", ":", "-5"]),
+                  st.text(min_size=1, max_size=40).filter(lambda text: " " not in text and not text.startswith(":")))
+
+
+@given(st.sampled_from(QUERIES), st.lists(param, max_size=4), st.text(max_size=300))
+def test_any_query_gets_well_formed_replies(command, params, trailing):
+    hub = Hub(ServerConfig(server_name="irc.test"))
+    ann, bob = registered(hub, "ann"), registered(hub, "bob")
+    bob.do("AWAY :out")
+    line = " ".join([command, *params]) + (f" :{trailing}" if trailing else "")
+    line = line.replace("\r", "").replace("\n", "").replace("\x00", "")
+    ann.do(line)  # Client checks every line it is sent: CRLF-terminated, at most 512 bytes
+    assert ann.user.quit_reason is None
+
+
 def test_glob_match_stays_fast_on_a_hostile_mask():
     mask, text = "*a" * 100 + "b", "a" * 400  # exponential for a backtracking regex
     assert not glob_match(mask, text)
