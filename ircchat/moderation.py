@@ -59,7 +59,7 @@ def _channel_mode(hub: Hub, user: User, msg: Message) -> None:
         hub.reply(user, RPL_CREATIONTIME, channel.name, str(int(channel.created)))
         return
     changes, unknown = parse_mode_changes(msg.params[1], msg.params[2:])
-    for letter in unknown:
+    for letter in unknown[:MAX_MODE_PARAMS]:  # a few are enough to tell the client
         hub.reply(user, ERR_UNKNOWNMODE, letter, f"is an unknown mode char to me for {channel.name}")
     if any(change.letter == "b" and change.param is None for change in changes):
         _send_bans(hub, user, channel)  # a list query: anyone may ask

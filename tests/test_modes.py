@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import doctest
 import fnmatch
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import chat_server
+import ircchat.modes
 from ircchat.modes import (
     MAX_MODE_PARAMS,
     Ban,
@@ -25,6 +28,12 @@ from ircchat.modes import (
 )
 from ircchat.numerics import IRCError
 from ircchat.state import Channel, User
+
+
+@pytest.mark.parametrize("module", [ircchat.modes, chat_server], ids=lambda module: module.__name__)
+def test_doctests_pass(module):
+    failures, tried = doctest.testmod(module)
+    assert tried > 0 and failures == 0
 
 
 def test_a_mode_string_takes_parameters_by_class():
