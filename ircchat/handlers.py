@@ -187,7 +187,7 @@ def _try_register(hub: Hub, user: User) -> None:
     hub.reply(user, RPL_WELCOME, f"Welcome to the {config.network} IRC network, {user.source}")
     hub.reply(user, RPL_YOURHOST, f"Your host is {config.server_name}, running version {__version__}")
     hub.reply(user, RPL_CREATED, f"This server was created {hub.created}")
-    hub.reply(user, RPL_MYINFO, config.server_name, __version__, "iow", "biklmnostv", "klov")
+    hub.reply(user, RPL_MYINFO, config.server_name, __version__, "iow", "biklmnostv", "bklov")
     hub.reply(
         user, RPL_ISUPPORT, "NICKLEN=20", "CASEMAPPING=ascii", "CHANTYPES=#", "CHANNELLEN=50",
         f"TOPICLEN={TOPIC_MAX}", f"NETWORK={config.network}", *isupport_modes(),

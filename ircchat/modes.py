@@ -98,13 +98,17 @@ def normalize_mask(text: str) -> str:
     return f"{nick or '*'}!{user or '*'}@{host if at and host else '*'}"
 
 
-def matches_everyone(mask: str) -> bool:
-    """Whether a (normalized) mask is wildcards only in every part: it would ban everyone.
+def names_one(mask: str) -> bool:
+    """Whether a (normalized) mask names one nick or one host exactly, with no wildcard in it:
+    the default room takes only such bans, so none can shut out everyone (``*!*@*``, or
+    ``*!*@*.cloak``, which every cloaked host matches).
 
-    >>> matches_everyone("*!*@*"), matches_everyone("?*!*@*"), matches_everyone("*!*@*.cloak")
-    (True, True, False)
+    >>> names_one("bob!*@*"), names_one("*!*@1f.2e.cloak"), names_one("*!*@*.cloak"), names_one("b*!~u@*")
+    (True, True, False, False)
     """
-    return all(part and not part.strip("*?") for part in re.split(r"[!@]", mask))
+    nick, _, rest = mask.partition("!")
+    host = rest.partition("@")[2]
+    return any(part and "*" not in part and "?" not in part for part in (nick, host))
 
 
 def glob_match(mask: str, text: str) -> bool:
@@ -217,7 +221,7 @@ def apply_mode(channel: Channel, change: ModeChange, setter: str, member: Callab
     if it changed nothing, or raise IRCError (441, 401, 467, 478, 696) to refuse it.
 
     ``member(nick)`` is the member a +o/+v names (raising 401 or 441); ``setter`` goes in the
-    ban list. In the default room +i, +k, +l and a ban of everyone are refused.
+    ban list. In the default room +i, +k, +l and a ban that names neither one nick nor one host are refused.
     """
     sign, letter, param = change
     adding = sign == "+"
@@ -271,9 +275,9 @@ def _change_ban(channel: Channel, adding: bool, param: str, setter: str, default
     if adding:
         if len(mask) > MASK_MAX:
             raise IRCError(ERR_INVALIDMODEPARAM, channel.name, "b", "*", f"A mask is at most {MASK_MAX} characters")
-        if default_room and matches_everyone(mask):
+        if default_room and not names_one(mask):
             raise IRCError(ERR_INVALIDMODEPARAM, channel.name, "b", mask,
-                           "That ban would shut everyone out of the default room")
+                           "In the default room a ban names one nick or one host, without wildcards")
         if len(channel.bans) >= MAX_BANS:
             raise IRCError(ERR_BANLISTFULL, channel.name, mask, "Channel ban list is full")
         changed = channel.bans.add(Ban(mask, setter, int(time.time())))

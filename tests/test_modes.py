@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import fnmatch
+import json
 
 import pytest
 from hypothesis import given
@@ -19,9 +20,10 @@ from ircchat.modes import (
     apply_mode,
     channel_state,
     glob_match,
+    load_states,
     mask_matches,
-    matches_everyone,
     mode_string,
+    names_one,
     normalize_mask,
     parse_mode_changes,
     restore_state,
@@ -77,9 +79,9 @@ def test_glob_match_agrees_with_fnmatch(mask, text):
     assert glob_match(mask, text) == fnmatch.fnmatchcase(text, mask)
 
 
-def test_only_wildcard_masks_match_everyone():
-    assert matches_everyone("*!*@*") and matches_everyone("??*!*@*")
-    assert not matches_everyone("*!*@*.cloak") and not matches_everyone("a*!*@*")
+def test_a_mask_names_one_user_only_with_an_exact_nick_or_host():
+    assert names_one("ann!*@*") and names_one("*!*@abc.def.cloak") and names_one("a*!*@1.2.3.4")
+    assert not names_one("*!*@*") and not names_one("a*!*@*.cloak") and not names_one("*!~user@*")
 
 
 def test_a_ban_list_matches_any_ban_and_is_falsy_when_empty():
@@ -119,7 +121,7 @@ def test_apply_mode_sets_flags_key_limit_and_bans_once():
 
 def test_the_default_room_refuses_ikl_and_a_ban_on_everyone():
     channel = Channel("#chat")
-    for letter, param in (("i", None), ("k", "pw"), ("l", "3"), ("b", "*"), ("b", "*!*@*")):
+    for letter, param in (("i", None), ("k", "pw"), ("l", "3"), ("b", "*"), ("b", "*!*@*"), ("b", "*!*@*.cloak")):
         with pytest.raises(IRCError) as refused:
             _apply(channel, "+", letter, param, default_room=True)
         assert refused.value.numeric == "696"
@@ -151,3 +153,14 @@ def test_a_state_round_trips():
     again = Channel("#r")
     restore_state(again, channel_state(channel))
     assert channel_state(again) == channel_state(channel) and again.bans.matches("x!u@h")
+
+
+def test_a_saved_state_that_does_not_read_back_is_left_out(caplog):
+    class Store:
+        @staticmethod
+        def load_channels():
+            good = channel_state(Channel("#ok"))
+            return {"#ok": json.dumps(good), "#bad": "{not json", "#odd": json.dumps({**good, "modes": "Z"}),
+                    "#ban": json.dumps({**good, "bans": [["m", "s"]]})}
+    assert list(load_states(Store())) == ["#ok"]
+    assert sum("left out" in record.getMessage() for record in caplog.records) == 3
