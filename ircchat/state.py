@@ -342,8 +342,8 @@ class Channel:
 
     def prefix(self, user: User, multi: bool = False) -> str:
         """The NAMES prefix of a member: the highest of @ and +, or all of them (``multi``)."""
-        held = [mark for letter, mark in PREFIXES.items() if user in (self.ops if letter == "o" else self.voiced)]
-        return "".join(held) if multi else "".join(held[:1])
+        marks = ("@" if user in self.ops else "") + ("+" if user in self.voiced else "")
+        return marks if multi else marks[:1]
 
     def banned(self, user: User, source: str | None = None) -> bool:
         """Whether a ban matches ``user`` (or ``source``, the nick!user@host it would take)
@@ -921,11 +921,14 @@ class Hub:
         # Room for names on a 353 line: 512 bytes less CRLF, the longest nick's prefix and ours.
         head = f":{self.config.server_name} {RPL_NAMREPLY} {'x' * 20} = {name} :"
         channel = Channel(name, names_room=MAX_LINE_BYTES - 2 - len(head.encode()))
-        if self._is_default(channel):
-            channel.modes = {"n"}  # everyone is put here: anyone may set its topic until an operator sets +t
         saved = self.saved.get(irc_fold(name))
         if saved is not None:
             restore_state(channel, saved)
+        if self._is_default(channel):  # everyone is put here: no +i, +k, +l (saved under another --room)
+            if saved is None:
+                channel.modes = {"n"}  # anyone may set its topic, until an operator sets +t
+            channel.modes.discard("i")
+            channel.key = channel.limit = None
         count = self.config.replay_lines
         # What the room said before it (re)appeared: earlier runs, or before it last emptied.
         stored = self.history.latest(irc_fold(name), count) if self.history is not None and count > 0 else []
