@@ -231,9 +231,9 @@ def apply_mode(channel: Channel, change: ModeChange, setter: str, member: Callab
             return None
     elif letter in KEY_MODES:
         if adding:
-            if not param or len(param) > KEY_MAX or "," in param:
-                raise IRCError(ERR_INVALIDMODEPARAM, channel.name, "k", param or "*",
-                               f"A key is 1-{KEY_MAX} characters, no commas")
+            if not param or len(param) > KEY_MAX or "," in param or not _is_word(param):
+                raise IRCError(ERR_INVALIDMODEPARAM, channel.name, "k", "*",
+                               f"A key is 1-{KEY_MAX} characters: no spaces or commas")
             if channel.key is not None:
                 raise IRCError(ERR_KEYSET, channel.name, "Channel key already set")
         elif channel.key is None:
@@ -242,7 +242,7 @@ def apply_mode(channel: Channel, change: ModeChange, setter: str, member: Callab
     elif letter in SET_ONLY_MODES:
         limit = None
         if adding:
-            if not param or not param.isdigit() or not 0 < int(param) <= LIMIT_MAX:
+            if not param or not (param.isascii() and param.isdigit()) or not 0 < int(param) <= LIMIT_MAX:
                 raise IRCError(ERR_INVALIDMODEPARAM, channel.name, "l", param or "*",
                                f"A limit is a number from 1 to {LIMIT_MAX}")
             limit = int(param)
@@ -258,12 +258,18 @@ def apply_mode(channel: Channel, change: ModeChange, setter: str, member: Callab
     return ModeChange(sign, letter, param)
 
 
+def _is_word(param: str) -> bool:
+    """Whether ``param`` can stand as a middle parameter of the lines that repeat it (324, 367)."""
+    return " " not in param and not param.startswith(":")
+
+
 def _change_ban(channel: Channel, adding: bool, param: str, setter: str, default_room: bool) -> str | None:
     """Add or remove a ban; return the normalized mask, or None if nothing changed."""
     mask = normalize_mask(param)
     if adding:
-        if len(mask) > MASK_MAX:
-            raise IRCError(ERR_INVALIDMODEPARAM, channel.name, "b", "*", f"A mask is at most {MASK_MAX} characters")
+        if len(mask) > MASK_MAX or not _is_word(mask):
+            raise IRCError(ERR_INVALIDMODEPARAM, channel.name, "b", "*",
+                           f"A mask is at most {MASK_MAX} characters, with no spaces")
         if default_room and not names_one(mask):
             raise IRCError(ERR_INVALIDMODEPARAM, channel.name, "b", mask,
                            "In the default room a ban names one nick or one host, without wildcards")

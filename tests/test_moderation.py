@@ -10,9 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from irc_peer import Peer
+from test_handlers import registered
 
 from chat_server import read_opers
+from ircchat.state import Hub, ServerConfig
 
 SERVER = Path(__file__).resolve().parent.parent / "chat_server.py"
 OPERS = (("root", "hunter2"),)
@@ -110,6 +114,11 @@ def test_mode_query_shows_the_key_only_to_members(connect):
     assert cat.expect(" 324 cat #r ").params[2:] == ("+ntkl", "*", "5")
     ann.send("MODE #r +k other")
     ann.expect(" 467 ann #r ")
+    ann.send("MODE #r -k *", "MODE #r +k :two words", "MODE #r +k ::x", "MODE #r +l \u00b2",
+             "MODE #r +l 0", "MODE #r +b :a b", "MODE #r +b " + "x" * 101)
+    ann.expect(r"MODE #r -k :?\*$")
+    for _ in range(6):
+        ann.expect(" 696 ann #r ")
 
 
 def test_a_banned_user_cannot_speak_rejoin_or_take_a_banned_nick(connect):
@@ -372,3 +381,30 @@ def test_topic_modes_and_bans_survive_a_restart_but_operator_status_does_not(tmp
         ann.close()
     finally:
         _stop_process(proc)
+
+
+WORDS = st.sampled_from(["ann", "bob", "cat", "nobody", "#r", "#chat", "#x", "*", "*!*@*", ":", "::x",
+                         "\u00b2", "0", "7", "-1", "k3y", "a,b", "x" * 120, "+", "-", "!@", "?*a"])
+MODE_STRINGS = st.text("+-ovbklimnstzq", max_size=10)
+LINES = st.one_of(
+    st.builds(lambda sign, letter, word: f"MODE #r {sign}{letter} {word}",
+              st.sampled_from("+-"), st.sampled_from("ovbkl"), WORDS),
+    st.builds(lambda target, modes, params: " ".join(["MODE", target, modes, *params]).rstrip(),
+              st.sampled_from(["#r", "#chat", "ann", "bob"]), MODE_STRINGS, st.lists(WORDS, max_size=8)),
+    st.builds(lambda *words: " ".join(words),
+              st.sampled_from(["KICK", "INVITE", "JOIN", "PART", "NICK", "TOPIC", "PRIVMSG", "NAMES",
+                               "WHOIS", "OPER", "KILL"]),
+              WORDS, WORDS, st.sampled_from(["", ":a reason", ":"])),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), LINES), max_size=25))
+def test_any_moderation_sequence_is_answered_without_a_crash(script):
+    """Random MODE, KICK, INVITE, JOIN... lines from three users: every one is handled (no
+    exception escapes a handler) and every line sent fits the protocol (Client checks it)."""
+    hub = Hub(ServerConfig(server_name="irc.test", room="#chat", opers=OPERS, password_backoff=0))
+    clients = [registered(hub, nick) for nick in ("ann", "bob", "cat")]
+    clients[0].do("JOIN #r", "OPER root hunter2")
+    for who, line in script:
+        clients[who].do(line)
