@@ -383,8 +383,9 @@ def test_topic_modes_and_bans_survive_a_restart_but_operator_status_does_not(tmp
         _stop_process(proc)
 
 
-WORDS = st.sampled_from(["ann", "bob", "cat", "nobody", "#r", "#chat", "#x", "*", "*!*@*", ":", "::x",
-                         "\u00b2", "0", "7", "-1", "k3y", "a,b", "x" * 120, "+", "-", "!@", "?*a"])
+ODD_WORDS = ["ann", "bob", "cat", "nobody", "#r", "#chat", "#x", "*", "*!*@*", ":", "::x", ":a b",
+             "\u00b2", "0", "7", "-1", "k3y", "a,b", "x" * 120, "+", "-", "!@", "?*a", "[a]"]
+WORDS = st.sampled_from(ODD_WORDS)
 MODE_STRINGS = st.text("+-ovbklimnstzq", max_size=10)
 LINES = st.one_of(
     st.builds(lambda sign, letter, word: f"MODE #r {sign}{letter} {word}",
@@ -396,6 +397,19 @@ LINES = st.one_of(
                                "WHOIS", "OPER", "KILL"]),
               WORDS, WORDS, st.sampled_from(["", ":a reason", ":"])),
 )
+
+
+def test_every_mode_letter_with_every_odd_parameter_is_answered_without_a_crash():
+    hub = Hub(ServerConfig(server_name="irc.test", room="#chat"))
+    ann, bob = registered(hub, "ann"), registered(hub, "bob")
+    ann.do("JOIN #r")
+    bob.do("JOIN #r")
+    for room in ("#r", "#chat"):
+        for sign in "+-":
+            for letter in "ovbklimnstz":
+                for word in ODD_WORDS:
+                    ann.do(f"MODE {room} {sign}{letter} {word}")
+                    bob.do(f"MODE {room} {sign}{letter} {word}")
 
 
 @settings(max_examples=150, deadline=None)
