@@ -309,8 +309,7 @@ def _send_names(hub: Hub, user: User, channel: Channel) -> None:
     # The batches are kept packed by the hub, by bytes (a join into a big room adds one name,
     # it does not re-pack them all); a line is a batch behind a head that leaves room for it.
     head = f":{hub.config.server_name} {RPL_NAMREPLY} {user.nick or '*'} = {channel.name} :".encode()
-    batches = hub.names(channel, multi="multi-prefix" in user.caps)
-    lines = b"".join([head + batch + b"\r\n" for batch in batches])
+    lines = b"".join([head + batch + b"\r\n" for batch in hub.names(channel, user)])
     data = lines + hub.numeric_line(user, RPL_ENDOFNAMES, channel.name, "End of /NAMES list")
     hub.answer(user, data)
 

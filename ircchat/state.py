@@ -848,12 +848,15 @@ class Hub:
         with self.lock:
             return list(channel.members)
 
-    def names(self, channel: Channel, multi: bool = False) -> list[bytearray]:
+    def names(self, channel: Channel, viewer: User) -> list[bytearray]:
         """The channel's names with their prefixes, packed for 353 lines (rebuilt here after a
-        part, nick or mode change). ``multi`` (multi-prefix): every prefix a member holds, which
-        differs from the cached form only while someone holds both."""
+        part, nick or mode change); none of a secret (+s) channel's for outsiders. A viewer with
+        multi-prefix gets every prefix a member holds, which differs from the cached form only
+        while someone holds both."""
         with self.lock:
-            if multi and channel.ops & channel.voiced:
+            if "s" in channel.modes and viewer not in channel.members and "o" not in viewer.modes:
+                return []
+            if "multi-prefix" in viewer.caps and channel.ops & channel.voiced:
                 batches: list[bytearray] = []
                 for member in channel.members:
                     self._add_name(batches, channel.names_room, channel.prefix(member, True) + (member.nick or ""))

@@ -226,6 +226,8 @@ def test_topic_lock_no_outside_messages_and_secret(connect):
     assert not [line for line in cat.collect_until(" 318 cat ") if " 319 cat ann " in line and "#r" in line]
     bob.send("WHOIS ann")
     assert "@#r" in bob.expect(" 319 bob ann ").params[-1]
+    cat.send("NAMES #r")  # nor its members
+    assert not [line for line in cat.collect_until(" 366 cat #r ") if " 353 " in line]
 
 
 def test_kick_reaches_everyone_the_kicked_one_included_then_it_is_out(connect):
