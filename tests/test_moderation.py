@@ -3,6 +3,7 @@ server operators (OPER, KILL), the default room's rule, and channel state across
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from irc_peer import Peer
 from test_handlers import registered
 
 from chat_server import read_opers
+from ircchat.logs import log
 from ircchat.state import Hub, ServerConfig
 
 SERVER = Path(__file__).resolve().parent.parent / "chat_server.py"
@@ -245,7 +247,21 @@ def test_kick_reaches_everyone_the_kicked_one_included_then_it_is_out(connect):
     assert names(cat, "#r") == "@ann cat"
 
 
-def test_oper_wrong_password_unknown_name_and_back_off(start_server):
+def test_a_kick_from_the_room_whose_log_the_kicked_one_follows_reaches_it_first(connect):
+    ann, bob, root = connect("ann"), connect("bob"), connect("boss")  # each follows #chat's log
+    oper(root)
+    root.send("KICK #chat bob :out of the log")
+    for peer in (ann, bob, root):
+        peer.expect(r"^:boss!\S+ KICK #chat bob :out of the log$")
+    ann.send("PRIVMSG #chat :after the kick")
+    root.expect("PRIVMSG #chat :after the kick$")
+    assert not [line for line in bob.sync() if "after the kick" in line]
+    joined(bob, "#chat")  # no ban: back in, and following the room again
+    ann.send("PRIVMSG #chat :welcome back")
+    bob.expect("PRIVMSG #chat :welcome back$")
+
+
+def test_oper_wrong_password_unknown_name_and_back_off(start_server, caplog):
     server = start_server(opers=OPERS, password_backoff=30)
     ann = Peer(server.address)
     try:
@@ -258,6 +274,8 @@ def test_oper_wrong_password_unknown_name_and_back_off(start_server):
         ann.expect(r" 221 ann :?\+$")
     finally:
         ann.close()
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "OPER as unknown 'nobody' refused for ann from 127.0.0.1" in logged
 
 
 def test_a_wrong_oper_password_gives_no_powers(connect):
@@ -270,7 +288,8 @@ def test_a_wrong_oper_password_gives_no_powers(connect):
     assert not [line for line in root.sync() if " MODE boss " in line]  # +o only comes from OPER
 
 
-def test_server_operators_op_themselves_join_past_everything_and_kill(start_server):
+def test_server_operators_op_themselves_join_past_everything_and_kill(start_server, caplog):
+    caplog.set_level(logging.INFO, logger=log.name)
     server = start_server(opers=OPERS)
     peers = [Peer(server.address) for _ in range(3)]
     ann, bob, root = peers
@@ -280,6 +299,7 @@ def test_server_operators_op_themselves_join_past_everything_and_kill(start_serv
         oper(root)
         root.send("MODE boss")
         root.expect(r" 221 boss :?\+o$")
+        assert any("is now server operator 'root'" in record.getMessage() for record in caplog.records)
         root.send("WHOIS ann")
         root.expect(" 378 boss ann :is connecting from \\*@127.0.0.1")
         # The default room: its operators are server operators' doing.
