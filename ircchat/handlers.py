@@ -72,6 +72,7 @@ from ircchat.state import Channel, Hub, User
 
 Handler = Callable[[Hub, User, Message], None]
 TOPIC_MAX = 390
+ISUPPORT_PER_LINE = 13  # tokens on one 005 line, at most, as modern.ircdocs.horse asks
 
 
 def line_from(user: User, command: str, *params: str) -> bytes:
@@ -188,11 +189,10 @@ def _try_register(hub: Hub, user: User) -> None:
     hub.reply(user, RPL_YOURHOST, f"Your host is {config.server_name}, running version {__version__}")
     hub.reply(user, RPL_CREATED, f"This server was created {hub.created}")
     hub.reply(user, RPL_MYINFO, config.server_name, __version__, "iow", "biklmnostv", "bklov")
-    hub.reply(
-        user, RPL_ISUPPORT, "NICKLEN=20", "CASEMAPPING=ascii", "CHANTYPES=#", "CHANNELLEN=50",
-        f"TOPICLEN={TOPIC_MAX}", f"NETWORK={config.network}", *isupport_modes(),
-        isupport_targmax(), *history_isupport(hub), "are supported by this server",
-    )
+    tokens = ["NICKLEN=20", "CASEMAPPING=ascii", "CHANTYPES=#", "CHANNELLEN=50", f"TOPICLEN={TOPIC_MAX}",
+              f"NETWORK={config.network}", *isupport_modes(), isupport_targmax(), *history_isupport(hub)]
+    for start in range(0, len(tokens), ISUPPORT_PER_LINE):
+        hub.reply(user, RPL_ISUPPORT, *tokens[start:start + ISUPPORT_PER_LINE], "are supported by this server")
     cmd_lusers(hub, user, msg=Message("LUSERS"))
     cmd_motd(hub, user, msg=Message("MOTD"))
     _join(hub, user, config.room)
