@@ -10,7 +10,8 @@ Map of this module:
    everything queued meanwhile in one transaction (group commit, WAL) and then hands the whole
    batch, in order, to ``on_commit``. The server delivers the lines from there: each is stored
    before anyone receives it, no sender waits for its own commit, and a batch goes out to the
-   room in one pass.
+   room in one pass. Channel states (topic, modes, bans) are kept beside the lines: written
+   by the same thread (``save_channel``), read once at start-up (``load_channels``).
 
 Durability: WAL with ``synchronous=NORMAL``. A committed entry is in the WAL file, so it
 survives the server process being killed at any moment (``kill -9``); an operating-system
@@ -59,6 +60,7 @@ CREATE TABLE channels (
     saved_at INTEGER NOT NULL -- seconds since the epoch
 );
 """
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)  # the step from schema version i to i + 1 at [i]
 SAVED_CHANNELS_MAX = 1000  # channel states kept, the least recently saved dropped first
 
 
@@ -469,7 +471,6 @@ def _migrate(db: sqlite3.Connection, path: str) -> None:
         raise HistoryError(
             f"{path} was written by a newer version of chat_server.py (history schema {version}, "
             f"this one knows up to {SCHEMA_VERSION}); upgrade it, or use another --history file.")
-    if version < 1:
-        db.executescript(f"BEGIN; {_SCHEMA_V1} {_SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-    elif version < 2:
-        db.executescript(f"BEGIN; {_SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+    if version < SCHEMA_VERSION:
+        steps = " ".join(_MIGRATIONS[version:])
+        db.executescript(f"BEGIN; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")

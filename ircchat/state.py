@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ircchat.history import HistoryEntry, HistoryStore
+from ircchat.history import SAVED_CHANNELS_MAX, HistoryEntry, HistoryStore
 from ircchat.ircv3 import Stamped, Stamper, Variant, add_tags
 from ircchat.modes import (
     PREFIXES,
@@ -1069,7 +1069,6 @@ class Hub:
             del self.channels[irc_fold(channel.name)]
 
 
-SAVED_CHANNELS_MAX = 1000  # channel states kept (and saved) at most, the least recently changed dropped
 MAX_INVITES = 100  # pending invitations per channel
 INVITE_TTL = 3600.0  # seconds an invitation holds if not used
 SETTLE_WAIT = 2.0  # seconds a PART, NICK or QUIT waits at most for its sender's stored lines
