@@ -71,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds a client with output waiting may take none of it before it is dropped")
     add("--password", help="password clients must give with PASS; better, set CHAT_SERVER_PASSWORD, "
                            "which ps does not show")
+    add("--oper", action="append", default=[], metavar="NAME:PASSWORD",
+        help="a server operator OPER accepts (repeatable); better, put them in --oper-file or "
+             "CHAT_OPERS=name:pw,name2:pw2, which ps does not show")
+    add("--oper-file", help="file of server operators, NAME:PASSWORD per line")
     add("--tls-cert", help="PEM certificate chain: also listen with TLS on --tls-port")
     add("--tls-key", help="PEM private key for --tls-cert")
     add("--tls-port", type=int, default=6697, help="TLS port")
@@ -104,7 +108,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--server-name must be one word, such as chat.example.org")
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
+    try:
+        args.opers = read_opers(args.oper, args.oper_file, os.environ.get("CHAT_OPERS", ""))
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
     return args
+
+
+def read_opers(flags: list[str], path: str | None, environment: str) -> tuple[tuple[str, str], ...]:
+    """Server operators from --oper flags, the --oper-file and CHAT_OPERS (comma-separated),
+    as (name, password) pairs; ValueError names an entry that is not NAME:PASSWORD.
+
+    >>> read_opers(["root:pw"], None, "ann:a:b, bob:x")
+    (('root', 'pw'), ('ann', 'a:b'), ('bob', 'x'))
+    """
+    entries = list(flags) + [entry for entry in environment.split(",") if entry.strip()]
+    if path:
+        with open(path, encoding="utf-8") as oper_file:
+            entries += [line for line in oper_file.read().splitlines() if line.strip() and not line.startswith("#")]
+    opers = []
+    for entry in entries:
+        name, colon, password = entry.strip().partition(":")
+        if not colon or not name or not password or " " in name:
+            raise ValueError(f"server operator {name or entry.strip()!r}: expected NAME:PASSWORD")
+        opers.append((name, password))
+    return tuple(opers)
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -122,7 +150,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_clients=args.max_clients, max_per_ip=args.max_per_ip, max_channels=args.max_channels,
         nick_changes_per_minute=args.nick_changes_per_minute, password_backoff=args.password_backoff,
         cloak_secret=None if args.no_cloak else _cloak_secret(),
-        replay_lines=args.replay_lines,
+        replay_lines=args.replay_lines, opers=args.opers,
     )
 
 

@@ -4,10 +4,13 @@ Modules, read in this order:
 
 - ``protocol``: the IRC protocol core with no I/O (parse, format, frame, fold), shared by both.
 - ``numerics``: numeric replies by name, and ``IRCError``.
-- ``state``: users, channels and the ``Hub`` behind ``Hub.lock``; configuration and policies.
+- ``state``: users, channels (with their operators, voice and modes) and the ``Hub`` behind
+  ``Hub.lock``; configuration and policies.
 - ``handlers``: the command handlers and their one dispatch table.
 - ``queries``: the commands clients use besides chatting: WHO/WHOX, WHOIS, WHOWAS, USERHOST,
   ISON, LIST, AWAY, and TIME, ADMIN, INFO, HELP about the server.
+- ``modes``: channel modes with no I/O: mode strings, ban masks, a channel's saved state.
+- ``moderation``: MODE, KICK, INVITE, OPER and KILL, registered in that table.
 - ``ircv3``: capabilities, message tags, and each line in the form a client asked for.
 - ``history``: room history (SQLite by default) behind one small interface.
 - ``chathistory``: stored history sent to clients: replay on join and CHATHISTORY.

@@ -18,9 +18,16 @@ from ircchat import __version__
 from ircchat.chathistory import cmd_chathistory, history_isupport, replay_on_join
 from ircchat.ircv3 import CAP_LS, CAPS_WITHOUT_HISTORY, add_tags
 from ircchat.logs import log
+from ircchat.moderation import (
+    cmd_invite,
+    cmd_kick,
+    cmd_kill,
+    cmd_mode,
+    cmd_oper,
+    isupport_modes,
+)
 from ircchat.numerics import (
     ERR_ALREADYREGISTERED,
-    ERR_CHANOPRIVSNEEDED,
     ERR_INVALIDCAPCMD,
     ERR_NEEDMOREPARAMS,
     ERR_NICKCHANGETOOFAST,
@@ -34,14 +41,9 @@ from ircchat.numerics import (
     ERR_NOTREGISTERED,
     ERR_PASSWDMISMATCH,
     ERR_TOOMANYTARGETS,
-    ERR_UMODEUNKNOWNFLAG,
     ERR_UNKNOWNCOMMAND,
-    ERR_USERSDONTMATCH,
     RPL_AWAY,
-    RPL_CHANNELMODEIS,
     RPL_CREATED,
-    RPL_CREATIONTIME,
-    RPL_ENDOFBANLIST,
     RPL_ENDOFMOTD,
     RPL_ENDOFNAMES,
     RPL_ISUPPORT,
@@ -56,7 +58,6 @@ from ircchat.numerics import (
     RPL_NOTOPIC,
     RPL_TOPIC,
     RPL_TOPICWHOTIME,
-    RPL_UMODEIS,
     RPL_VERSION,
     RPL_WELCOME,
     RPL_YOURHOST,
@@ -82,7 +83,7 @@ from ircchat.state import Channel, Hub, User
 Handler = Callable[[Hub, User, Message], None]
 TOPIC_MAX = 390
 NICK_CHANGE_WINDOW = 60.0  # seconds over which nick changes are counted
-ISUPPORT_PER_LINE = 12  # tokens on one 005 line: clients expect at most 13 parameters after the nick
+ISUPPORT_PER_LINE = 13  # tokens on one 005 line, at most, as modern.ircdocs.horse asks
 
 
 def line_from(user: User, command: str, *params: str) -> bytes:
@@ -202,7 +203,7 @@ def _try_register(hub: Hub, user: User) -> None:
     hub.reply(user, RPL_WELCOME, f"Welcome to the {config.network} IRC network, {user.source}")
     hub.reply(user, RPL_YOURHOST, f"Your host is {config.server_name}, running version {__version__}")
     hub.reply(user, RPL_CREATED, f"This server was created {hub.created}")
-    hub.reply(user, RPL_MYINFO, config.server_name, __version__, "iw", "nt")
+    hub.reply(user, RPL_MYINFO, config.server_name, __version__, "iow", "biklmnostv", "bklov")
     send_isupport(hub, user)
     cmd_lusers(hub, user, msg=Message("LUSERS"))
     cmd_motd(hub, user, msg=Message("MOTD"))
@@ -213,7 +214,7 @@ def send_isupport(hub: Hub, user: User) -> None:
     """The 005 lines: what this server supports (after registration, and after VERSION)."""
     tokens = [
         "NICKLEN=20", "CASEMAPPING=ascii", "CHANTYPES=#", "CHANNELLEN=50", f"TOPICLEN={TOPIC_MAX}",
-        f"NETWORK={hub.config.network}", "CHANMODES=b,,,nt", isupport_targmax(), "WHOX",
+        f"NETWORK={hub.config.network}", *isupport_modes(), isupport_targmax(), "WHOX",
         f"AWAYLEN={AWAY_MAX}", *history_isupport(hub),
     ]
     for start in range(0, len(tokens), ISUPPORT_PER_LINE):
@@ -267,11 +268,13 @@ def cmd_join(hub: Hub, user: User, msg: Message) -> None:
         return
     if not CHANNEL_RE.match(name):
         raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel (names are # and up to 49 more)")
-    _join(hub, user, name)
+    # JOIN #a,#b k1,k2 runs once per channel; a +k channel takes any of the keys given.
+    keys = tuple(msg.params[1].split(",")[:20]) if len(msg.params) > 1 else ()
+    _join(hub, user, name, keys)
 
 
-def _join(hub: Hub, user: User, name: str) -> None:
-    channel = hub.join(user, name, replay_on_join)
+def _join(hub: Hub, user: User, name: str, keys: tuple[str, ...] = ()) -> None:
+    channel = hub.join(user, name, replay_on_join, keys)
     if channel is None:
         return
     log.info("%s joined %s", user.nick, channel.name)
@@ -338,7 +341,7 @@ def _send_names(hub: Hub, user: User, channel: Channel) -> None:
     # The batches are kept packed by the hub, by bytes (a join into a big room adds one name,
     # it does not re-pack them all); a line is a batch behind a head that leaves room for it.
     head = f":{hub.config.server_name} {RPL_NAMREPLY} {user.nick or '*'} = {channel.name} :".encode()
-    lines = b"".join([head + batch + b"\r\n" for batch in hub.names(channel)])
+    lines = b"".join([head + batch + b"\r\n" for batch in hub.names(channel, user)])
     data = lines + hub.numeric_line(user, RPL_ENDOFNAMES, channel.name, "End of /NAMES list")
     hub.answer(user, data)
 
@@ -368,42 +371,6 @@ def _send_topic(hub: Hub, user: User, channel: Channel) -> None:
     hub.reply(user, RPL_TOPICWHOTIME, channel.name, setter, str(int(when)))
 
 
-USER_MODES = "iw"
-
-
-def cmd_mode(hub: Hub, user: User, msg: Message) -> None:
-    target = msg.params[0]
-    if target.startswith("#"):
-        channel = hub.find_channel(target)
-        if channel is None:
-            raise IRCError(ERR_NOSUCHCHANNEL, target, "No such channel")
-        if len(msg.params) == 1:
-            hub.reply(user, RPL_CHANNELMODEIS, channel.name, "+nt")
-            hub.reply(user, RPL_CREATIONTIME, channel.name, str(int(channel.created)))
-        elif len(msg.params) == 2 and msg.params[1].lstrip("+") == "b":
-            hub.reply(user, RPL_ENDOFBANLIST, channel.name, "End of channel ban list")
-        else:
-            raise IRCError(ERR_CHANOPRIVSNEEDED, channel.name, "Channel modes are fixed here (+nt)")
-        return
-    if irc_fold(target) != irc_fold(user.nick or ""):
-        raise IRCError(ERR_USERSDONTMATCH, "Can't change mode for other users")
-    if len(msg.params) == 1:
-        hub.reply(user, RPL_UMODEIS, "+" + "".join(sorted(user.modes)))
-        return
-    applied, sign, unknown = "", "+", False
-    for char in msg.params[1]:
-        if char in "+-":
-            sign = char
-        elif char in USER_MODES:
-            if (char in user.modes) != (sign == "+"):
-                (user.modes.add if sign == "+" else user.modes.discard)(char)
-                applied += sign + char
-        else:
-            unknown = True
-    if applied:
-        hub.answer(user, line_from(user, "MODE", user.nick or "", applied))
-    if unknown:
-        raise IRCError(ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
 
 
 @dataclass(frozen=True)
@@ -440,6 +407,10 @@ COMMANDS: dict[str, Command] = {
     "LIST": Command(cmd_list, 0),
     "AWAY": Command(cmd_away, 0),
     "MODE": Command(cmd_mode, 1),
+    "KICK": Command(cmd_kick, 2, targets_at=1, max_targets=4),
+    "INVITE": Command(cmd_invite, 2),
+    "OPER": Command(cmd_oper, 2),
+    "KILL": Command(cmd_kill, 1),
     "MOTD": Command(cmd_motd, 0),
     "LUSERS": Command(cmd_lusers, 0),
     "TIME": Command(cmd_time, 0),

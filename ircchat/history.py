@@ -10,7 +10,8 @@ Map of this module:
    everything queued meanwhile in one transaction (group commit, WAL) and then hands the whole
    batch, in order, to ``on_commit``. The server delivers the lines from there: each is stored
    before anyone receives it, no sender waits for its own commit, and a batch goes out to the
-   room in one pass.
+   room in one pass. Channel states (topic, modes, bans) are kept beside the lines: written
+   by the same thread (``save_channel``), read once at start-up (``load_channels``).
 
 Durability: WAL with ``synchronous=NORMAL``. A committed entry is in the WAL file, so it
 survives the server process being killed at any moment (``kill -9``); an operating-system
@@ -37,7 +38,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ircchat.logs import log
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA_V1 = """
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY,   -- order of arrival: the order every member saw
@@ -52,6 +53,15 @@ CREATE TABLE messages (
 CREATE INDEX messages_by_target ON messages (target, id);
 CREATE INDEX messages_by_time ON messages (target, time_ms);
 """
+_SCHEMA_V2 = """
+CREATE TABLE channels (
+    target TEXT PRIMARY KEY,  -- the room's folded name
+    state TEXT NOT NULL,      -- its topic, modes and bans, as JSON (see ircchat.modes)
+    saved_at INTEGER NOT NULL -- seconds since the epoch
+);
+"""
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)  # the step from schema version i to i + 1 at [i]
+SAVED_CHANNELS_MAX = 1000  # channel states kept, the least recently saved dropped first
 
 
 class HistoryError(Exception):
@@ -170,6 +180,12 @@ class HistoryStore(Protocol):
 
     def between(self, target: str, start: MessageRef, end: MessageRef, limit: int) -> list[HistoryEntry]: ...
 
+    def save_channel(self, target: str, state: str) -> None:
+        """Keep a room's state (text), replacing the one it had; written in the background."""
+
+    def load_channels(self) -> dict[str, str]:
+        """Every room's kept state: read once, at start-up."""
+
     def close(self) -> None:
         """Commit what is queued (handing it to ``on_commit``), then release the store."""
 
@@ -210,6 +226,7 @@ class SqliteHistory:
         self._lock = threading.Lock()
         self._queued = threading.Condition(self._lock)
         self._queue: list[tuple[HistoryEntry, Any]] = []
+        self._channel_saves: dict[str, str] = {}  # target -> state, for the writer's next commit
         self._closing = False
         self._appended = self._delivered = 0  # entries queued, and handed to on_commit
         self._delivered_cv = threading.Condition(self._lock)
@@ -232,6 +249,23 @@ class SqliteHistory:
                 self._queued.notify()
             return True
 
+    def save_channel(self, target: str, state: str) -> None:
+        with self._lock:
+            if self._closing:
+                log.warning("channel state of %s not saved: the history is closing", target)
+                return
+            self._channel_saves[target] = state  # a newer state of the same room replaces it
+            self._queued.notify()
+
+    def load_channels(self) -> dict[str, str]:
+        """Every kept room state, after dropping those saved more than ``max_age_days`` ago."""
+        oldest = int(time.time() - self.max_age_days * 86400)
+        with self._read_lock:
+            rows = self._reader_db.execute(
+                "SELECT target, state FROM channels WHERE saved_at >= ? ORDER BY saved_at DESC LIMIT ?",
+                (oldest, SAVED_CHANNELS_MAX)).fetchall()
+        return dict(rows)
+
     def settle(self, timeout: float) -> None:
         with self._lock:
             wanted = self._appended
@@ -241,10 +275,15 @@ class SqliteHistory:
         """Commit everything queued in one transaction, then report it, in order; repeat."""
         while True:
             with self._lock:
-                while not self._queue and not self._closing:
+                while not self._queue and not self._channel_saves and not self._closing:
                     self._queued.wait()
                 batch, self._queue = self._queue, []
+                saves, self._channel_saves = self._channel_saves, {}
+            if saves:
+                self._save_channels(saves)
             if not batch:
+                if saves:
+                    continue
                 break  # closing, and nothing left
             stored = self._commit([entry for entry, _ in batch])
             try:
@@ -277,6 +316,25 @@ class SqliteHistory:
             except sqlite3.Error as error:  # the batch is stored; history stops from here
                 self._fail(f"retention: {error}")
         return True
+
+    def _save_channels(self, saves: dict[str, str]) -> None:
+        """Write room states in one short transaction, dropping those past the limits."""
+        if self.failure is not None:
+            log.warning("channel states of %s not saved: history has stopped", ", ".join(saves))
+            return
+        now = int(time.time())
+        try:
+            with self._writer_db:
+                self._writer_db.executemany(
+                    "INSERT OR REPLACE INTO channels (target, state, saved_at) VALUES (?, ?, ?)",
+                    [(target, state, now) for target, state in saves.items()])
+                self._writer_db.execute("DELETE FROM channels WHERE saved_at < ?",
+                                        (int(now - self.max_age_days * 86400),))
+                self._writer_db.execute(
+                    "DELETE FROM channels WHERE target NOT IN "
+                    "(SELECT target FROM channels ORDER BY saved_at DESC LIMIT ?)", (SAVED_CHANNELS_MAX,))
+        except sqlite3.Error as error:
+            self._fail(str(error))
 
     def _prune(self) -> None:
         """Apply the retention limits (by the writer, between commits): the line count of the
@@ -413,5 +471,6 @@ def _migrate(db: sqlite3.Connection, path: str) -> None:
         raise HistoryError(
             f"{path} was written by a newer version of chat_server.py (history schema {version}, "
             f"this one knows up to {SCHEMA_VERSION}); upgrade it, or use another --history file.")
-    if version < 1:
-        db.executescript(f"BEGIN; {_SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+    if version < SCHEMA_VERSION:
+        steps = " ".join(_MIGRATIONS[version:])
+        db.executescript(f"BEGIN; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")

@@ -17,7 +17,7 @@ from ircchat.history import format_timestamp
 
 CAP_LS = (  # what CAP LS offers, in the order it lists them
     "away-notify", "batch", "cap-notify", "draft/chathistory", "echo-message", "extended-join",
-    "labeled-response", "message-tags", "server-time",
+    "labeled-response", "message-tags", "multi-prefix", "server-time",
 )
 CAPS_WITHOUT_HISTORY = tuple(cap for cap in CAP_LS if cap != "draft/chathistory")
 _TAG_ESCAPES = str.maketrans({";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"})

@@ -65,16 +65,6 @@ HIDDEN_IP = "255.255.255.255"  # WHOX's ``i`` for an address the asker may not s
 WHOX_FIELDS = "tcuihsnfdlaor"  # the order a 354 reply gives its fields in, whatever was asked
 
 
-def member_prefix(channel: Channel, member: User, multi: bool) -> str:
-    """The member's channel status prefix (``@``, ``+``; all of them with ``multi``); Hub.lock held."""
-    return ""  # wired to channel operator/voice status at merge with issue-mod
-
-
-def is_secret(channel: Channel) -> bool:
-    """Whether the channel is +s: hidden from non-members' LIST and WHO; Hub.lock held."""
-    return False  # +s, wired at merge with issue-mod
-
-
 def sees_addresses(user: User) -> bool:
     """Server operators see real addresses where others see cloaks."""
     return "o" in user.modes
@@ -142,7 +132,7 @@ class WhoRow(NamedTuple):
 def _who_row(channel: Channel | None, member: User, multi: bool, now: float) -> WhoRow:
     return WhoRow(
         channel.name if channel is not None else "*",
-        member_prefix(channel, member, multi) if channel is not None else "",
+        channel.prefix(member, multi) if channel is not None else "",
         member.nick or "*", member.username or "*", member.host, member.address, member.realname,
         member.away is not None, "o" in member.modes, int(now - member.last_message),
     )
@@ -173,7 +163,7 @@ def _who_matches(hub: Hub, asker: User, mask: str) -> Iterable[WhoRow]:
             if channel is None:
                 return []
             sees_all = asker in channel.members or sees_addresses(asker)
-            if not sees_all and is_secret(channel):
+            if not sees_all and "s" in channel.modes:
                 return []
             return [_who_row(channel, user, multi, now) for user in channel.members
                     if sees_all or "i" not in user.modes]
@@ -226,8 +216,8 @@ def cmd_whois(hub: Hub, user: User, msg: Message) -> None:
     if found is None:
         hub.reply(user, ERR_NOSUCHNICK, nick, "No such nick/channel")
     else:
+        channels = hub.visible_channels(user, found)
         with hub.lock:
-            channels = sorted(channel.name for channel in found.channels)
             away = found.away
         name = found.nick or ""
         idle = int(time.monotonic() - found.last_message)
@@ -311,7 +301,7 @@ def cmd_list(hub: Hub, user: User, msg: Message) -> None:
     with hub.lock:
         channels = [(channel.name, len(channel.members), channel.topic)
                     for channel in hub.channels.values()
-                    if not is_secret(channel) or user in channel.members or sees_addresses(user)]
+                    if "s" not in channel.modes or user in channel.members or sees_addresses(user)]
     lines = [hub.numeric_line(user, RPL_LISTSTART, "Channel", "Users  Name")]
     lines += [hub.numeric_line(user, RPL_LIST, name, str(count), topic)
               for name, count, topic in channels if any(glob_match(mask, name) for mask in masks)]
@@ -353,15 +343,19 @@ HELP_TOPICS: dict[str, str] = {  # one line of usage per command a client may se
     "CHATHISTORY": "CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN #room ...: stored lines",
     "HELP": "HELP [command]: this help",
     "INFO": "INFO: what this server is",
+    "INVITE": "INVITE nick #room: let a user into an invite-only (+i) room",
     "ISON": "ISON nick [nick...]: which of these nicks are online",
-    "JOIN": "JOIN #room[,#room...]: join rooms (JOIN 0 leaves them all)",
+    "JOIN": "JOIN #room[,#room...] [key[,key...]]: join rooms (JOIN 0 leaves them all)",
+    "KICK": "KICK #room nick[,nick...] [:reason]: put users out of a room (operators)",
+    "KILL": "KILL nick :reason: disconnect a user (server operators)",
     "LIST": "LIST [mask[,mask...]]: the rooms, their member counts and topics",
     "LUSERS": "LUSERS: how many users and rooms there are",
-    "MODE": "MODE nick|#room [modes]: show or change modes",
+    "MODE": "MODE nick|#room [modes [params...]]: show or change modes (+b +i +k +l +m +n +o +s +t +v)",
     "MOTD": "MOTD: the message of the day",
     "NAMES": "NAMES [#room]: who is in a room",
     "NICK": "NICK newnick: change your nick",
     "NOTICE": "NOTICE target :text: like PRIVMSG, never answered automatically",
+    "OPER": "OPER name password: become a server operator",
     "PART": "PART #room [:reason]: leave a room",
     "PASS": "PASS password: the server's password, before NICK and USER",
     "PING": "PING token: the server answers PONG token",

@@ -11,6 +11,7 @@ import collections
 import hashlib
 import hmac
 import itertools
+import json
 import secrets
 import threading
 import time
@@ -18,20 +19,47 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ircchat.history import HistoryEntry, HistoryStore
+from ircchat.history import SAVED_CHANNELS_MAX, HistoryEntry, HistoryStore
 from ircchat.ircv3 import Stamped, Stamper, Variant, add_tags
+from ircchat.modes import (
+    PREFIXES,
+    Ban,
+    BanList,
+    ModeChange,
+    apply_mode,
+    channel_state,
+    load_states,
+    mode_string,
+    restore_state,
+)
 from ircchat.numerics import (
+    ERR_BADCHANNELKEY,
+    ERR_BANNEDFROMCHAN,
+    ERR_BANONCHAN,
     ERR_CANNOTSENDTOCHAN,
+    ERR_CHANNELISFULL,
+    ERR_CHANOPRIVSNEEDED,
     ERR_ERRONEUSNICKNAME,
+    ERR_INVITEONLYCHAN,
     ERR_NICKNAMEINUSE,
     ERR_NOSUCHCHANNEL,
+    ERR_NOSUCHNICK,
     ERR_NOTONCHANNEL,
     ERR_TOOMANYCHANNELS,
+    ERR_USERNOTINCHANNEL,
+    ERR_USERONCHANNEL,
     RPL_NAMREPLY,
     IRCError,
     StandardReplyError,
 )
-from ircchat.protocol import FORBIDDEN_CHARS, MAX_LINE_BYTES, NICK_RE, encode_line, format_line, irc_fold
+from ircchat.protocol import (
+    FORBIDDEN_CHARS,
+    MAX_LINE_BYTES,
+    NICK_RE,
+    encode_line,
+    format_line,
+    irc_fold,
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +86,7 @@ class ServerConfig:
     # ADMIN's three lines: where the server is, who runs it, how to reach them.
     admin: tuple[str, str, str] = ("Location not given", "Run by its operator", "No contact address given")
     password_backoff: float = 0.5  # seconds between tries after a wrong PASS, doubling per failure
+    opers: tuple[tuple[str, str], ...] = ()  # (name, password) pairs that OPER accepts
     # Key for host cloaks (a stable keyed hash per address); None shows real addresses.
     cloak_secret: bytes | None = field(default_factory=lambda: secrets.token_bytes(16))
 
@@ -113,6 +142,11 @@ class PasswordBackoff:
 
     def passed(self, address: str) -> None:
         self._failing.pop(address, None)
+
+    def pending(self, address: str, now: float) -> float:
+        """Seconds until this address's next try is due, booking nothing (0: now)."""
+        state = self._current(address, now)
+        return 0.0 if state is None else max(0.0, state[2] - now)
 
     def _current(self, address: str, now: float) -> tuple[int, float, float] | None:
         state = self._failing.get(address)
@@ -307,6 +341,42 @@ class Channel:
     # to date on join (big rooms fill up without a rebuild per join), dropped on part/nick.
     names: list[bytearray] | None = field(default_factory=list)
     names_room: int = 0
+    # Moderation (see ircchat.modes): flag letters of imnst (LIST and WHOIS ask "s" in it),
+    # the key and limit, the bans, and who holds operator (@) and voice (+) here.
+    modes: set[str] = field(default_factory=lambda: {"n", "t"})
+    key: str | None = None
+    limit: int | None = None
+    bans: BanList = field(default_factory=BanList)
+    ops: set[User] = field(default_factory=set)
+    voiced: set[User] = field(default_factory=set)
+    invited: dict[User, float] = field(default_factory=dict)  # invitee -> monotonic expiry
+    # bool(bans) or +m: the one thing a member's message checks when neither is in force.
+    restricted: bool = False
+    ban_verdicts: dict[User, bool] = field(default_factory=dict)  # member -> banned, until a change
+
+    def privileged(self, user: User) -> bool:
+        """A channel operator here, or a server operator (who may act as one anywhere)."""
+        return user in self.ops or "o" in user.modes
+
+    def prefix(self, user: User, multi: bool = False) -> str:
+        """The NAMES prefix of a member: the highest of @ and +, or all of them (``multi``)."""
+        marks = ("@" if user in self.ops else "") + ("+" if user in self.voiced else "")
+        return marks if multi else marks[:1]
+
+    def banned(self, user: User, source: str | None = None) -> bool:
+        """Whether a ban matches ``user`` (or ``source``, the nick!user@host it would take)
+        and no @, + or server operator status exempts it (``Hub.lock`` held); a member's
+        verdict is kept until the bans or its nick change."""
+        if not self.bans or user in self.ops or user in self.voiced or "o" in user.modes:
+            return False
+        if source is not None:
+            return self.bans.matches(source)
+        verdict = self.ban_verdicts.get(user)
+        if verdict is None:
+            verdict = self.bans.matches(user.source)
+            if user in self.members:  # kept for members only: the cache stays as big as the room
+                self.ban_verdicts[user] = verdict
+        return verdict
 
 
 @dataclass(slots=True)
@@ -362,10 +432,14 @@ class Hub:
         self.nicks: dict[str, User] = {}  # folded nick -> user, claimed at NICK
         self.channels: dict[str, Channel] = {}
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        # Channels' saved topics, modes and bans (folded name -> state), read once from the
+        # history here, so no SQLite read happens under ``lock``; kept up to date under it.
+        self.saved: dict[str, dict[str, Any]] = load_states(history) if history is not None else {}
         self.channels[irc_fold(config.room)] = self._new_channel(config.room)
         self.password_backoff = PasswordBackoff(config.password_backoff)
         # Folded nick -> its last users, newest first; the nick given up longest ago first.
         self.whowas: collections.OrderedDict[str, collections.deque[WhowasEntry]] = collections.OrderedDict()
+        self.oper_backoff = PasswordBackoff(config.password_backoff)  # wrong OPER passwords
 
     # -- output helpers: lines are encoded once, then handed to each recipient ------------
 
@@ -571,6 +645,8 @@ class Hub:
             holder = self.nicks.get(folded)
             if holder is not None and holder is not user:
                 raise IRCError(ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
+            if line is not None:
+                self._check_not_banned_as(user, nick)
             old = user.nick
             if old is not None:
                 del self.nicks[irc_fold(old)]
@@ -581,6 +657,7 @@ class Hub:
             if line is not None:
                 for channel in user.channels:
                     channel.names = None  # rebuilt by the next NAMES
+                    channel.ban_verdicts.pop(user, None)
                 self._announce(list(user.channels), data, None, fanout)
                 if not self._reaches(user, fanout) and user not in fanout.direct:
                     fanout.direct = [*fanout.direct, user]
@@ -588,9 +665,11 @@ class Hub:
             self.send(fanout, data)
         return old
 
-    def join(self, user: User, name: str, replay: Replay | None = None) -> Channel | None:
+    def join(self, user: User, name: str, replay: Replay | None = None,
+             keys: tuple[str, ...] = ()) -> Channel | None:
         """Put ``user`` in the channel and announce it to all members, the joiner included;
-        return the channel, or None if ``user`` was already there.
+        return the channel, or None if ``user`` was already there. A +k channel takes any of
+        ``keys``; the first member of a new channel (not the default room) is its operator.
 
         With history on, ``replay(hub, user, channel, recent lines)`` is called before the
         lock is let go, so what it queues for the joiner comes after its JOIN and before any
@@ -603,7 +682,14 @@ class Hub:
             if len(user.channels) >= self.config.max_channels:
                 raise IRCError(ERR_TOOMANYCHANNELS, name, "You have joined too many channels")
             if channel is None:
-                channel = self.channels[irc_fold(name)] = self._new_channel(name)
+                channel = self._new_channel(name)
+                self._check_entry(user, channel, keys)  # a saved state's bans and key hold
+                self.channels[irc_fold(name)] = channel
+                if not self._is_default(channel):
+                    channel.ops.add(user)
+            else:
+                self._check_entry(user, channel, keys)
+            channel.invited.pop(user, None)
             channel.members[user] = None
             user.channels.add(channel)
             outbox = user.outbox
@@ -617,7 +703,7 @@ class Hub:
             else:
                 channel.others[user] = None
             if channel.names is not None:
-                self._add_name(channel, user.nick or "")
+                self._add_name(channel.names, channel.names_room, channel.prefix(user) + (user.nick or ""))
             data = encode_line(format_line("JOIN", channel.name, prefix=user.source))
             fanout = Fanout()
             self._announce([channel], data, None, fanout)
@@ -691,10 +777,117 @@ class Hub:
     def set_topic(self, user: User, name: str, topic: str) -> Channel:
         with self.lock:
             channel = self._member_channel(user, name)
+            if "t" in channel.modes and not channel.privileged(user):
+                raise IRCError(ERR_CHANOPRIVSNEEDED, channel.name, "You're not channel operator (+t)")
             channel.topic = topic
             channel.topic_setter = user.nick or ""
             channel.topic_time = time.time()
+            self._save(channel)
             return channel
+
+    def kick(self, kicker: User, name: str, nick: str, reason: str) -> None:
+        """Put ``nick`` out of a channel, announcing it to every member, the kicked one too."""
+        fanout = Fanout()
+        with self.lock:
+            channel = self._privileged_channel(kicker, name)
+            target = self._member(channel, nick)
+            data = encode_line(format_line("KICK", channel.name, target.nick or "", reason, prefix=kicker.source))
+            self._announce([channel], data, None, fanout)  # before _leave: the kicked one hears it
+            self._leave(target, channel, fanout)
+            self._tell_outsider(kicker, channel, fanout)
+        self.send(fanout, data)
+
+    def invite(self, inviter: User, nick: str, name: str) -> tuple[User, Channel]:
+        """Let ``nick`` into a channel past +i and +l, until it joins or INVITE_TTL passes."""
+        with self.lock:
+            target = self.nicks.get(irc_fold(nick))
+            if target is None or not target.registered:
+                raise IRCError(ERR_NOSUCHNICK, nick, "No such nick/channel")
+            channel = self.channels.get(irc_fold(name))
+            if channel is None:
+                raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
+            if inviter not in channel.members and "o" not in inviter.modes:
+                raise IRCError(ERR_NOTONCHANNEL, channel.name, "You're not on that channel")
+            if "i" in channel.modes and not channel.privileged(inviter):
+                raise IRCError(ERR_CHANOPRIVSNEEDED, channel.name, "You're not channel operator (+i)")
+            if target in channel.members:
+                raise IRCError(ERR_USERONCHANNEL, target.nick or "", channel.name, "is already on channel")
+            now = time.monotonic()
+            invited = channel.invited
+            for old in [who for who, until in invited.items() if until <= now]:
+                del invited[old]
+            invited.pop(target, None)  # re-inserted last: the newest
+            if len(invited) >= MAX_INVITES:
+                del invited[next(iter(invited))]
+            invited[target] = now + INVITE_TTL
+            return target, channel
+
+    def change_modes(self, user: User, name: str, changes: list[ModeChange]) -> list[IRCError]:
+        """Apply a channel MODE's changes (an operator's), announce the ones that took, with
+        the setter as their source, to every member; return the refusals, one per change."""
+        fanout = Fanout()
+        refusals: list[IRCError] = []
+        data = b""
+        with self.lock:
+            channel = self._privileged_channel(user, name, need_member=False)
+            applied: list[ModeChange] = []
+            for change in changes:
+                try:
+                    done = apply_mode(channel, change, user.source, lambda nick: self._member(channel, nick),
+                                      self._is_default(channel))
+                except IRCError as error:
+                    refusals.append(error)
+                    continue
+                if done is not None:
+                    applied.append(done)
+            if applied:
+                data = encode_line(format_line("MODE", channel.name, *mode_string(applied), prefix=user.source))
+                self._announce([channel], data, None, fanout)
+                self._tell_outsider(user, channel, fanout)
+                if any(change.letter not in PREFIXES for change in applied):
+                    self._save(channel)
+        self.send(fanout, data)
+        return refusals
+
+    def become_oper(self, user: User) -> None:
+        with self.lock:
+            user.modes.add("o")
+
+    def set_user_modes(self, user: User, wanted: dict[str, bool]) -> str:
+        """Set or unset a user's own modes (letter -> on); return what changed, as +x-y."""
+        applied, sign = "", ""
+        with self.lock:
+            for letter, on in wanted.items():
+                if (letter in user.modes) != on:
+                    (user.modes.add if on else user.modes.discard)(letter)
+                    mark = "+" if on else "-"
+                    applied += (mark if mark != sign else "") + letter
+                    sign = mark
+        return applied
+
+    def visible_channels(self, viewer: User, target: User) -> list[str]:
+        """``target``'s channels as WHOIS shows them to ``viewer``, with prefixes: a secret
+        (+s) channel only to its members and server operators."""
+        with self.lock:
+            return sorted(channel.prefix(target) + channel.name for channel in target.channels
+                          if "s" not in channel.modes or viewer in channel.members or "o" in viewer.modes)
+
+    def channel_modes(self, user: User, channel: Channel) -> list[str]:
+        """A channel's modes as 324 gives them: +flags and the key and limit (the key only to
+        members and server operators)."""
+        with self.lock:
+            letters, params = "".join(sorted(channel.modes)), []
+            if channel.key is not None:
+                letters += "k"
+                params.append(channel.key if user in channel.members or "o" in user.modes else "*")
+            if channel.limit is not None:
+                letters += "l"
+                params.append(str(channel.limit))
+            return ["+" + letters, *params]
+
+    def ban_list(self, channel: Channel) -> list[Ban]:
+        with self.lock:
+            return list(channel.bans)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -711,19 +904,43 @@ class Hub:
         with self.lock:
             return list(channel.members)
 
-    def names(self, channel: Channel) -> list[bytearray]:
-        """The channel's names, packed for 353 lines (rebuilt here after a part or nick change)."""
+    def names(self, channel: Channel, viewer: User) -> list[bytearray]:
+        """The channel's names with their prefixes, packed for 353 lines (rebuilt here after a
+        part, nick or mode change); none of a secret (+s) channel's for outsiders. A viewer with
+        multi-prefix gets every prefix a member holds, which differs from the cached form only
+        while someone holds both."""
         with self.lock:
+            if "s" in channel.modes and viewer not in channel.members and "o" not in viewer.modes:
+                return []
+            if "multi-prefix" in viewer.caps and channel.ops & channel.voiced:
+                batches: list[bytearray] = []
+                for member in channel.members:
+                    self._add_name(batches, channel.names_room, channel.prefix(member, True) + (member.nick or ""))
+                return [bytes(batch) for batch in batches]
             if channel.names is None:
                 channel.names = []
                 for member in channel.members:
-                    self._add_name(channel, member.nick or "")
+                    self._add_name(channel.names, channel.names_room, channel.prefix(member) + (member.nick or ""))
             return [bytes(batch) for batch in channel.names]
 
     def channel_to_speak_in(self, sender: User, name: str) -> Channel:
-        """The channel a message to ``name`` goes to; 403 or 404 if ``sender`` cannot send there."""
+        """The channel a message to ``name`` goes to; 403 or 404 if ``sender`` cannot send there.
+
+        The message path: with no bans and no +m (``restricted`` False) a member costs only
+        the membership test; otherwise a kept verdict (see ``Channel.banned``).
+        """
         with self.lock:
-            return self._member_channel(sender, name, ERR_CANNOTSENDTOCHAN, "Cannot send to channel (join it first)")
+            channel = self.channels.get(irc_fold(name))
+            if channel is None:
+                raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
+            if sender not in channel.members and "n" in channel.modes:
+                raise IRCError(ERR_CANNOTSENDTOCHAN, channel.name, "Cannot send to channel (join it first)")
+            if channel.restricted:
+                if "m" in channel.modes and not (sender in channel.voiced or channel.privileged(sender)):
+                    raise IRCError(ERR_CANNOTSENDTOCHAN, channel.name, "Cannot send to channel (+m: only @ and + speak)")
+                if channel.banned(sender):
+                    raise IRCError(ERR_CANNOTSENDTOCHAN, channel.name, "Cannot send to channel (you are banned)")
+            return channel
 
     def is_member(self, user: User, channel: Channel) -> bool:
         with self.lock:
@@ -734,12 +951,19 @@ class Hub:
         with self.lock:
             return self.password_backoff.reserve(address, time.monotonic())
 
-    def password_result(self, address: str, correct: bool) -> None:
+    def password_result(self, address: str, correct: bool, backoff: PasswordBackoff | None = None) -> None:
+        """Record a password try (PASS, or with ``backoff`` another one, such as OPER's)."""
         with self.lock:
+            backoff = backoff or self.password_backoff
             if correct:
-                self.password_backoff.passed(address)
+                backoff.passed(address)
             else:
-                self.password_backoff.failed(address, time.monotonic())
+                backoff.failed(address, time.monotonic())
+
+    def oper_wait(self, address: str) -> float:
+        """Seconds before ``address`` may try an OPER password again (0: now)."""
+        with self.lock:
+            return self.oper_backoff.pending(address, time.monotonic())
 
     def counts(self) -> tuple[int, int, int]:
         """(registered users, unregistered connections, channels)."""
@@ -756,17 +980,86 @@ class Hub:
         # Room for names on a 353 line: 512 bytes less CRLF, the longest nick's prefix and ours.
         head = f":{self.config.server_name} {RPL_NAMREPLY} {'x' * 20} = {name} :"
         channel = Channel(name, names_room=MAX_LINE_BYTES - 2 - len(head.encode()))
+        saved = self.saved.get(irc_fold(name))
+        if saved is not None:
+            restore_state(channel, saved)
+        if self._is_default(channel):  # everyone is put here: no +i, +k, +l (saved under another --room)
+            if saved is None:
+                channel.modes = {"n"}  # anyone may set its topic, until an operator sets +t
+            channel.modes.discard("i")
+            channel.key = channel.limit = None
         count = self.config.replay_lines
         # What the room said before it (re)appeared: earlier runs, or before it last emptied.
         stored = self.history.latest(irc_fold(name), count) if self.history is not None and count > 0 else []
         channel.recent = collections.deque(stored, maxlen=max(count, 0))
         return channel
 
+    def _is_default(self, channel: Channel) -> bool:
+        return irc_fold(channel.name) == irc_fold(self.config.room)
+
+    def _check_entry(self, user: User, channel: Channel, keys: tuple[str, ...]) -> None:
+        """474, 473, 475 or 471 if ``user`` may not join; server operators always may."""
+        if "o" in user.modes:
+            return
+        if channel.bans and channel.bans.matches(user.source):
+            raise IRCError(ERR_BANNEDFROMCHAN, channel.name, "Cannot join channel (+b)")
+        invited = channel.invited.get(user, 0.0) > time.monotonic()
+        if "i" in channel.modes and not invited:
+            raise IRCError(ERR_INVITEONLYCHAN, channel.name, "Cannot join channel (+i)")
+        if channel.key is not None and channel.key not in keys:
+            raise IRCError(ERR_BADCHANNELKEY, channel.name, "Cannot join channel (+k)")
+        if channel.limit is not None and len(channel.members) >= channel.limit and not invited:
+            raise IRCError(ERR_CHANNELISFULL, channel.name, "Cannot join channel (+l)")
+
+    def _check_not_banned_as(self, user: User, nick: str) -> None:
+        """435 if the nick ``user`` wants would be banned in one of its channels."""
+        source = f"{nick}!{user.username}@{user.host}"
+        for channel in user.channels:
+            if channel.banned(user, source):
+                raise IRCError(ERR_BANONCHAN, nick, channel.name, "Cannot change nickname while banned on channel")
+
+    def _privileged_channel(self, user: User, name: str, need_member: bool = True) -> Channel:
+        """A channel ``user`` may act on as operator: 403, 442 or 482 otherwise."""
+        channel = self.channels.get(irc_fold(name))
+        if channel is None:
+            raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
+        if need_member and user not in channel.members and "o" not in user.modes:
+            raise IRCError(ERR_NOTONCHANNEL, channel.name, "You're not on that channel")
+        if not channel.privileged(user):
+            raise IRCError(ERR_CHANOPRIVSNEEDED, channel.name, "You're not channel operator")
+        return channel
+
+    def _member(self, channel: Channel, nick: str) -> User:
+        """The member of ``channel`` called ``nick``: 401 or 441 otherwise."""
+        target = self.nicks.get(irc_fold(nick))
+        if target is None or not target.registered:
+            raise IRCError(ERR_NOSUCHNICK, nick, "No such nick/channel")
+        if target not in channel.members:
+            raise IRCError(ERR_USERNOTINCHANNEL, target.nick or "", channel.name, "They aren't on that channel")
+        return target
+
     @staticmethod
-    def _add_name(channel: Channel, nick: str) -> None:
-        encoded = nick.encode()
-        batches = channel.names
-        if batches and len(batches[-1]) + 1 + len(encoded) <= channel.names_room:
+    def _tell_outsider(user: User, channel: Channel, fanout: Fanout) -> None:
+        """A server operator acting on a channel it is not in hears the line too."""
+        if user not in channel.members:
+            fanout.direct = [*fanout.direct, user]
+
+    def _save(self, channel: Channel) -> None:
+        """Keep a channel's topic, modes and bans (with history on), for when it is re-created."""
+        if self.history is None:
+            return
+        folded = irc_fold(channel.name)
+        state = channel_state(channel)
+        self.saved.pop(folded, None)  # re-inserted last: the most recently changed
+        if len(self.saved) >= SAVED_CHANNELS_MAX:
+            del self.saved[next(iter(self.saved))]
+        self.saved[folded] = state
+        self.history.save_channel(folded, json.dumps(state))
+
+    @staticmethod
+    def _add_name(batches: list[bytearray], room: int, name: str) -> None:
+        encoded = name.encode()
+        if batches and len(batches[-1]) + 1 + len(encoded) <= room:
             batches[-1] += b" " + encoded
         else:
             batches.append(bytearray(encoded))
@@ -838,6 +1131,9 @@ class Hub:
     def _leave(self, user: User, channel: Channel, fanout: Fanout) -> None:
         channel.members.pop(user, None)
         channel.others.pop(user, None)
+        channel.ops.discard(user)
+        channel.voiced.discard(user)
+        channel.ban_verdicts.pop(user, None)
         channel.names = None  # rebuilt by the next NAMES
         outbox = user.outbox
         if outbox is not None and outbox in channel.log.followers:
@@ -845,10 +1141,12 @@ class Hub:
             outbox.unfollow()
             fanout.woken.append(outbox)
         user.channels.discard(channel)
-        if not channel.members and channel.name != self.config.room:
+        if not channel.members and not self._is_default(channel):
             del self.channels[irc_fold(channel.name)]
 
 
+MAX_INVITES = 100  # pending invitations per channel
+INVITE_TTL = 3600.0  # seconds an invitation holds if not used
 SETTLE_WAIT = 2.0  # seconds a PART, NICK or QUIT waits at most for its sender's stored lines
 REPLY_BYTES_PER_TOKEN = 4096  # flood control charges one more line per this many reply bytes
 

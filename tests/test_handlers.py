@@ -79,7 +79,7 @@ def test_user_before_nick_also_registers(hub):
 def test_cap_negotiation_holds_registration_until_cap_end(hub):
     client = Client(hub)
     assert client.do("CAP LS 302") == [
-        ":irc.test CAP * LS :away-notify batch cap-notify echo-message extended-join labeled-response message-tags server-time"]
+        ":irc.test CAP * LS :away-notify batch cap-notify echo-message extended-join labeled-response message-tags multi-prefix server-time"]
     client.do("NICK ann", "USER ann 0 * :Ann")
     assert not client.user.registered
     assert client.do("CAP REQ :server-time sasl") == [":irc.test CAP ann NAK :server-time sasl"]
@@ -187,7 +187,7 @@ def test_join_part_names_and_channel_lifetime(hub):
     bob.do("JOIN #Side")
     assert ann.take()[-1] == ":bob!~bob@10.0.0.1 JOIN :#side"  # the name as first created
     names = ann.do("NAMES #side")
-    assert names[0] == ":irc.test 353 ann = #side :ann bob"
+    assert names[0] == ":irc.test 353 ann = #side :@ann bob"  # its first member is its operator
     assert ann.do("PART #side :later") == [":ann!~ann@10.0.0.1 PART #side :later"]
     assert bob.take()[-1] == ":ann!~ann@10.0.0.1 PART #side :later"
     assert numerics(ann.do("PART #side")) == ["442"]

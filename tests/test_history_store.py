@@ -214,3 +214,22 @@ def test_timestamps_round_trip():
     for bad in ("timestamp=yesterday", "msgid=", "id=x", "timestamp=2023-11-14 22:13:20Z"):
         with pytest.raises(ValueError):
             MessageRef.parse(bad)
+
+
+def test_channel_states_are_kept_replaced_and_forgotten_after_max_age(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    with sqlite3.connect(path) as db:  # a file from before channel states (schema 1)
+        db.executescript("CREATE TABLE messages (id INTEGER PRIMARY KEY, msgid TEXT NOT NULL UNIQUE, "
+                         "target TEXT NOT NULL, time_ms INTEGER NOT NULL, source TEXT NOT NULL, "
+                         "command TEXT NOT NULL, room TEXT NOT NULL, text TEXT NOT NULL); "
+                         "PRAGMA user_version = 1;")
+    store = opened(path, max_age_days=1)
+    store.save_channel("#a", '{"v": 1}')
+    store.save_channel("#a", '{"v": 2}')  # the newer state of a room replaces the older
+    store.save_channel("#b", '{"v": 3}')
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO channels VALUES ('#old', '{}', ?)", (int(time.time()) - 3 * 86400,))
+    store = opened(path, max_age_days=1)
+    assert store.load_channels() == {"#a": '{"v": 2}', "#b": '{"v": 3}'}
+    store.close()

@@ -111,7 +111,7 @@ def test_channels_topic_who_whois_mode_motd_lusers(connect):
     ann.expect(r"TOPIC #side :side talk$")
     bob.send("JOIN #side")
     bob.expect(" 332 bob #side :side talk$")
-    bob.expect(" 353 bob = #side :ann bob$")
+    bob.expect(" 353 bob = #side :@ann bob$")  # the first member of a new channel is its operator
     ann.expect(r"^:bob!\S+ JOIN :#side$")
     bob.send("WHO #side", "WHOIS ann", "MODE #side", "MODE bob", "MOTD", "LUSERS", "NAMES #chat")
     for pattern in (" 352 bob #side ", " 315 bob #side ", " 311 bob ann ", " 318 bob ann ",
