@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from curses_client.width import char_width, text_width
+from curses_client.width import (
+    cluster_width,
+    is_boundary,
+    next_boundary,
+    previous_boundary,
+)
 
 HISTORY_LIMIT = 500
 NEWLINE_SHOWN_AS = "\u21b5"  # ↵: a pasted line break, as drawn in the input line
@@ -33,8 +38,8 @@ class LineEditor:
 
     def _set(self, text: str, cursor: int) -> None:
         cursor = max(0, min(cursor, len(text)))
-        while 0 < cursor < len(text) and char_width(text[cursor]) == 0:
-            cursor -= 1  # never between a character and its combining marks
+        while not is_boundary(text, cursor):
+            cursor -= 1  # never inside a cluster (a character and its marks, an emoji sequence)
         self.text, self.cursor = text, cursor
         self._completion = None
 
@@ -45,13 +50,11 @@ class LineEditor:
 
     def backspace(self) -> None:
         if self.cursor:
-            start = self.cursor - 1
-            while start > 0 and char_width(self.text[start]) == 0:
-                start -= 1  # a combining mark goes together with its base character
+            start = previous_boundary(self.text, self.cursor)  # the whole cluster goes
             self._set(self.text[:start] + self.text[self.cursor :], start)
 
     def delete(self) -> None:
-        end = self._next_char(self.cursor)
+        end = next_boundary(self.text, self.cursor)
         self._set(self.text[: self.cursor] + self.text[end:], self.cursor)
 
     def kill_to_start(self) -> None:  # Ctrl-U
@@ -70,13 +73,10 @@ class LineEditor:
     # -- moving ---------------------------------------------------------------------------
 
     def left(self) -> None:
-        position = self.cursor - 1
-        while position > 0 and char_width(self.text[position]) == 0:
-            position -= 1
-        self._set(self.text, position)
+        self._set(self.text, previous_boundary(self.text, self.cursor))
 
     def right(self) -> None:
-        self._set(self.text, self._next_char(self.cursor))
+        self._set(self.text, next_boundary(self.text, self.cursor))
 
     def home(self) -> None:
         self._set(self.text, 0)
@@ -94,14 +94,6 @@ class LineEditor:
         while position < len(text) and _is_word(text[position]):
             position += 1
         self._set(text, position)
-
-    def _next_char(self, position: int) -> int:
-        if position >= len(self.text):
-            return len(self.text)
-        position += 1
-        while position < len(self.text) and char_width(self.text[position]) == 0:
-            position += 1
-        return position
 
     def _word_start(self, position: int) -> int:
         text = self.text
@@ -177,7 +169,8 @@ class LineEditor:
         ``offset`` is the index of the first character shown last time; it moves only as
         far as needed to keep the cursor on screen, so the line does not jump while typing.
         Pasted line breaks are shown as "↵". With ``mask`` (one narrow character) every
-        character shows as that, as a password should.
+        cluster shows as that, as a password should. The work done is what is shown, near
+        the cursor, however long the text: a pasted megabyte costs no more to draw than a word.
 
         >>> editor = LineEditor()
         >>> editor.insert("s3crét")
@@ -185,27 +178,53 @@ class LineEditor:
         ('******', 6, 0)
         """
         width = max(1, width)
-        shown = mask * len(self.text) if mask else self.text.replace("\n", NEWLINE_SHOWN_AS)
-        offset = min(offset, self.cursor)
-        while 0 < offset < len(shown) and char_width(shown[offset]) == 0:
-            offset -= 1  # never start the view on a combining mark
-        # keep the cursor inside the window, with its own cell free at the right edge
-        while text_width(shown[offset : self.cursor]) > width - 1 and offset < self.cursor:
-            offset += 1
-        # but leave no blank space at the right while text is hidden at the left (after a
-        # deletion, or when the window got wider)
-        cursor_cell = 1 if self.cursor == len(shown) else 0
-        while (
-            offset > 0
-            and text_width(shown[offset - 1 :]) + cursor_cell <= width
-            and text_width(shown[offset - 1 : self.cursor]) <= width - 1
-        ):
-            offset -= 1
-        visible, used = [], 0
-        for char in shown[offset:]:
-            cells = char_width(char)
-            if used + cells > width:
+        text, cursor = self.text, self.cursor
+
+        def cells(start: int, end: int) -> int:
+            if mask:
+                return 1
+            return 1 if end == start + 1 and text[start].isascii() else cluster_width(text[start:end])
+
+        offset = min(max(0, offset), cursor)
+        while not is_boundary(text, offset):
+            offset -= 1  # never start the view inside a cluster
+        # keep the cursor inside the window, with its own cell free at the right edge: the
+        # earliest start allowed is found walking back from the cursor, one cluster at a time
+        lowest, used = cursor, 0
+        while lowest > offset:
+            before = previous_boundary(text, lowest)
+            used += cells(before, lowest)
+            if used > width - 1:
                 break
-            visible.append(char)
-            used += cells
-        return "".join(visible), text_width(shown[offset : self.cursor]), offset
+            lowest = before
+        offset = max(offset, lowest)
+        cursor_cell = sum_cells = 0
+        position = offset
+        while position < cursor:  # at most ``width`` cells of clusters, by the walk above
+            end = next_boundary(text, position)
+            cursor_cell += cells(position, end)
+            position = end
+        # but leave no blank space at the right while text is hidden at the left (after a
+        # deletion, or when the window got wider): only when what follows the start fits
+        tail, position = cursor_cell, cursor
+        while position < len(text) and tail <= width:
+            end = next_boundary(text, position)
+            tail += cells(position, end)
+            position = end
+        room_for_cursor = 1 if cursor == len(text) else 0
+        while offset > 0:
+            before = previous_boundary(text, offset)
+            extra = cells(before, offset)
+            if tail + extra + room_for_cursor > width or cursor_cell + extra > width - 1:
+                break
+            offset, tail, cursor_cell = before, tail + extra, cursor_cell + extra
+        visible, sum_cells, position = [], 0, offset
+        while position < len(text):
+            end = next_boundary(text, position)
+            shown = cells(position, end)
+            if sum_cells + shown > width:
+                break
+            visible.append(mask if mask else text[position:end].replace("\n", NEWLINE_SHOWN_AS))
+            sum_cells += shown
+            position = end
+        return "".join(visible), cursor_cell, offset

@@ -1,5 +1,6 @@
 """The line editor (curses_client.edit): pure, fast."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -165,9 +166,44 @@ def test_view_scrolls_back_when_the_window_grows():
     assert editor.view(17, offset) == ("draft text", 10, 0)
 
 
-def test_a_masked_view_shows_one_star_per_character_and_keeps_the_cursor():
+def test_a_masked_view_shows_one_star_per_cluster_and_keeps_the_cursor():
     editor = LineEditor()
-    editor.insert("日本\u0301x")
+    editor.insert("日本\u0301xy")
     editor.left()
     assert editor.view(20, mask="*") == ("****", 3, 0)
     assert editor.view(3, mask="*")[0] == "***"
+
+
+# -- long input and clusters (issue 12) ---------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_a_huge_paste_costs_what_is_visible_to_draw():
+    # 5 MB with line breaks and non-ASCII text: every view used to cost the square of this
+    editor = LineEditor()
+    editor.insert(("é漢 a line of pasted text\n" * 200_000)[: 5_000_000])
+    offset = 0
+    for width in range(20, 120):
+        visible, cursor, offset = editor.view(width, offset)
+        assert len(visible) <= width and cursor <= width - 1
+    editor.home()
+    for width in range(20, 120):
+        visible, cursor, offset = editor.view(width, offset)
+        assert cursor == 0 and offset == 0
+    for _ in range(50):
+        editor.right()
+        editor.view(40, offset)
+
+
+def test_the_cursor_steps_over_emoji_sequences_and_flags_whole():
+    family, flag = "\U0001F468\u200d\U0001F469\u200d\U0001F467", "\U0001F1EB\U0001F1F7"
+    editor = editor_with("a" + family + flag + flag)
+    editor.left()
+    assert editor.cursor == 1 + len(family) + 2
+    editor.backspace()  # one flag goes, not half of it
+    assert editor.text == "a" + family + flag
+    editor.left()
+    assert editor.cursor == 1
+    assert editor.view(20) == ("a" + family + flag, 1, 0)
+    editor.delete()
+    assert editor.text == "a" + flag
