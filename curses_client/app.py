@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                            "environment variable; asked on screen if the server wants one)")
     parser.add_argument("--log-file", help="write a debug log to this file (nothing is logged otherwise)")
     parser.add_argument("--retry-delay", type=float, default=net.FIRST_RETRY_DELAY,
-                        help="seconds before the first reconnection attempt; doubles up to 30 (default %(default)s)")
+                        help=f"seconds before the first reconnection attempt; doubles up to {net.MAX_RETRY_DELAY:.0f} (default %(default)s)")
     args = parser.parse_args(argv)
     if args.username is not None and not NICK_RE.match(args.username):
         parser.error(f"--username {args.username!r}: use 3-20 letters, digits or _")
@@ -152,13 +152,10 @@ class ChatApp:
 
     def _drain_events(self) -> bool:
         changed = False
-        while True:
-            try:
-                event = self.events.get_nowait()
-            except queue.Empty:
-                return changed
+        for event in net.drain(self.events):
             self._on_event(event)
             changed = True
+        return changed
 
     def _on_event(self, event: net.Event) -> None:
         if isinstance(event, net.Received):
@@ -375,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Cannot connect to the chat server at {args.host}:{args.port}: {net.describe_error(error)}.",
               file=sys.stderr)
         return 1
-    events: queue.Queue[net.Event] = queue.Queue()
+    events: queue.Queue[net.Event] = queue.Queue(net.EVENT_QUEUE_LIMIT)
     sender = net.Sender()
     network = net.NetworkThread(args.host, args.port, events, sender, connection, args.retry_delay, context)
     state = ChatState(f"{args.host}:{args.port}", args.room, args.username, args.password, transport)
