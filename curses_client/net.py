@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import queue
 import random
 import select
@@ -218,9 +219,15 @@ class Registration:
             self._welcomed, self._deadline = True, None
 
     def remaining(self, now: float) -> float | None:
-        """Seconds left to register; None when no deadline runs (before NICK, after 001)."""
+        """Seconds left to register (infinite before our NICK); None once welcomed.
+
+        Until then the reader polls, since the NICK that starts the clock is sent by
+        another thread while the reader may already be waiting for data.
+        """
         with self._lock:
-            return None if self._deadline is None else self._deadline - now
+            if self._welcomed:
+                return None
+            return math.inf if self._deadline is None else self._deadline - now
 
 
 class Sender:

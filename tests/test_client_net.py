@@ -8,6 +8,7 @@ import socket
 import time
 
 from client_harness import DEADLINE, wait_until
+
 from curses_client import net
 from ircchat.protocol import LineFramer
 
