@@ -4,6 +4,9 @@
 (0..len). Every key the UI understands maps to one method. ``view`` works out which part of
 a line longer than the screen is shown, so the input scrolls sideways with the cursor.
 Pasted newlines stay in the text as "\\n" until Enter; ``submit`` then hands back the lines.
+Lines of a paste are text, never commands: ``submit`` gives each pasted line that starts
+with "/" a second "/", the command parser's escape for saying it. A paste of more than
+``PASTE_SUMMARY_LINES`` lines is shown as a one-line summary until it is sent or cleared.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from curses_client.width import (
 
 HISTORY_LIMIT = 500
 NEWLINE_SHOWN_AS = "\u21b5"  # ↵: a pasted line break, as drawn in the input line
+PASTE_SUMMARY_LINES = 3  # a paste longer than this is summarised in the input line
+COMMAND_ESCAPE = "/"  # "//text" says "/text" (commands.parse_input)
 
 
 def _is_word(char: str) -> bool:
@@ -35,18 +40,41 @@ class LineEditor:
         self._history_index = 0  # == len(history) while editing a fresh line
         self._draft = ""  # the fresh line, kept while browsing history
         self._completion: tuple[str, int, list[str], int] | None = None  # (text, start, matches, index)
+        self._starts_pasted = False  # the text's first line begins with pasted text
+        self.lines = 1  # lines in the text (pastes add line breaks)
 
     def _set(self, text: str, cursor: int) -> None:
         cursor = max(0, min(cursor, len(text)))
         while not is_boundary(text, cursor):
             cursor -= 1  # never inside a cluster (a character and its marks, an emoji sequence)
+        if text is not self.text:
+            self.lines = text.count("\n") + 1
+            if not text:
+                self._starts_pasted = False
         self.text, self.cursor = text, cursor
         self._completion = None
 
     # -- typing and deleting ------------------------------------------------------------
 
     def insert(self, chars: str) -> None:
+        if self.cursor == 0 and chars:
+            self._starts_pasted = False
         self._set(self.text[: self.cursor] + chars + self.text[self.cursor :], self.cursor + len(chars))
+
+    def paste(self, text: str) -> None:
+        """Insert pasted text (line breaks as "\\n"): one edit, however large."""
+        starts_pasted = self.cursor == 0 and bool(text)
+        self.insert(text)
+        self._starts_pasted = self._starts_pasted or starts_pasted
+
+    def escape(self) -> None:
+        """Esc: a paste shown as a summary is cleared; otherwise nothing happens."""
+        if self.summarised:
+            self.clear()
+
+    @property
+    def summarised(self) -> bool:
+        return self.lines > PASTE_SUMMARY_LINES
 
     def backspace(self) -> None:
         if self.cursor:
@@ -111,25 +139,37 @@ class LineEditor:
         if self._history_index == len(self.history):
             self._draft = self.text
         self._history_index -= 1
-        line = self.history[self._history_index]
+        self._recall(self.history[self._history_index])
+
+    def _recall(self, line: str) -> None:
         self._set(line, len(line))
+        self._starts_pasted = False  # what was pasted first is stored escaped already
 
     def history_down(self) -> None:
         if self._history_index >= len(self.history):
             return
         self._history_index += 1
-        line = self._draft if self._history_index == len(self.history) else self.history[self._history_index]
-        self._set(line, len(line))
+        self._recall(self._draft if self._history_index == len(self.history) else self.history[self._history_index])
 
     def submit(self, remember: bool = True) -> list[str]:
-        """Enter: empty the editor, remember the text, return its lines (several if pasted)."""
+        """Enter: empty the editor, remember the text, return its lines (several if pasted).
+
+        Pasted lines that start with "/" come back escaped, as text; history keeps a pasted
+        first line escaped too, so a recalled paste shows what it will do.
+        """
         text = self.text
+        if self._starts_pasted and text.startswith(COMMAND_ESCAPE):
+            text = COMMAND_ESCAPE + text
         if remember and text.strip() and (not self.history or self.history[-1] != text):
             self.history.append(text)
             del self.history[:-HISTORY_LIMIT]
         self._history_index, self._draft = len(self.history), ""
         self._set("", 0)
-        return [line for line in text.split("\n") if line.strip()]
+        return [
+            COMMAND_ESCAPE + line if index and line.startswith(COMMAND_ESCAPE) else line
+            for index, line in enumerate(text.split("\n"))
+            if line.strip()
+        ]
 
     # -- completion -------------------------------------------------------------------------
 
@@ -178,6 +218,12 @@ class LineEditor:
         ('******', 6, 0)
         """
         width = max(1, width)
+        if self.summarised and not mask:
+            summary = f"[paste: {self.lines} lines, Enter sends, Esc clears]"
+            if len(summary) >= width:
+                summary = f"[paste: {self.lines} lines]"
+            summary = summary[: width - 1]
+            return summary, len(summary), 0
         text, cursor = self.text, self.cursor
 
         def cells(start: int, end: int) -> int:

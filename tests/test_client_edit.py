@@ -181,7 +181,8 @@ def test_a_masked_view_shows_one_star_per_cluster_and_keeps_the_cursor():
 def test_a_huge_paste_costs_what_is_visible_to_draw():
     # 5 MB with line breaks and non-ASCII text: every view used to cost the square of this
     editor = LineEditor()
-    editor.insert(("é漢 a line of pasted text\n" * 200_000)[: 5_000_000])
+    line = ("é漢 a line of pasted text " * 200_000)[:2_500_000]
+    editor.paste(line + "\n" + line)  # two lines: shown as they are, not summarised
     offset = 0
     for width in range(20, 120):
         visible, cursor, offset = editor.view(width, offset)
@@ -207,3 +208,35 @@ def test_the_cursor_steps_over_emoji_sequences_and_flags_whole():
     assert editor.view(20) == ("a" + family + flag, 1, 0)
     editor.delete()
     assert editor.text == "a" + flag
+
+
+def test_pasted_lines_are_text_but_a_typed_command_before_a_paste_stays_a_command():
+    editor = LineEditor()
+    editor.paste("/quit x\nhello\n/nick y")
+    assert editor.submit() == ["//quit x", "hello", "//nick y"]  # "//" says the line as text
+    editor.insert("/msg bob ")
+    editor.paste("see\n/this")
+    assert editor.submit() == ["/msg bob see", "//this"]
+    editor.insert("/me waves")  # typed: a command
+    assert editor.submit() == ["/me waves"]
+    editor.history_up()
+    editor.history_up()  # a block with a paste in it, recalled: the same lines again
+    assert editor.submit() == ["/msg bob see", "//this"]
+    for _ in range(4):
+        editor.history_up()
+    assert editor.text == "//quit x\nhello\n/nick y"  # shows that its first line is text
+    assert editor.submit() == ["//quit x", "hello", "//nick y"]
+
+
+def test_a_long_paste_is_summarised_until_sent_or_cleared():
+    editor = LineEditor()
+    editor.paste("line\n" * 9999 + "last")
+    assert editor.view(60) == ("[paste: 10000 lines, Enter sends, Esc clears]", 45, 0)
+    assert editor.view(20)[0] == "[paste: 10000 lines"  # cut to fit, the cursor cell kept free
+    editor.escape()
+    assert editor.text == "" and editor.view(60) == ("", 0, 0)
+    editor.insert("typed")
+    editor.escape()  # no paste: Esc leaves typed text alone
+    assert editor.text == "typed"
+    editor.paste("a\nb")  # a few lines are shown as they are
+    assert editor.view(60)[0] == "typeda\u21b5b"

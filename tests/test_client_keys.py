@@ -1,6 +1,9 @@
 """Key decoding (curses_client.keys): escape sequences, Alt keys, bracketed paste."""
 
-from curses_client.keys import KeyDecoder, Paste
+import pytest
+
+from curses_client import keys
+from curses_client.keys import PASTE_END, PASTE_START, KeyDecoder, Paste
 
 
 def decode(keys):
@@ -32,9 +35,10 @@ def test_unknown_sequences_are_swallowed_not_typed():
     assert decode("\x1b[2;5~x\x1b[Zy") == ["char:x", "char:y"]
 
 
-def test_lone_escape_is_dropped_on_timeout():
+def test_lone_escape_is_reported_on_timeout():
     decoder = KeyDecoder()
     assert decoder.feed("\x1b") == []
+    assert decoder.timeout() == ["escape"]
     assert decoder.timeout() == []
     assert decoder.feed("a") == ["char:a"]
 
@@ -49,3 +53,53 @@ def test_paste_ignores_keys_curses_decoded_inside_it():
     for key in ["\x1b", "[", "2", "0", "0", "~", "a", "left", "\x1b", "[", "2", "0", "1", "~"]:
         out += decoder.feed(key)
     assert out == [Paste("a")]
+
+
+# -- text that arrives at once (issue 12) -----------------------------------------------------
+
+
+def test_a_batch_with_several_lines_is_one_paste_without_bracketed_paste():
+    decoder = KeyDecoder()
+    assert decoder.feed_batch("first line\r\n/quit x\rthird\tline\x07\n") == [
+        Paste("first line\n/quit x\nthird line\n", marked=False)
+    ]
+    assert decoder.feed_batch("typed fast\r") == ["char:typed fast", "enter"]  # an Enter at the end is a key
+    assert decoder.feed_batch("\x1b[Dab") == ["left", "char:ab"]
+
+
+def test_bulk_text_keeps_runs_of_characters_together():
+    decoder = KeyDecoder()
+    assert decoder.feed_text("héllo wörld\x7f!\x1bb") == ["char:héllo wörld", "backspace", "char:!", "ctrl-left"]
+
+
+def test_a_bracketed_paste_is_taken_in_bulk_with_its_end_marker_split_across_reads():
+    decoder = KeyDecoder()
+    text = "line\n" * 100_000
+    whole = "x" + PASTE_START + text + PASTE_END + "y"
+    split = len(whole) - len(PASTE_END) - 1 + 3  # the end marker cut in the middle
+    out = decoder.feed_batch(whole[:split]) + decoder.feed_batch(whole[split:])
+    assert out == ["char:x", Paste(text), "char:y"]
+
+
+def test_a_paste_that_never_ends_is_capped(monkeypatch):
+    monkeypatch.setattr(keys, "PASTE_LIMIT", 10)
+    decoder = KeyDecoder()
+    decoder.feed_text(PASTE_START + "a" * 8)
+    decoder.feed_text("b" * 8)
+    assert decoder.feed_text(PASTE_END) == [Paste("a" * 8 + "bb")]
+
+
+@pytest.mark.timeout(20)
+def test_five_megabytes_pasted_decode_in_bulk():
+    decoder = KeyDecoder()
+    paste = "some pasted text, héhé 日本\n" * 200_000
+    for start in range(0, len(paste), 4096):  # as a terminal's pty delivers it
+        out = decoder.feed_batch(paste[start : start + 4096])
+        assert len(out) == 1 and isinstance(out[0], Paste)
+
+
+def test_the_rest_of_a_paste_is_a_paste_even_if_its_only_line_break_ends_it():
+    decoder = KeyDecoder()
+    assert decoder.feed_batch("the end\n", after_paste=True) == [Paste("the end\n", marked=False)]
+    assert decoder.feed_batch("the end\n") == ["char:the end", "enter"]
+    assert decoder.feed_batch("\r", after_paste=True) == ["enter"]  # Enter pressed right after
