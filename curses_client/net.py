@@ -53,6 +53,7 @@ SEND_QUEUE_BYTES = 8 * 1024 * 1024  # waiting to be written: past this, the serv
 SEND_BURST = 10  # lines written at once...
 SEND_RATE = 2.0  # ...and per second after that (RFC 1459's 2 s a line, with a burst)
 UNPACED_COMMANDS = ("PONG", "QUIT")  # answers and goodbyes are not held behind a paste
+SECRET_COMMANDS = ("PASS", "AUTHENTICATE", "OPER")  # logged by name only
 WELCOME = "001"
 
 
@@ -165,6 +166,7 @@ def read_messages(framer: LineFramer, data: bytes) -> list[Message]:
         if line is LINE_TOO_LONG:
             log.info("skipped an overlong line from the server")
             continue
+        log.debug("<- %r", line)
         try:
             messages.append(parse_message(decode_line(line)))
         except ValueError:
@@ -228,6 +230,18 @@ class Registration:
             if self._welcomed:
                 return None
             return math.inf if self._deadline is None else self._deadline - now
+
+
+def loggable(data: bytes) -> str:
+    """A line we send, as the debug log shows it: a password's line by its command only.
+
+    >>> loggable(b"PASS hunter2\\r\\n"), loggable(b"PRIVMSG #a :hi\\r\\n")
+    ('PASS (hidden)', "b'PRIVMSG #a :hi'")
+    """
+    command = data.split(b" ", 1)[0].decode("ascii", "replace").upper()
+    if command in SECRET_COMMANDS:
+        return f"{command} (hidden)"
+    return repr(data.rstrip(b"\r\n"))
 
 
 class Sender:
@@ -333,8 +347,10 @@ class Sender:
                 connection = self._connection
             try:  # outside the lock: a server that does not read blocks only this thread
                 if not data:  # _FINISH
+                    log.debug("-> (end of our side)")
                     connection.finish_writing()
                 else:
+                    log.debug("-> %s", loggable(data))
                     connection.send(data)
             except OSError as error:  # the reader thread sees the same failure and reports it
                 log.info("send failed: %s", describe_error(error))
@@ -462,6 +478,7 @@ class NetworkThread(threading.Thread):
         with self._wake:
             self._waiting = True
             if not self._paused and not self._now:
+                log.info("reconnecting in %.1f s (attempt %d)", delay, attempt)
                 self._wake.wait_for(lambda: self._now or self._paused or self._stopping.is_set(), delay)
             self._wake.wait_for(lambda: not self._paused or self._stopping.is_set())
             self._now = self._waiting = False
@@ -474,6 +491,7 @@ class NetworkThread(threading.Thread):
             connection.close()
             return "stopped"
         registration = self._sender.attach(connection)
+        log.info("connected to %s:%s%s", self.host, self.port, " with TLS" if connection.tls is not None else "")
         self._emit(Connected())
         framer = LineFramer()
         reason = "the server closed the connection"
@@ -500,4 +518,6 @@ class NetworkThread(threading.Thread):
             with self._connection_lock:
                 self._connection = None
             connection.close()
-        return "closed by the client" if self._stopping.is_set() else reason
+        reason = "closed by the client" if self._stopping.is_set() else reason
+        log.info("disconnected: %s", reason)
+        return reason

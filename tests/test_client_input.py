@@ -91,3 +91,20 @@ def test_emoji_sequences_reach_the_screen_whole(server, terminals, peers):
     terminal.wait_for("x")
     terminal.type("\x7f\x7f")  # two backspaces: "x", then the whole family
     terminal.wait_screen(lambda: terminal.lines()[-1].rstrip() == ">", "an empty input line")
+
+
+def test_the_log_file_records_the_connection_and_its_traffic(server, terminals, peers, tmp_path):
+    port = server.address[1]
+    log_path = tmp_path / "client.log"
+    terminal = terminals(["--port", str(port), "--username", "alice", "--log-file", str(log_path)],
+                         env={"CHAT_PASSWORD": "hunter2"})
+    terminal.wait_for("You joined #chat")
+    terminal.type("hello log\r")
+    terminal.wait_for("<alice> hello log")
+    terminal.type("/quit\r")
+    assert terminal.wait_exit() == 0
+    log = log_path.read_text(encoding="utf-8")
+    for needle in (f"connected to 127.0.0.1:{port}", "-> b'NICK :alice'", "<- b':chat.local 001 alice",
+                   "-> b'PRIVMSG #chat :hello log'", "-> b'QUIT", "disconnected: "):
+        assert needle in log, log
+    assert "hunter2" not in log and "PASS (hidden)" in log
