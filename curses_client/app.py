@@ -18,7 +18,7 @@ import ssl
 import sys
 import time
 
-from ircchat.protocol import CHANNEL_RE, NICK_RE, format_line
+from curses_client.irc import CHANNEL_RE, NICK_RE, format_line
 from curses_client import commands, net, tls, ui
 from curses_client.commands import parse_input
 from curses_client.edit import LineEditor

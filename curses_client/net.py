@@ -35,7 +35,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ircchat.protocol import LINE_TOO_LONG, LineFramer, Message, decode_line, encode_line, parse_message
+from curses_client.irc import (
+    LINE_TOO_LONG,
+    LineFramer,
+    Message,
+    TokenBucket,
+    decode_line,
+    encode_line,
+    parse_message,
+)
 from curses_client.tls import TlsStream, describe_tls_error
 
 log = logging.getLogger(__name__)
@@ -183,23 +191,6 @@ def drain(events: queue.Queue[Event], limit: int = EVENTS_PER_PASS) -> Iterator[
             return
 
 
-class TokenBucket:
-    """Pacing: ``burst`` lines at once, then ``rate`` a second. Pure: the caller gives the time."""
-
-    def __init__(self, burst: int, rate: float, now: float) -> None:
-        self.burst, self.rate = burst, rate
-        self.tokens, self.updated = float(burst), now
-
-    def wait(self, now: float) -> float:
-        """Seconds until a line may go (0: now, and it is taken)."""
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
-
-
 _FINISH = b""  # in the send queue: "shut our side for writing" (after QUIT)
 
 
@@ -331,15 +322,21 @@ class Sender:
 
     def _write_forever(self) -> None:
         bucket = TokenBucket(self._burst, self._rate, time.monotonic())
+        due: float | None = None  # when the paced line at the head may go (its token is spent)
         while True:
             with self._ready:
                 while True:
                     if self._connection is not None and self._queue:
                         data, paced = self._queue[0]
-                        delay = bucket.wait(time.monotonic()) if paced else 0.0
-                        if delay <= 0:
+                        if not paced:
                             break
-                        self._ready.wait(delay)  # a QUIT or PONG queued meanwhile wakes this
+                        now = time.monotonic()
+                        if due is None:
+                            due = now + bucket.delay(now)
+                        if now >= due:
+                            due = None
+                            break
+                        self._ready.wait(due - now)  # a QUIT or PONG queued meanwhile wakes this
                     else:
                         self._ready.wait()
                 self._queue.popleft()

@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from client_harness import DEADLINE, peers, terminals  # noqa: F401  (fixtures)
 from test_client_e2e import joined_client, privmsg, server  # noqa: F401  (fixture)
 

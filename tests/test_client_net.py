@@ -79,14 +79,6 @@ def read_lines(sock, count):
     return lines
 
 
-def test_token_bucket_allows_a_burst_then_a_steady_rate():
-    bucket = net.TokenBucket(3, 2.0, now=100.0)
-    assert [bucket.wait(100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert bucket.wait(100.0) == 0.5
-    assert bucket.wait(100.5) == 0.0  # half a second buys one line at 2 a second
-    assert bucket.wait(200.0) == 0.0 and bucket.tokens == 2  # idle time refills up to the burst only
-
-
 def test_sending_never_blocks_when_the_server_stops_reading_and_a_full_queue_disconnects():
     listener = socket.create_server(("127.0.0.1", 0))
     sender = net.Sender(burst=10**9, rate=1.0, limit=2_000_000)
