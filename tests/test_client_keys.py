@@ -1,8 +1,11 @@
 """Key decoding (curses_client.keys): escape sequences, Alt keys, bracketed paste."""
 
+import os
+
 import pytest
 
 from curses_client import keys
+from curses_client.keyboard import Keyboard
 from curses_client.keys import PASTE_END, PASTE_START, KeyDecoder, Paste
 
 
@@ -103,3 +106,46 @@ def test_the_rest_of_a_paste_is_a_paste_even_if_its_only_line_break_ends_it():
     assert decoder.feed_batch("the end\n", after_paste=True) == [Paste("the end\n", marked=False)]
     assert decoder.feed_batch("the end\n") == ["char:the end", "enter"]
     assert decoder.feed_batch("\r", after_paste=True) == ["enter"]  # Enter pressed right after
+
+
+# -- the keyboard: curses for the first key, the terminal for the rest -----------------------
+
+
+class FakeScreen:
+    """Keys as curses would return them, one by one."""
+
+    def __init__(self, keys):
+        self.keys = list(keys)
+
+    def read_key(self, wait=True):
+        return self.keys.pop(0) if self.keys else None
+
+
+def keyboard_with(waiting: bytes):
+    read_end, write_end = os.pipe()
+    os.write(write_end, waiting)
+    os.close(write_end)
+    return Keyboard(read_end), read_end
+
+
+def test_the_keyboard_reads_what_waits_after_the_first_key_at_once():
+    keyboard, fd = keyboard_with(b"ello\r/quit x\rmore")
+    try:
+        assert keyboard.read(FakeScreen(["h"])) == [Paste("hello\n/quit x\nmore", marked=False)]
+    finally:
+        os.close(fd)
+
+
+def test_the_keyboard_decodes_what_waits_and_leaves_escapes_to_curses():
+    keyboard, fd = keyboard_with("日本".encode())
+    try:
+        assert keyboard.read(FakeScreen(["a"])) == ["char:a日本"]
+    finally:
+        os.close(fd)
+    keyboard, fd = keyboard_with(b"should stay unread")
+    try:
+        assert keyboard.read(FakeScreen(["\x1b"])) == []  # inside an escape: curses may hold its rest
+        assert keyboard.read(FakeScreen(["[", "A"])) == []
+        assert keyboard.read(FakeScreen(["A"])) == ["up", "char:should stay unread"]
+    finally:
+        os.close(fd)
