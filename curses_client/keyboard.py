@@ -11,7 +11,8 @@ Reading past curses is safe only while curses holds nothing back: ncurses reads 
 at a time, except while it matches an escape sequence, whose leftovers it keeps and returns
 first. So the direct read happens only when the decoder is between escape sequences;
 inside one, keys come from curses one by one. On Windows (no ``select`` on the console)
-every key comes from curses, as many as are waiting, up to ``MAX_KEYS_PER_PASS``.
+every key comes from curses, as many as are waiting, up to ``MAX_KEYS_PER_PASS``, and the
+characters among them are still decoded as one batch.
 """
 
 from __future__ import annotations
@@ -102,10 +103,18 @@ class Keyboard:
         return "".join(pieces)
 
     def _read_through_curses(self, screen: KeySource, key: str) -> list[Decoded]:
-        out = self.decoder.feed(key)
+        """Every key from curses, as many as wait: characters still go through ``feed_batch``
+        together, so a paste is recognised here too."""
+        out: list[Decoded] = []
+        text: list[str] = []
         for _ in range(MAX_KEYS_PER_PASS):
-            key = screen.read_key(wait=False)
-            if key is None:
+            if len(key) == 1:
+                text.append(key)
+            else:
+                out += self.decoder.feed_batch("".join(text)) + self.decoder.feed(key)
+                text = []
+            next_key = screen.read_key(wait=False)
+            if next_key is None:
                 break
-            out += self.decoder.feed(key)
-        return out
+            key = next_key
+        return out + self.decoder.feed_batch("".join(text))

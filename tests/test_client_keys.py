@@ -149,3 +149,10 @@ def test_the_keyboard_decodes_what_waits_and_leaves_escapes_to_curses():
         assert keyboard.read(FakeScreen(["A"])) == ["up", "char:should stay unread"]
     finally:
         os.close(fd)
+
+
+def test_without_a_terminal_to_read_keys_from_curses_still_make_a_batch():
+    keyboard = Keyboard(None)  # as on Windows
+    assert keyboard.read(FakeScreen(list("one\rtwo"))) == [Paste("one\ntwo", marked=False)]
+    assert keyboard.read(FakeScreen(["a", "b", "left", "c", "\r"])) == ["char:ab", "left", "char:c", "enter"]
+    assert keyboard.read(FakeScreen([])) == []
