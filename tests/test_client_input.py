@@ -48,7 +48,8 @@ def test_a_long_unbracketed_paste_is_summarised_and_esc_clears_it(server, termin
 
 
 @pytest.mark.timeout(90)
-def test_typing_stays_responsive_and_quit_is_prompt_when_the_server_stops_reading(terminals):
+@pytest.mark.parametrize(("leave", "status"), [("\x15/quit\r", 0), ("\x03", 130)], ids=["quit", "ctrl-c"])
+def test_typing_stays_responsive_and_leaving_is_prompt_when_the_server_stops_reading(terminals, leave, status):
     listener = socket.create_server(("127.0.0.1", 0))
     try:
         terminal = terminals(["--port", str(listener.getsockname()[1]), "--username", "alice"])
@@ -66,10 +67,11 @@ def test_typing_stays_responsive_and_quit_is_prompt_when_the_server_stops_readin
         terminal.wait_screen(lambda: "[paste" not in terminal.text(), "the paste to be taken")
         terminal.type("still typing")
         terminal.wait_for("> still typing")
-        terminal.type("\x15/quit\r")
+        terminal.type(leave)
         started = time.monotonic()
-        assert terminal.wait_exit() == 0
+        assert terminal.wait_exit() == status
         assert time.monotonic() - started < QUIT_PROMPTLY
+        assert b"Traceback" not in terminal.raw
         link.close()
     finally:
         listener.close()
