@@ -23,6 +23,7 @@ from curses_client.width import (
 HISTORY_LIMIT = 500
 NEWLINE_SHOWN_AS = "\u21b5"  # ↵: a pasted line break, as drawn in the input line
 PASTE_SUMMARY_LINES = 3  # a paste longer than this is summarised in the input line
+TEXT_LIMIT = 32 * 1024 * 1024  # characters the input line holds; more is not taken in
 COMMAND_ESCAPE = "/"  # "//text" says "/text" (commands.parse_input)
 
 
@@ -57,6 +58,7 @@ class LineEditor:
     # -- typing and deleting ------------------------------------------------------------
 
     def insert(self, chars: str) -> None:
+        chars = chars[: max(0, TEXT_LIMIT - len(self.text))]
         if self.cursor == 0 and chars:
             self._starts_pasted = False
         self._set(self.text[: self.cursor] + chars + self.text[self.cursor :], self.cursor + len(chars))

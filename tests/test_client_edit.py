@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from curses_client import edit
 from curses_client.edit import LineEditor
 from curses_client.width import text_width
 
@@ -240,3 +241,12 @@ def test_a_long_paste_is_summarised_until_sent_or_cleared():
     assert editor.text == "typed"
     editor.paste("a\nb")  # a few lines are shown as they are
     assert editor.view(60)[0] == "typeda\u21b5b"
+
+
+def test_the_input_line_holds_a_bounded_amount(monkeypatch):
+    monkeypatch.setattr(edit, "TEXT_LIMIT", 10)
+    editor = LineEditor()
+    editor.paste("a\nb" * 3)
+    editor.insert("xyz")
+    editor.paste("more")
+    assert editor.text == "a\nba\nba\nbx"
