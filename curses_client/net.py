@@ -252,6 +252,7 @@ class Sender:
         self._burst, self._rate = burst, rate
         self._failure: str | None = None  # why this Sender ended the connection
         self._writer: threading.Thread | None = None
+        self._writing = False  # the writer is inside a socket write (blocked there, if it lasts)
 
     def attach(self, connection: Connection | None) -> Registration:
         """Lines from now on go to ``connection`` (None: nowhere); what was queued is dropped."""
@@ -283,7 +284,9 @@ class Sender:
                 self._queue.clear()
                 self._queued = 0
             if self._queued + len(data) > self._limit:
-                self._fail(f"the server stopped reading: {self._queued // 1024} KB waiting to be sent")
+                waiting = f"{self._queued // 1024} KB waiting to be sent"
+                self._fail(f"the server stopped reading: {waiting}" if self._writing
+                           else f"too much to send at the pace servers allow: {waiting}")
                 return False
             if command == "NICK":
                 self._registration.nick_sent(time.monotonic())
@@ -342,6 +345,7 @@ class Sender:
                 self._queue.popleft()
                 self._queued -= len(data)
                 connection = self._connection
+                self._writing = True
             try:  # outside the lock: a server that does not read blocks only this thread
                 if not data:  # _FINISH
                     log.debug("-> (end of our side)")
@@ -351,6 +355,9 @@ class Sender:
                     connection.send(data)
             except OSError as error:  # the reader thread sees the same failure and reports it
                 log.info("send failed: %s", describe_error(error))
+            finally:
+                with self._ready:
+                    self._writing = False
 
 
 class NetworkThread(threading.Thread):

@@ -204,3 +204,19 @@ def test_drain_takes_at_most_a_pass_worth():
         events.put(net.Connected())
     assert len(list(net.drain(events, limit=4))) == 4
     assert len(list(net.drain(events))) == 6
+
+
+def test_a_queue_full_of_paced_lines_says_so_rather_than_blame_the_server():
+    listener = socket.create_server(("127.0.0.1", 0))
+    sender = net.Sender(burst=1, rate=0.01, limit=10_000)  # the server reads; our pace holds lines
+    thread, events = start_thread(listener, sender=sender, first_retry_delay=30)
+    try:
+        server, _ = listener.accept()
+        next_event(events, net.Connected)
+        while sender.send("PRIVMSG #chat :" + "x" * 400):
+            pass
+        assert "too much to send" in next_event(events, net.Disconnected).reason
+        server.close()
+    finally:
+        stop_thread(thread)
+        listener.close()
