@@ -43,12 +43,12 @@ _ESCAPE_SEQUENCE = re.compile(
     r"|(?:\x1b[\]P^_X]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
     r"|\x1b[\x20-\x2f]*[\x30-\x7e]?"
 )
-# Characters that take no cell or reorder text on screen (zero-width spaces and joiners,
-# direction marks, bidi embeddings, overrides and isolates, the byte order mark): shown by
-# name, as "<U+200B>", since they could make a message appear to say something else. A ZWJ
-# between two emoji is the exception: it builds one emoji of them.
+# Characters that take no cell or reorder text on screen (zero-width spaces and joiners, word
+# joiners, direction marks, bidi embeddings, overrides and isolates, the byte order mark):
+# shown by name, as "<U+200B>", since they could make a message appear to say something
+# else. A ZWJ between two emoji is the exception: it builds one emoji of them.
 _INVISIBLE = frozenset(
-    "\u200b\u200c\u200d\u200e\u200f\u061c\ufeff"
+    "\u200b\u200c\u200d\u200e\u200f\u061c\ufeff\u180e\u2060\u2061\u2062\u2063\u2064"
     "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 )
 _SHOWN_BY_NAME = re.compile("[" + "".join(sorted(_INVISIBLE)) + "]")
