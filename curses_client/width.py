@@ -72,6 +72,8 @@ def _is_regional_indicator(char: str) -> bool:
 
 def _extends(char: str) -> bool:
     """Belongs to the cluster before it: marks, joiners, selectors, skin tones, tag characters."""
+    if char.isascii():
+        return False
     code = ord(char)
     return (
         0x1F3FB <= code <= 0x1F3FF  # emoji skin-tone modifiers
@@ -260,9 +262,11 @@ def wrap(text: str, width: int, indent: int = 0) -> list[tuple[int, int, int]]:
         cells = previous_cells = 0
         end = next_start = -1
         while position < length:
-            cluster_end = next_boundary(text, position)
-            single = cluster_end == position + 1 and text[position].isascii()
-            cells = 1 if single else cluster_width(text[position:cluster_end])
+            if text[position].isascii() and (position + 1 == length or text[position + 1].isascii()):
+                cluster_end, cells = position + 1, 1  # the common case, without the general rules
+            else:
+                cluster_end = next_boundary(text, position)
+                cells = cluster_width(text[position:cluster_end])
             if (
                 position > start
                 and text[position - 1] == " "
