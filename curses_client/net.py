@@ -11,8 +11,9 @@ and the usual reconnection follows.
 refuses CR/LF/NUL and caps the length), queues it and returns at once. Its writer thread
 owns the socket's writes and paces them (a token bucket: a burst, then a steady rate, so a
 pasted screenful does not trip the server's flood control); PONG and QUIT skip the pacing.
-A server that stops reading only fills the queue: past ``SEND_QUEUE_BYTES`` the connection
-is ended with a sentence that says so, never the UI thread blocked on a socket.
+A server that stops reading only fills the queue: past ``SEND_QUEUE_BYTES`` (a paste that
+large does the same) the connection is ended with a sentence that says so, never the UI
+thread blocked on a socket.
 
 A ``Connection`` is a connected socket, plain or with TLS (``tls.TlsStream``) on it; the
 rest of the module reads and writes through it and does not care which. With TLS, every
@@ -252,7 +253,6 @@ class Sender:
         self._burst, self._rate = burst, rate
         self._failure: str | None = None  # why this Sender ended the connection
         self._writer: threading.Thread | None = None
-        self._writing = False  # the writer is inside a socket write (blocked there, if it lasts)
 
     def attach(self, connection: Connection | None) -> Registration:
         """Lines from now on go to ``connection`` (None: nowhere); what was queued is dropped."""
@@ -284,9 +284,8 @@ class Sender:
                 self._queue.clear()
                 self._queued = 0
             if self._queued + len(data) > self._limit:
-                waiting = f"{self._queued // 1024} KB waiting to be sent"
-                self._fail(f"the server stopped reading: {waiting}" if self._writing
-                           else f"too much to send at the pace servers allow: {waiting}")
+                self._fail(f"{self._queued // 1024} KB waiting to be sent: the server is not taking our lines"
+                           " as fast as they come (it stopped reading, or a paste is too large)")
                 return False
             if command == "NICK":
                 self._registration.nick_sent(time.monotonic())
@@ -345,7 +344,6 @@ class Sender:
                 self._queue.popleft()
                 self._queued -= len(data)
                 connection = self._connection
-                self._writing = True
             try:  # outside the lock: a server that does not read blocks only this thread
                 if not data:  # _FINISH
                     log.debug("-> (end of our side)")
@@ -355,9 +353,6 @@ class Sender:
                     connection.send(data)
             except OSError as error:  # the reader thread sees the same failure and reports it
                 log.info("send failed: %s", describe_error(error))
-            finally:
-                with self._ready:
-                    self._writing = False
 
 
 class NetworkThread(threading.Thread):

@@ -93,7 +93,7 @@ def test_sending_never_blocks_when_the_server_stops_reading_and_a_full_queue_dis
             assert sent < 100_000, "the queue never filled"
         assert sent > 1000
         disconnected = next_event(events, net.Disconnected)
-        assert "stopped reading" in disconnected.reason
+        assert "KB waiting to be sent" in disconnected.reason
         assert not sender.send("PRIVMSG #chat :after"), "no connection to send on any more"
         server.close()
     finally:
@@ -140,11 +140,11 @@ def test_a_registration_that_never_completes_times_out_and_reconnects(monkeypatc
         assert select.select([listener], [], [], DEADLINE)[0], "the usual reconnection follows"
         again, _ = listener.accept()
         next_event(events, net.Connected)
-        sender.send("NICK alice")
-        assert read_lines(again, 1) == ["NICK alice"]
         again.sendall(b":srv 001 alice :Welcome\r\n")
         next_event(events, net.Received)
-        assert select.select([again], [], [], QUIET)[0] == []  # welcomed: no timeout cuts it
+        sender.send("NICK alice")  # after the welcome (a /nick): no deadline starts
+        assert read_lines(again, 1) == ["NICK alice"]
+        assert select.select([again], [], [], 2 * net.REGISTRATION_TIMEOUT)[0] == []  # not cut
         again.close()
         server.close()
     finally:
@@ -206,7 +206,7 @@ def test_drain_takes_at_most_a_pass_worth():
     assert len(list(net.drain(events))) == 6
 
 
-def test_a_queue_full_of_paced_lines_says_so_rather_than_blame_the_server():
+def test_a_queue_full_of_paced_lines_ends_the_connection_with_a_sentence():
     listener = socket.create_server(("127.0.0.1", 0))
     sender = net.Sender(burst=1, rate=0.01, limit=10_000)  # the server reads; our pace holds lines
     thread, events = start_thread(listener, sender=sender, first_retry_delay=30)
@@ -215,7 +215,7 @@ def test_a_queue_full_of_paced_lines_says_so_rather_than_blame_the_server():
         next_event(events, net.Connected)
         while sender.send("PRIVMSG #chat :" + "x" * 400):
             pass
-        assert "too much to send" in next_event(events, net.Disconnected).reason
+        assert "KB waiting to be sent" in next_event(events, net.Disconnected).reason
         server.close()
     finally:
         stop_thread(thread)
