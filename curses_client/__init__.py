@@ -4,15 +4,18 @@ Map of the package, each module with one job, curses only in ``ui``:
 
 - ``width``: display width of text (a small wcwidth), sanitising network text, word wrap.
 - ``edit``: the input line editor (text, cursor, history, Tab completion, sideways view).
-- ``keys``: keys to editing commands; escape sequences and bracketed paste.
+- ``keys``: keys to editing commands; escape sequences, bracketed and unmarked pastes.
+- ``keyboard``: reading keys: one from curses, then all that is waiting at once.
 - ``commands``: what a typed line means (``/msg``, ``/me``, ``/exit``, ...).
 - ``entries``: one pane message (``Entry``) and how it reads as styled text.
 - ``scrollback``: the stored messages, wrapped per width, and the scroll position.
 - ``model``: the chat state; IRC messages and user commands in, entries and IRC lines out.
-- ``tls``: the TLS context the flags ask for, and TLS over memory buffers for ``net``.
-- ``net``: the network thread (connect, read, frame, parse, reconnect) and the sender.
+- ``irc``: the one importer of the shared protocol core (``ircchat.protocol``).
+- ``tls``: the TLS context the flags ask for, and ``ircchat.tlsbuffer`` on a socket for ``net``.
+- ``net``: the network thread (connect, read, frame, parse, reconnect) and the sender's
+  writer thread (paced, bounded).
 - ``ui``: curses: terminal setup/restore, reading keys, drawing a frame.
 - ``app``: command line and the UI loop.
 
-The IRC protocol core (parsing, framing, formatting) is reused from ``chat_server``.
+The IRC protocol core (parsing, framing, formatting) is shared with the server, through ``irc``.
 """

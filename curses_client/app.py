@@ -18,19 +18,19 @@ import ssl
 import sys
 import time
 
-from ircchat.protocol import CHANNEL_RE, NICK_RE, format_line
+from curses_client.irc import CHANNEL_RE, NICK_RE, format_line
 from curses_client import commands, net, tls, ui
 from curses_client.commands import parse_input
 from curses_client.edit import LineEditor
 from curses_client.entries import Kind, make
-from curses_client.keys import KeyDecoder, Paste
+from curses_client.keyboard import Keyboard
+from curses_client.keys import Paste
 from curses_client.model import ChatState, Link, Reaction, Transport, clean_typed
 from curses_client.scrollback import Scrollback
 
 log = logging.getLogger(__name__)
 
 QUIT_WAIT = 2.0  # seconds to let the server see our QUIT and close before we go
-MAX_KEYS_PER_PASS = 4096  # keys read before redrawing (a paste arrives as many keys)
 NAME_PROMPT = "Username: "
 PASSWORD_PROMPT = "Password: "
 PASSWORD_MASK = "*"
@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                            "environment variable; asked on screen if the server wants one)")
     parser.add_argument("--log-file", help="write a debug log to this file (nothing is logged otherwise)")
     parser.add_argument("--retry-delay", type=float, default=net.FIRST_RETRY_DELAY,
-                        help="seconds before the first reconnection attempt; doubles up to 30 (default %(default)s)")
+                        help=f"seconds before the first reconnection attempt; doubles up to {net.MAX_RETRY_DELAY:.0f} (default %(default)s)")
     args = parser.parse_args(argv)
     if args.username is not None and not NICK_RE.match(args.username):
         parser.error(f"--username {args.username!r}: use 3-20 letters, digits or _")
@@ -115,7 +115,7 @@ class ChatApp:
         self.network = network  # held back while the password prompt shows
         self.scrollback = Scrollback()
         self.editor = LineEditor()
-        self.decoder = KeyDecoder()
+        self.keyboard = Keyboard.for_terminal()
         self.exit_code: int | None = None
         self._retry: net.Retrying | None = None
         self._network_stopped = False
@@ -137,28 +137,15 @@ class ChatApp:
         return self.exit_code
 
     def _read_keys(self) -> bool:
-        key = self.screen.read_key()
-        if key is None:
-            self.decoder.timeout()
-            return False
-        changed = self._on_keys(self.decoder.feed(key))
-        # whatever else is already waiting (a paste, fast typing) is handled before drawing
-        for _ in range(MAX_KEYS_PER_PASS):
-            key = self.screen.read_key(wait=False)
-            if key is None or self.exit_code is not None:
-                break
-            changed = self._on_keys(self.decoder.feed(key)) or changed
-        return changed
+        # a key, and whatever else is already waiting (a paste, fast typing), before drawing
+        return self._on_keys(self.keyboard.read(self.screen))
 
     def _drain_events(self) -> bool:
         changed = False
-        while True:
-            try:
-                event = self.events.get_nowait()
-            except queue.Empty:
-                return changed
+        for event in net.drain(self.events):
             self._on_event(event)
             changed = True
+        return changed
 
     def _on_event(self, event: net.Event) -> None:
         if isinstance(event, net.Received):
@@ -196,15 +183,16 @@ class ChatApp:
 
     def _on_keys(self, keys: list[str | Paste]) -> bool:
         for key in keys:
+            if self.exit_code is not None:
+                break
             self._on_key(key)
         return bool(keys)
 
     def _on_key(self, key: str | Paste) -> None:
         editor = self.editor
         prompting = self.state.needs_nick or self.state.needs_password
-        if isinstance(key, Paste):
-            text = clean_typed_keep_newlines(key.text)
-            editor.insert(text.split("\n")[0] if prompting else text)
+        if isinstance(key, Paste):  # its lines are text, never commands (see LineEditor.submit)
+            editor.insert(key.text.partition("\n")[0]) if prompting else editor.paste(key.text)
         elif key.startswith("char:"):
             editor.insert(key[len("char:") :])
         elif key == "enter":
@@ -223,6 +211,9 @@ class ChatApp:
                 editor.complete(commands.COMMAND_NAMES, self.state.nicks_for_completion())
         elif key == "redraw":
             self.screen.stdscr.clear()
+        elif key == "retry":  # Alt-r: reconnect now rather than wait for the next attempt
+            if self.network is not None:
+                self.network.retry_now()
         else:
             action = EDITOR_ACTIONS.get(key)
             if self.state.needs_password and key in ("up", "down"):
@@ -311,10 +302,6 @@ class ChatApp:
         self._last_status = status
 
 
-def clean_typed_keep_newlines(text: str) -> str:
-    return "\n".join(clean_typed(line) for line in text.split("\n"))
-
-
 EDITOR_ACTIONS = {
     "backspace": LineEditor.backspace,
     "delete": LineEditor.delete,
@@ -329,6 +316,7 @@ EDITOR_ACTIONS = {
     "kill-to-start": LineEditor.kill_to_start,
     "kill-to-end": LineEditor.kill_to_end,
     "delete-word": LineEditor.delete_word_before,
+    "escape": LineEditor.escape,
 }
 
 
@@ -375,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Cannot connect to the chat server at {args.host}:{args.port}: {net.describe_error(error)}.",
               file=sys.stderr)
         return 1
-    events: queue.Queue[net.Event] = queue.Queue()
+    events: queue.Queue[net.Event] = queue.Queue(net.EVENT_QUEUE_LIMIT)
     sender = net.Sender()
     network = net.NetworkThread(args.host, args.port, events, sender, connection, args.retry_delay, context)
     state = ChatState(f"{args.host}:{args.port}", args.room, args.username, args.password, transport)

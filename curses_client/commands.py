@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ircchat.protocol import NICK_RE
+from curses_client.irc import NICK_RE
 
 DEFAULT_QUIT_REASON = "Leaving"
 

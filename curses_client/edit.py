@@ -4,16 +4,27 @@
 (0..len). Every key the UI understands maps to one method. ``view`` works out which part of
 a line longer than the screen is shown, so the input scrolls sideways with the cursor.
 Pasted newlines stay in the text as "\\n" until Enter; ``submit`` then hands back the lines.
+Lines of a paste are text, never commands: ``submit`` gives each pasted line that starts
+with "/" a second "/", the command parser's escape for saying it. A paste of more than
+``PASTE_SUMMARY_LINES`` lines is shown as a one-line summary until it is sent or cleared.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from curses_client.width import char_width, text_width
+from curses_client.width import (
+    cluster_width,
+    is_boundary,
+    next_boundary,
+    previous_boundary,
+)
 
 HISTORY_LIMIT = 500
 NEWLINE_SHOWN_AS = "\u21b5"  # ↵: a pasted line break, as drawn in the input line
+PASTE_SUMMARY_LINES = 3  # a paste longer than this is summarised in the input line
+TEXT_LIMIT = 32 * 1024 * 1024  # characters the input line holds; more is not taken in
+COMMAND_ESCAPE = "/"  # "//text" says "/text" (commands.parse_input)
 
 
 def _is_word(char: str) -> bool:
@@ -30,28 +41,50 @@ class LineEditor:
         self._history_index = 0  # == len(history) while editing a fresh line
         self._draft = ""  # the fresh line, kept while browsing history
         self._completion: tuple[str, int, list[str], int] | None = None  # (text, start, matches, index)
+        self._starts_pasted = False  # the text's first line begins with pasted text
+        self.lines = 1  # lines in the text (pastes add line breaks)
 
     def _set(self, text: str, cursor: int) -> None:
         cursor = max(0, min(cursor, len(text)))
-        while 0 < cursor < len(text) and char_width(text[cursor]) == 0:
-            cursor -= 1  # never between a character and its combining marks
+        while not is_boundary(text, cursor):
+            cursor -= 1  # never inside a cluster (a character and its marks, an emoji sequence)
+        if text is not self.text:
+            self.lines = text.count("\n") + 1
+            if not text:
+                self._starts_pasted = False
         self.text, self.cursor = text, cursor
         self._completion = None
 
     # -- typing and deleting ------------------------------------------------------------
 
     def insert(self, chars: str) -> None:
+        chars = chars[: max(0, TEXT_LIMIT - len(self.text))]
+        if self.cursor == 0 and chars:
+            self._starts_pasted = False
         self._set(self.text[: self.cursor] + chars + self.text[self.cursor :], self.cursor + len(chars))
+
+    def paste(self, text: str) -> None:
+        """Insert pasted text (line breaks as "\\n"): one edit, however large."""
+        starts_pasted = self.cursor == 0 and bool(text)
+        self.insert(text)
+        self._starts_pasted = self._starts_pasted or starts_pasted
+
+    def escape(self) -> None:
+        """Esc: a paste shown as a summary is cleared; otherwise nothing happens."""
+        if self.summarised:
+            self.clear()
+
+    @property
+    def summarised(self) -> bool:
+        return self.lines > PASTE_SUMMARY_LINES
 
     def backspace(self) -> None:
         if self.cursor:
-            start = self.cursor - 1
-            while start > 0 and char_width(self.text[start]) == 0:
-                start -= 1  # a combining mark goes together with its base character
+            start = previous_boundary(self.text, self.cursor)  # the whole cluster goes
             self._set(self.text[:start] + self.text[self.cursor :], start)
 
     def delete(self) -> None:
-        end = self._next_char(self.cursor)
+        end = next_boundary(self.text, self.cursor)
         self._set(self.text[: self.cursor] + self.text[end:], self.cursor)
 
     def kill_to_start(self) -> None:  # Ctrl-U
@@ -70,13 +103,10 @@ class LineEditor:
     # -- moving ---------------------------------------------------------------------------
 
     def left(self) -> None:
-        position = self.cursor - 1
-        while position > 0 and char_width(self.text[position]) == 0:
-            position -= 1
-        self._set(self.text, position)
+        self._set(self.text, previous_boundary(self.text, self.cursor))
 
     def right(self) -> None:
-        self._set(self.text, self._next_char(self.cursor))
+        self._set(self.text, next_boundary(self.text, self.cursor))
 
     def home(self) -> None:
         self._set(self.text, 0)
@@ -95,14 +125,6 @@ class LineEditor:
             position += 1
         self._set(text, position)
 
-    def _next_char(self, position: int) -> int:
-        if position >= len(self.text):
-            return len(self.text)
-        position += 1
-        while position < len(self.text) and char_width(self.text[position]) == 0:
-            position += 1
-        return position
-
     def _word_start(self, position: int) -> int:
         text = self.text
         while position > 0 and not _is_word(text[position - 1]):
@@ -119,25 +141,37 @@ class LineEditor:
         if self._history_index == len(self.history):
             self._draft = self.text
         self._history_index -= 1
-        line = self.history[self._history_index]
+        self._recall(self.history[self._history_index])
+
+    def _recall(self, line: str) -> None:
         self._set(line, len(line))
+        self._starts_pasted = False  # what was pasted first is stored escaped already
 
     def history_down(self) -> None:
         if self._history_index >= len(self.history):
             return
         self._history_index += 1
-        line = self._draft if self._history_index == len(self.history) else self.history[self._history_index]
-        self._set(line, len(line))
+        self._recall(self._draft if self._history_index == len(self.history) else self.history[self._history_index])
 
     def submit(self, remember: bool = True) -> list[str]:
-        """Enter: empty the editor, remember the text, return its lines (several if pasted)."""
+        """Enter: empty the editor, remember the text, return its lines (several if pasted).
+
+        Pasted lines that start with "/" come back escaped, as text; history keeps a pasted
+        first line escaped too, so a recalled paste shows what it will do.
+        """
         text = self.text
+        if self._starts_pasted and text.startswith(COMMAND_ESCAPE):
+            text = COMMAND_ESCAPE + text
         if remember and text.strip() and (not self.history or self.history[-1] != text):
             self.history.append(text)
             del self.history[:-HISTORY_LIMIT]
         self._history_index, self._draft = len(self.history), ""
         self._set("", 0)
-        return [line for line in text.split("\n") if line.strip()]
+        return [
+            COMMAND_ESCAPE + line if index and line.startswith(COMMAND_ESCAPE) else line
+            for index, line in enumerate(text.split("\n"))
+            if line.strip()
+        ]
 
     # -- completion -------------------------------------------------------------------------
 
@@ -177,7 +211,8 @@ class LineEditor:
         ``offset`` is the index of the first character shown last time; it moves only as
         far as needed to keep the cursor on screen, so the line does not jump while typing.
         Pasted line breaks are shown as "↵". With ``mask`` (one narrow character) every
-        character shows as that, as a password should.
+        cluster shows as that, as a password should. The work done is what is shown, near
+        the cursor, however long the text: a pasted megabyte costs no more to draw than a word.
 
         >>> editor = LineEditor()
         >>> editor.insert("s3crét")
@@ -185,27 +220,59 @@ class LineEditor:
         ('******', 6, 0)
         """
         width = max(1, width)
-        shown = mask * len(self.text) if mask else self.text.replace("\n", NEWLINE_SHOWN_AS)
-        offset = min(offset, self.cursor)
-        while 0 < offset < len(shown) and char_width(shown[offset]) == 0:
-            offset -= 1  # never start the view on a combining mark
-        # keep the cursor inside the window, with its own cell free at the right edge
-        while text_width(shown[offset : self.cursor]) > width - 1 and offset < self.cursor:
-            offset += 1
-        # but leave no blank space at the right while text is hidden at the left (after a
-        # deletion, or when the window got wider)
-        cursor_cell = 1 if self.cursor == len(shown) else 0
-        while (
-            offset > 0
-            and text_width(shown[offset - 1 :]) + cursor_cell <= width
-            and text_width(shown[offset - 1 : self.cursor]) <= width - 1
-        ):
-            offset -= 1
-        visible, used = [], 0
-        for char in shown[offset:]:
-            cells = char_width(char)
-            if used + cells > width:
+        if self.summarised and not mask:
+            summary = f"[paste: {self.lines} lines, Enter sends, Esc clears]"
+            if len(summary) >= width:
+                summary = f"[paste: {self.lines} lines]"
+            summary = summary[: width - 1]
+            return summary, len(summary), 0
+        text, cursor = self.text, self.cursor
+
+        def cells(start: int, end: int) -> int:
+            if mask:
+                return 1
+            return 1 if end == start + 1 and text[start].isascii() else cluster_width(text[start:end])
+
+        offset = min(max(0, offset), cursor)
+        while not is_boundary(text, offset):
+            offset -= 1  # never start the view inside a cluster
+        # keep the cursor inside the window, with its own cell free at the right edge: the
+        # earliest start allowed is found walking back from the cursor, one cluster at a time
+        lowest, used = cursor, 0
+        while lowest > offset:
+            before = previous_boundary(text, lowest)
+            used += cells(before, lowest)
+            if used > width - 1:
                 break
-            visible.append(char)
-            used += cells
-        return "".join(visible), text_width(shown[offset : self.cursor]), offset
+            lowest = before
+        offset = max(offset, lowest)
+        cursor_cell = sum_cells = 0
+        position = offset
+        while position < cursor:  # at most ``width`` cells of clusters, by the walk above
+            end = next_boundary(text, position)
+            cursor_cell += cells(position, end)
+            position = end
+        # but leave no blank space at the right while text is hidden at the left (after a
+        # deletion, or when the window got wider): only when what follows the start fits
+        tail, position = cursor_cell, cursor
+        while position < len(text) and tail <= width:
+            end = next_boundary(text, position)
+            tail += cells(position, end)
+            position = end
+        room_for_cursor = 1 if cursor == len(text) else 0
+        while offset > 0:
+            before = previous_boundary(text, offset)
+            extra = cells(before, offset)
+            if tail + extra + room_for_cursor > width or cursor_cell + extra > width - 1:
+                break
+            offset, tail, cursor_cell = before, tail + extra, cursor_cell + extra
+        visible, sum_cells, position = [], 0, offset
+        while position < len(text):
+            end = next_boundary(text, position)
+            shown = cells(position, end)
+            if sum_cells + shown > width:
+                break
+            visible.append(mask if mask else text[position:end].replace("\n", NEWLINE_SHOWN_AS))
+            sum_cells += shown
+            position = end
+        return "".join(visible), cursor_cell, offset

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from ircchat.numerics import ERR_PASSWDMISMATCH
-from ircchat.protocol import CHANNEL_RE, Message, NICK_RE, format_line, irc_fold
+from curses_client.irc import CHANNEL_RE, NICK_RE, Message, format_line, irc_fold
 from curses_client import commands
 from curses_client.entries import Entry, Kind, make
 from curses_client.width import sanitize

@@ -1,10 +1,19 @@
-"""Network I/O: one thread reads the server, a lock-guarded sender writes to it.
+"""Network I/O: one thread reads the server, another writes to it; the UI only queues.
 
-``NetworkThread`` connects (again and again, with backoff, until stopped), reads bytes,
-frames them into lines with ``LineFramer``, parses each with ``parse_message`` and puts a
-small frozen event on the queue for the UI loop. It never touches the screen or the chat
-state. ``Sender`` is what the UI thread calls to send a line; it refuses lines that are not
-valid IRC (``encode_line`` caps the length) and never raises on a dead connection.
+``NetworkThread`` connects (again and again, with capped, jittered backoff, until stopped),
+reads bytes, frames them into lines with ``LineFramer``, parses each with ``parse_message``
+and puts a small frozen event on the bounded event queue for the UI loop (waiting while
+the UI is behind). It never touches the screen or the chat state. A registration that does
+not end in a welcome (001) within ``REGISTRATION_TIMEOUT`` of our NICK ends the connection,
+and the usual reconnection follows.
+
+``Sender`` is what the UI thread calls to send a line: it checks the line (``encode_line``
+refuses CR/LF/NUL and caps the length), queues it and returns at once. Its writer thread
+owns the socket's writes and paces them (a token bucket: a burst, then a steady rate, so a
+pasted screenful does not trip the server's flood control); PONG and QUIT skip the pacing.
+A server that stops reading only fills the queue: past ``SEND_QUEUE_BYTES`` (a paste that
+large does the same) the connection is ended with a sentence that says so, never the UI
+thread blocked on a socket.
 
 A ``Connection`` is a connected socket, plain or with TLS (``tls.TlsStream``) on it; the
 rest of the module reads and writes through it and does not care which. With TLS, every
@@ -14,15 +23,28 @@ reconnection verifies the certificate again, and never falls back to plain text.
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import queue
+import random
+import select
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ircchat.protocol import LINE_TOO_LONG, LineFramer, Message, decode_line, encode_line, parse_message
+from curses_client.irc import (
+    LINE_TOO_LONG,
+    LineFramer,
+    Message,
+    TokenBucket,
+    decode_line,
+    encode_line,
+    parse_message,
+)
 from curses_client.tls import TlsStream, describe_tls_error
 
 log = logging.getLogger(__name__)
@@ -30,7 +52,18 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 RECV_BYTES = 16384
 FIRST_RETRY_DELAY = 1.0
-MAX_RETRY_DELAY = 30.0
+MAX_RETRY_DELAY = 15.0
+RETRY_JITTER = 0.25  # each wait is up to this fraction shorter, so clients do not return in step
+REGISTRATION_TIMEOUT = 30.0  # from our NICK to the server's welcome
+POLL_SECONDS = 1.0  # how often a waiting thread looks again at a deadline or at stop()
+EVENT_QUEUE_LIMIT = 2000  # events the UI may be behind before the reader waits for it
+EVENTS_PER_PASS = 500  # events the UI takes before it reads keys and draws again
+SEND_QUEUE_BYTES = 8 * 1024 * 1024  # waiting to be written: past this, the server is not reading
+SEND_BURST = 10  # lines written at once...
+SEND_RATE = 2.0  # ...and per second after that (RFC 1459's 2 s a line, with a burst)
+UNPACED_COMMANDS = ("PONG", "QUIT")  # answers and goodbyes are not held behind a paste
+SECRET_COMMANDS = ("PASS", "AUTHENTICATE", "OPER")  # logged by name only
+WELCOME = "001"
 
 
 @dataclass(frozen=True)
@@ -72,12 +105,11 @@ Event = Connected | Received | Disconnected | Retrying | Refused | Stopped
 
 
 class Connection:
-    """A connected socket, with TLS on it or not; ``send`` may be called from any thread."""
+    """A connected socket, with TLS on it or not: the reader thread reads, the writer writes."""
 
     def __init__(self, sock: socket.socket, tls: TlsStream | None = None) -> None:
         self.sock = sock
         self.tls = tls
-        self._write_lock = threading.Lock()  # whole lines, in order, from any thread
 
     def recv(self) -> bytes | None:
         """Blocks for the next plaintext (maybe b"" while a TLS record is incomplete); None at the end."""
@@ -86,12 +118,15 @@ class Connection:
             return None
         return data if self.tls is None else self.tls.receive(data)
 
+    def wait_readable(self, timeout: float) -> bool:
+        """True once there is something to read (TLS keeps no decrypted bytes back)."""
+        return bool(select.select([self.sock], [], [], timeout)[0])
+
     def send(self, data: bytes) -> None:
         if self.tls is not None:
-            self.tls.send(data)  # TlsStream has its own lock
+            self.tls.send(data)  # TlsStream has its own lock: the reader may answer a key update
             return
-        with self._write_lock:
-            self.sock.sendall(data)
+        self.sock.sendall(data)
 
     def finish_writing(self) -> None:
         if self.tls is not None:
@@ -140,6 +175,7 @@ def read_messages(framer: LineFramer, data: bytes) -> list[Message]:
         if line is LINE_TOO_LONG:
             log.info("skipped an overlong line from the server")
             continue
+        log.debug("<- %r", line)
         try:
             messages.append(parse_message(decode_line(line)))
         except ValueError:
@@ -147,47 +183,183 @@ def read_messages(framer: LineFramer, data: bytes) -> list[Message]:
     return messages
 
 
-class Sender:
-    """Writes whole lines to the current socket, one writer at a time."""
+def drain(events: queue.Queue[Event], limit: int = EVENTS_PER_PASS) -> Iterator[Event]:
+    """The events waiting now, at most ``limit``: the UI then reads keys and draws again."""
+    for _ in range(limit):
+        try:
+            yield events.get_nowait()
+        except queue.Empty:
+            return
+
+
+_FINISH = b""  # in the send queue: "shut our side for writing" (after QUIT)
+
+
+class Registration:
+    """When our NICK went out and whether the welcome came: the registration deadline."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._connection: Connection | None = None
+        self._deadline: float | None = None
+        self._welcomed = False
 
-    def attach(self, connection: Connection | None) -> None:
+    def nick_sent(self, now: float) -> None:
         with self._lock:
+            if not self._welcomed:
+                self._deadline = now + REGISTRATION_TIMEOUT
+
+    def welcomed(self) -> None:
+        with self._lock:
+            self._welcomed, self._deadline = True, None
+
+    def remaining(self, now: float) -> float | None:
+        """Seconds left to register (infinite before our NICK); None once welcomed.
+
+        Until then the reader polls, since the NICK that starts the clock is sent by
+        another thread while the reader may already be waiting for data.
+        """
+        with self._lock:
+            if self._welcomed:
+                return None
+            return math.inf if self._deadline is None else self._deadline - now
+
+
+def loggable(data: bytes) -> str:
+    """A line we send, as the debug log shows it: a password's line by its command only.
+
+    >>> loggable(b"PASS hunter2\\r\\n"), loggable(b"PRIVMSG #a :hi\\r\\n")
+    ('PASS (hidden)', "b'PRIVMSG #a :hi'")
+    """
+    command = data.split(b" ", 1)[0].decode("ascii", "replace").upper()
+    if command in SECRET_COMMANDS:
+        return f"{command} (hidden)"
+    return repr(data.rstrip(b"\r\n"))
+
+
+class Sender:
+    """Queues whole lines for the current connection; its writer thread writes them in order.
+
+    ``send`` never blocks: the UI thread calls it. The queue is emptied when the connection
+    changes (lines belong to the session they were made for).
+    """
+
+    def __init__(self, burst: int = SEND_BURST, rate: float = SEND_RATE, limit: int = SEND_QUEUE_BYTES) -> None:
+        self._ready = threading.Condition()  # guards everything below; notified on change
+        self._connection: Connection | None = None
+        self._registration = Registration()
+        self._queue: collections.deque[tuple[bytes, bool]] = collections.deque()  # (data, paced)
+        self._queued = 0  # bytes in _queue
+        self._limit = limit
+        self._burst, self._rate = burst, rate
+        self._failure: str | None = None  # why this Sender ended the connection
+        self._writer: threading.Thread | None = None
+
+    def attach(self, connection: Connection | None) -> Registration:
+        """Lines from now on go to ``connection`` (None: nowhere); what was queued is dropped."""
+        with self._ready:
+            if self._queue:
+                log.info("dropped %d unsent lines with the old connection", len(self._queue))
             self._connection = connection
+            self._queue.clear()
+            self._queued = 0
+            self._registration = Registration()
+            self._failure = None
+            if connection is not None and self._writer is None:
+                self._writer = threading.Thread(target=self._write_forever, name="writer", daemon=True)
+                self._writer.start()
+            self._ready.notify_all()
+            return self._registration
 
     def send(self, line: str) -> bool:
-        """Send one IRC line (no CRLF); False if there is no connection to send it on."""
+        """Queue one IRC line (no CRLF); False if there is no connection or no room for it."""
         data = encode_line(line)
-        with self._lock:
+        command = line.split(" ", 1)[0].upper()
+        with self._ready:
             if self._connection is None:
-                log.info("not connected; dropped a %s line", line.split(" ", 1)[0][:20])  # never the text: it may be PASS
+                log.info("not connected; dropped a %s line", command[:20])  # never the text: it may be PASS
                 return False
-            try:
-                self._connection.send(data)
-            except OSError as error:  # the reader thread sees the same failure and reports it
-                log.info("send failed: %s", describe_error(error))
+            if self._failure is not None:
                 return False
+            if command == "QUIT":  # leaving: what still waits would only delay the goodbye
+                self._queue.clear()
+                self._queued = 0
+            if self._queued + len(data) > self._limit:
+                self._fail(f"{self._queued // 1024} KB waiting to be sent: the server is not taking our lines"
+                           " as fast as they come (it stopped reading, or a paste is too large)")
+                return False
+            if command == "NICK":
+                self._registration.nick_sent(time.monotonic())
+            if command in UNPACED_COMMANDS:
+                self._queue.appendleft((data, False))
+            else:
+                self._queue.append((data, True))
+            self._queued += len(data)
+            self._ready.notify_all()
         return True
 
     def finish_writing(self) -> None:
-        """Tell the server we are done (after QUIT); it then closes its side."""
-        with self._lock:
-            if self._connection is None:
-                return
+        """Tell the server we are done (after QUIT, once it is written); it then closes its side."""
+        with self._ready:
+            if self._connection is not None:
+                self._queue.append((_FINISH, False))
+                self._ready.notify_all()
+
+    def take_failure(self) -> str | None:
+        """Why the Sender ended the connection (its queue overflowed), once; else None."""
+        with self._ready:
+            failure, self._failure = self._failure, None
+            return failure
+
+    def _fail(self, reason: str) -> None:
+        """With _ready held: drop the queue and end the connection; the reader reports ``reason``."""
+        log.info("ending the connection: %s", reason)
+        self._failure = reason
+        self._queue.clear()
+        self._queued = 0
+        if self._connection is not None:
             try:
-                self._connection.finish_writing()
-            except OSError as error:
-                log.info("shutdown after QUIT: %s", describe_error(error))
+                self._connection.shutdown()
+            except OSError as error:  # already gone: the reader is ending anyway
+                log.debug("shutdown: %s", describe_error(error))
+
+    def _write_forever(self) -> None:
+        bucket = TokenBucket(self._burst, self._rate, time.monotonic())
+        due: float | None = None  # when the paced line at the head may go (its token is spent)
+        while True:
+            with self._ready:
+                while True:
+                    if self._connection is not None and self._queue:
+                        data, paced = self._queue[0]
+                        if not paced:
+                            break
+                        now = time.monotonic()
+                        if due is None:
+                            due = now + bucket.delay(now)
+                        if now >= due:
+                            due = None
+                            break
+                        self._ready.wait(due - now)  # a QUIT or PONG queued meanwhile wakes this
+                    else:
+                        self._ready.wait()
+                self._queue.popleft()
+                self._queued -= len(data)
+                connection = self._connection
+            try:  # outside the lock: a server that does not read blocks only this thread
+                if not data:  # _FINISH
+                    log.debug("-> (end of our side)")
+                    connection.finish_writing()
+                else:
+                    log.debug("-> %s", loggable(data))
+                    connection.send(data)
+            except OSError as error:  # the reader thread sees the same failure and reports it
+                log.info("send failed: %s", describe_error(error))
 
 
 class NetworkThread(threading.Thread):
     """Connects, reads and reconnects until ``stop``; reports everything as queue events.
 
     ``pause`` holds reconnection back (while the user types a password) until ``resume``,
-    which connects again at once.
+    which connects again at once; ``retry_now`` cuts a wait for the next attempt short.
     """
 
     def __init__(
@@ -212,7 +384,8 @@ class NetworkThread(threading.Thread):
         self._connection: Connection | None = None
         self._wake = threading.Condition()  # guards _paused and _now; notified by stop and resume
         self._paused = False
-        self._now = False  # resume() asked for a connection without waiting
+        self._now = False  # resume() or retry_now() asked for a connection without waiting
+        self._waiting = False  # between attempts: what retry_now() cuts short
 
     def stop(self) -> None:
         """Stop reconnecting and wake the reader; safe from any thread, more than once."""
@@ -234,6 +407,23 @@ class NetworkThread(threading.Thread):
             self._wake.notify_all()
         self._end_connection()
 
+    def retry_now(self) -> None:
+        """Waiting to reconnect: try at once (a connection that is up is left alone)."""
+        with self._wake:
+            if self._waiting:
+                self._now = True
+                self._wake.notify_all()
+
+    def _emit(self, event: Event) -> None:
+        """Queue an event for the UI, waiting while it is behind, unless we are stopping."""
+        while not self._stopping.is_set():
+            try:
+                self._events.put(event, timeout=POLL_SECONDS)
+                return
+            except queue.Full:
+                continue  # the UI is busy (or has gone: then stop() ends this wait)
+        log.debug("stopping: dropped a %s event", type(event).__name__)
+
     def _end_connection(self) -> None:
         with self._connection_lock:
             connection = self._connection
@@ -248,9 +438,12 @@ class NetworkThread(threading.Thread):
             self._run()
         except Exception:  # a bug here must not leave the UI waiting forever: report it
             log.exception("network thread failed")
-            self._events.put(Disconnected("internal error in the network thread (see the log)"))
+            self._emit(Disconnected("internal error in the network thread (see the log)"))
         finally:
-            self._events.put(Stopped())
+            try:  # nobody may be reading any more: never wait for room here
+                self._events.put_nowait(Stopped())
+            except queue.Full:
+                log.debug("event queue full; the UI learns of the stop from its own quit")
 
     def _run(self) -> None:
         delay, attempt = self._first_retry_delay, 0
@@ -262,7 +455,7 @@ class NetworkThread(threading.Thread):
                 except OSError as error:
                     log.info("connect to %s:%s failed: %s", self.host, self.port, describe_error(error))
                     if isinstance(error, ssl.SSLCertVerificationError):
-                        self._events.put(Refused(describe_error(error)))
+                        self._emit(Refused(describe_error(error)))
                     attempt += 1
                     self._wait(delay, attempt)
                     delay = min(delay * 2, MAX_RETRY_DELAY)
@@ -271,19 +464,23 @@ class NetworkThread(threading.Thread):
             with self._wake:
                 self._now = False  # whatever resume() asked for, this connection is it
             reason = self._serve(connection)
-            self._events.put(Disconnected(reason))
+            self._emit(Disconnected(reason))
             if not self._stopping.is_set():
                 attempt += 1
                 self._wait(delay, attempt)
                 delay = min(delay * 2, MAX_RETRY_DELAY)
 
     def _wait(self, delay: float, attempt: int) -> None:
+        delay *= 1 - random.uniform(0, RETRY_JITTER)
+        if not self._paused and not self._now:
+            self._emit(Retrying(time.monotonic() + delay, attempt))  # not under _wake: may wait
         with self._wake:
+            self._waiting = True
             if not self._paused and not self._now:
-                self._events.put(Retrying(time.monotonic() + delay, attempt))
+                log.info("reconnecting in %.1f s (attempt %d)", delay, attempt)
                 self._wake.wait_for(lambda: self._now or self._paused or self._stopping.is_set(), delay)
             self._wake.wait_for(lambda: not self._paused or self._stopping.is_set())
-            self._now = False
+            self._now = self._waiting = False
 
     def _serve(self, connection: Connection) -> str:
         """Read one connection until it ends; return why it ended."""
@@ -292,19 +489,34 @@ class NetworkThread(threading.Thread):
         if self._stopping.is_set():  # stop() came before the connection was published
             connection.close()
             return "stopped"
-        self._sender.attach(connection)
-        self._events.put(Connected())
+        registration = self._sender.attach(connection)
+        log.info("connected to %s:%s%s", self.host, self.port, " with TLS" if connection.tls is not None else "")
+        self._emit(Connected())
         framer = LineFramer()
         reason = "the server closed the connection"
         try:
-            while (data := connection.recv()) is not None:
+            while True:
+                remaining = registration.remaining(time.monotonic())
+                if remaining is not None and remaining <= 0:
+                    reason = f"the server did not complete our registration within {REGISTRATION_TIMEOUT:.0f} s"
+                    break
+                if remaining is not None and not connection.wait_readable(min(remaining, POLL_SECONDS)):
+                    continue
+                data = connection.recv()
+                if data is None:
+                    break
                 for message in read_messages(framer, data):
-                    self._events.put(Received(message))
+                    if message.command == WELCOME:
+                        registration.welcomed()
+                    self._emit(Received(message))
         except OSError as error:
             reason = describe_error(error)
         finally:
+            reason = self._sender.take_failure() or reason
             self._sender.attach(None)
             with self._connection_lock:
                 self._connection = None
             connection.close()
-        return "closed by the client" if self._stopping.is_set() else reason
+        reason = "closed by the client" if self._stopping.is_set() else reason
+        log.info("disconnected: %s", reason)
+        return reason

@@ -89,10 +89,7 @@ class Scrollback:
         if rows is None:
             styled = render(self._entries[number - self._first])
             indent = min(styled.indent, max(0, width - MIN_TEXT_CELLS))
-            rows = [
-                Row(styled, start, end, indent if index else 0)
-                for index, (start, end) in enumerate(wrap(styled.text, width, indent))
-            ]
+            rows = [Row(styled, start, end, row_indent) for start, end, row_indent in wrap(styled.text, width, indent)]
             self._rows[number] = rows
         return rows
 

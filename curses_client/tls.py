@@ -2,11 +2,12 @@
 
 ``client_context`` verifies the server's certificate against the system store, or only
 against ``--tls-ca FILE``, with hostname checking on; ``--tls-insecure`` turns both off and
-the UI says so. ``TlsStream`` keeps TLS off the socket (an ``SSLObject`` over two
-``MemoryBIO``\\ s, as the server does): the network thread reads ciphertext and decrypts, the
-UI thread encrypts and writes, and one lock keeps the SSL object single-threaded and the
-records it makes in order on the wire. ``handshake`` runs over a blocking socket, so a
-certificate that does not verify fails in ``open_connection``, before the screen starts.
+the UI says so. ``TlsStream`` puts the shared ``ircchat.tlsbuffer.TlsBuffer`` (TLS over
+memory buffers, as the server uses it) on a socket: the network thread reads ciphertext and
+decrypts, the writer thread encrypts and writes, and one lock keeps the TLS session
+single-threaded and the records it makes in order on the wire. ``handshake`` runs over a
+blocking socket, so a certificate that does not verify fails in ``open_connection``, before
+the screen starts.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import socket
 import ssl
 import threading
 
+from ircchat.tlsbuffer import RECV_BYTES, TlsBuffer
+
 log = logging.getLogger(__name__)
 
-RECV_BYTES = 16384
 # OpenSSL's verify codes for a certificate that is valid, but for another name or address
 X509_V_ERR_HOSTNAME_MISMATCH = 62
 X509_V_ERR_IP_ADDRESS_MISMATCH = 64
@@ -73,9 +75,7 @@ class TlsStream:
 
     def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str) -> None:
         self.sock = sock
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
+        self._buffer = TlsBuffer(context, server_hostname=server_hostname)
         self._lock = threading.Lock()
 
     def handshake(self) -> None:
@@ -84,60 +84,46 @@ class TlsStream:
         Raises ssl.SSLCertVerificationError for a certificate that does not verify, other
         ssl.SSLError for a failed handshake, OSError for the socket's own failures.
         """
+        data = b""
         while True:
             try:
-                self._tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                self._flush()
-                data = self.sock.recv(RECV_BYTES)
-                if not data:
-                    raise ssl.SSLEOFError(8, "the server closed the connection") from None
-                self._incoming.write(data)
+                done, reply = self._buffer.handshake(data)
             except ssl.SSLError:
-                self._flush_quietly()  # the alert tells the server why
+                self._send_quietly(self._buffer.pending_output())  # the alert tells the server why
                 raise
-        self._flush()
+            if reply:
+                self.sock.sendall(reply)
+            if done:
+                return
+            data = self.sock.recv(RECV_BYTES)
+            if not data:
+                raise ssl.SSLEOFError(8, "the server closed the connection")
 
     def receive(self, data: bytes) -> bytes | None:
         """Ciphertext in, plaintext out (maybe b""); None once the server closed TLS."""
         with self._lock:
-            self._incoming.write(data)
-            chunks = []
-            try:
-                while chunk := self._tls.read(RECV_BYTES):
-                    chunks.append(chunk)
-            except ssl.SSLWantReadError:
-                pass  # the rest of a record is still on its way
-            except ssl.SSLZeroReturnError:
-                return None
-            finally:
-                self._flush()  # e.g. an answer to a key update
-            return b"".join(chunks)
+            plaintext, reply = self._buffer.receive(data)
+            if reply:
+                self.sock.sendall(reply)  # e.g. an answer to a key update
+            return plaintext
 
     def send(self, plaintext: bytes) -> None:
         with self._lock:
-            self._tls.write(plaintext)
-            self._flush()
+            self.sock.sendall(self._buffer.wrap(plaintext))
 
     def close_notify(self) -> None:
         """Say we are done writing (after QUIT); reading goes on until the server closes."""
         with self._lock:
             try:
-                self._tls.unwrap()
-            except ssl.SSLWantReadError:
-                pass  # sent ours; the server's close_notify comes later, or not at all
+                goodbye = self._buffer.close()
             except ssl.SSLError as error:
                 log.debug("close_notify: %s", error)
-            self._flush_quietly()
+                goodbye = self._buffer.pending_output()
+            self._send_quietly(goodbye)
 
-    def _flush(self) -> None:
-        data = self._outgoing.read()
-        if data:
-            self.sock.sendall(data)
-
-    def _flush_quietly(self) -> None:
+    def _send_quietly(self, data: bytes) -> None:
         try:
-            self._flush()
+            if data:
+                self.sock.sendall(data)
         except OSError as error:  # the connection is failing anyway; the caller reports why
             log.debug("could not send the last TLS records: %s", error)

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ircchat.protocol import irc_fold
+from curses_client.irc import irc_fold
 from curses_client.entries import STYLE_DIM, STYLE_ERROR, STYLE_JOIN, STYLE_PRIVATE, STYLE_TIME
 from curses_client.scrollback import Row
 from curses_client.width import fit, text_width

@@ -2,7 +2,8 @@
 
 Modules, read in this order:
 
-- ``protocol``: the IRC protocol core with no I/O (parse, format, frame, fold), shared by both.
+- ``protocol``: the IRC protocol core with no I/O (parse, format, frame, fold, pace), shared
+  by both; its ``__all__`` is the surface the client relies on.
 - ``numerics``: numeric replies by name, and ``IRCError``.
 - ``state``: users, channels (with their operators, voice and modes) and the ``Hub`` behind
   ``Hub.lock``; configuration and policies.
@@ -15,6 +16,7 @@ Modules, read in this order:
 - ``history``: room history (SQLite by default) behind one small interface.
 - ``chathistory``: stored history sent to clients: replay on join and CHATHISTORY.
 - ``network``: sockets and threads: readers, the output pump, housekeeping, ``ChatServer``.
+- ``tlsbuffer``: TLS over memory buffers, shared by both (the server's outboxes, the client).
 - ``logs``: the server's logger, which escapes whatever came from the network.
 """
 

@@ -32,6 +32,7 @@ from ircchat.protocol import (
     LINE_TOO_LONG,
     LineFramer,
     LineTooLong,
+    TokenBucket,
     decode_line,
     encode_line,
     format_line,
@@ -42,11 +43,11 @@ from ircchat.state import (
     RoomCursor,
     RoomLog,
     ServerConfig,
-    TokenBucket,
     User,
     cloak_host,
     liveness_actions,
 )
+from ircchat.tlsbuffer import TlsBuffer
 
 RECV_BYTES = 16384
 CLOSE_GRACE = 2.0  # seconds a closing connection gets to flush its last lines
@@ -71,44 +72,6 @@ def _unsent_bytes(sock: socket.socket) -> int | None:
         return None
 
 
-class TlsSession:
-    """TLS over memory buffers: ciphertext in and out, plaintext in between, no socket.
-
-    Keeping TLS off the socket lets the reader thread decrypt and any thread encrypt, while
-    the pump still only moves bytes. An SSLObject is not thread-safe, and the records it makes
-    must reach the wire in the order made: the owning Connection's lock guards both.
-    """
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
-        self._established = False
-
-    def receive(self, data: bytes) -> tuple[bytes | None, bytes]:
-        """Feed ciphertext; return (plaintext, or None once the peer closed TLS; bytes to send)."""
-        self._incoming.write(data)
-        chunks = []
-        try:
-            if not self._established:
-                self._tls.do_handshake()
-                self._established = True
-            while chunk := self._tls.read(RECV_BYTES):
-                chunks.append(chunk)
-        except ssl.SSLWantReadError:
-            pass  # the rest of a record (or of the handshake) is still on its way
-        except ssl.SSLZeroReturnError:
-            return None, self._outgoing.read()
-        return b"".join(chunks), self._outgoing.read()
-
-    def wrap(self, plaintext: bytes) -> bytes:
-        """Encrypt; raises ssl.SSLError before the handshake is done."""
-        if not self._established:
-            raise ssl.SSLError("TLS handshake not finished")
-        self._tls.write(plaintext)
-        return self._outgoing.read()
-
-
 class Outbox:
     """One client's output, in order: the room log it follows, with its own lines in between.
 
@@ -122,7 +85,7 @@ class Outbox:
     """
 
     def __init__(self, sock: socket.socket, config: ServerConfig, wake: Callable[[Outbox], None],
-                 abort: Callable[[str, bool], None], tls: TlsSession | None = None) -> None:
+                 abort: Callable[[str, bool], None], tls: TlsBuffer | None = None) -> None:
         self.sock = sock
         self.tls = tls
         self._sendq = config.sendq
@@ -422,7 +385,7 @@ class Connection:
                  tls: ssl.SSLContext | None = None) -> None:
         self.server = server
         self.sock = sock
-        session = TlsSession(tls) if tls is not None else None
+        session = TlsBuffer(tls, server_side=True) if tls is not None else None
         self.outbox = Outbox(sock, server.config, server.pump.schedule, self.abort, session)
         self.user = User(host=cloak_host(server.config.cloak_secret, address[0]), address=address[0],
                          deliver=self.outbox.put, disconnect=self.abort,

@@ -1,12 +1,33 @@
 """The IRC protocol core, with no I/O: parse and format lines, frame a byte stream, fold names.
 
-Both programs use it: the server (``chat_server.py``) and the client (``curses_client``).
+Both programs use it: the server (``chat_server.py``) and the client (``curses_client``,
+through ``curses_client.irc`` alone). ``__all__`` is the surface they may rely on; the
+flood-control pacing (``TokenBucket``) is here too, as both sides pace lines.
 """
 
 from __future__ import annotations
 
 import re
 from typing import NamedTuple
+
+__all__ = [
+    "CHANNEL_RE",
+    "FORBIDDEN_CHARS",
+    "LINE_TOO_LONG",
+    "MAX_LINE_BYTES",
+    "MAX_TAGS_BYTES",
+    "NICK_RE",
+    "LineFramer",
+    "LineTooLong",
+    "Message",
+    "TokenBucket",
+    "decode_line",
+    "encode_line",
+    "escape_for_log",
+    "format_line",
+    "irc_fold",
+    "parse_message",
+]
 
 MAX_LINE_BYTES = 512  # RFC 1459: a line, CRLF included, is at most 512 bytes
 MAX_TAGS_BYTES = 8191  # IRCv3 message tags may come on top of that
@@ -270,3 +291,23 @@ def _escape_char(match: re.Match) -> str:
 def decode_line(line: bytes) -> str:
     """Bytes of one line to text: invalid UTF-8 becomes U+FFFD; stray CR and NUL are dropped."""
     return line.decode("utf-8", "replace").replace("\r", "").replace("\x00", "")
+
+
+class TokenBucket:
+    """Flood control: ``burst`` lines at once, then ``rate`` lines a second.
+
+    >>> bucket = TokenBucket(burst=2, rate=1.0, now=0.0)
+    >>> [bucket.delay(0.0) for _ in range(4)]
+    [0.0, 0.0, 1.0, 2.0]
+    """
+
+    def __init__(self, burst: int, rate: float, now: float) -> None:
+        self.burst, self.rate = burst, rate
+        self._tokens = float(burst)
+        self._stamp = now
+
+    def delay(self, now: float, cost: float = 1.0) -> float:
+        """Spend ``cost`` tokens; return how many seconds to wait before handling the line."""
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate) - cost
+        self._stamp = now
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate

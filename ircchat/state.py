@@ -1171,26 +1171,6 @@ def _last(param: str) -> str:
     return FORBIDDEN_CHARS.sub("", param)
 
 
-class TokenBucket:
-    """Flood control: ``burst`` lines at once, then ``rate`` lines a second.
-
-    >>> bucket = TokenBucket(burst=2, rate=1.0, now=0.0)
-    >>> [bucket.delay(0.0) for _ in range(4)]
-    [0.0, 0.0, 1.0, 2.0]
-    """
-
-    def __init__(self, burst: int, rate: float, now: float) -> None:
-        self.burst, self.rate = burst, rate
-        self._tokens = float(burst)
-        self._stamp = now
-
-    def delay(self, now: float, cost: float = 1.0) -> float:
-        """Spend ``cost`` tokens; return how many seconds to wait before handling the line."""
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate) - cost
-        self._stamp = now
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
-
-
 def liveness_actions(hub: Hub, now: float) -> list[tuple[User, str]]:
     """Decide, for a housekeeping tick at monotonic time ``now``, who to PING or drop.
 

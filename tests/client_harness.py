@@ -89,7 +89,8 @@ class Terminal:
     """The client running in a pty of ``rows`` x ``cols``, drawn onto a pyte screen."""
 
     def __init__(self, args: list[str], rows: int = 24, cols: int = 80, term: str = "xterm-256color",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, command: list[str] | None = None,
+                 cwd: Path = REPO) -> None:
         overrides = env or {}
         env = dict(os.environ, TERM=term, LANG="C.UTF-8", LC_ALL="C.UTF-8", PYTHONPATH=str(REPO))
         for name in ("COLUMNS", "LINES", "CHAT_PASSWORD"):  # nothing from the tester's own shell
@@ -98,9 +99,8 @@ class Terminal:
         self.screen = ScrollingScreen(cols, rows)
         self.stream = ScrollingByteStream(self.screen)
         self.raw = bytearray()  # everything the client wrote, for tests of escape output
-        self.process = PtyProcess.spawn(
-            [sys.executable, "-m", "curses_client", *args], env=env, cwd=str(REPO), dimensions=(rows, cols)
-        )
+        command = command or [sys.executable, "-m", "curses_client"]  # or an installed ``chat``
+        self.process = PtyProcess.spawn([*command, *args], env=env, cwd=str(cwd), dimensions=(rows, cols))
 
     # -- reading ------------------------------------------------------------------------------
 

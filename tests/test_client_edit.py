@@ -1,8 +1,10 @@
 """The line editor (curses_client.edit): pure, fast."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from curses_client import edit
 from curses_client.edit import LineEditor
 from curses_client.width import text_width
 
@@ -165,9 +167,86 @@ def test_view_scrolls_back_when_the_window_grows():
     assert editor.view(17, offset) == ("draft text", 10, 0)
 
 
-def test_a_masked_view_shows_one_star_per_character_and_keeps_the_cursor():
+def test_a_masked_view_shows_one_star_per_cluster_and_keeps_the_cursor():
     editor = LineEditor()
-    editor.insert("日本\u0301x")
+    editor.insert("日本\u0301xy")
     editor.left()
     assert editor.view(20, mask="*") == ("****", 3, 0)
     assert editor.view(3, mask="*")[0] == "***"
+
+
+# -- long input and clusters (issue 12) ---------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_a_huge_paste_costs_what_is_visible_to_draw():
+    # 5 MB with line breaks and non-ASCII text: every view used to cost the square of this
+    editor = LineEditor()
+    line = ("é漢 a line of pasted text " * 200_000)[:2_500_000]
+    editor.paste(line + "\n" + line)  # two lines: shown as they are, not summarised
+    offset = 0
+    for width in range(20, 120):
+        visible, cursor, offset = editor.view(width, offset)
+        assert len(visible) <= width and cursor <= width - 1
+    editor.home()
+    for width in range(20, 120):
+        visible, cursor, offset = editor.view(width, offset)
+        assert cursor == 0 and offset == 0
+    for _ in range(50):
+        editor.right()
+        editor.view(40, offset)
+
+
+def test_the_cursor_steps_over_emoji_sequences_and_flags_whole():
+    family, flag = "\U0001F468\u200d\U0001F469\u200d\U0001F467", "\U0001F1EB\U0001F1F7"
+    editor = editor_with("a" + family + flag + flag)
+    editor.left()
+    assert editor.cursor == 1 + len(family) + 2
+    editor.backspace()  # one flag goes, not half of it
+    assert editor.text == "a" + family + flag
+    editor.left()
+    assert editor.cursor == 1
+    assert editor.view(20) == ("a" + family + flag, 1, 0)
+    editor.delete()
+    assert editor.text == "a" + flag
+
+
+def test_pasted_lines_are_text_but_a_typed_command_before_a_paste_stays_a_command():
+    editor = LineEditor()
+    editor.paste("/quit x\nhello\n/nick y")
+    assert editor.submit() == ["//quit x", "hello", "//nick y"]  # "//" says the line as text
+    editor.insert("/msg bob ")
+    editor.paste("see\n/this")
+    assert editor.submit() == ["/msg bob see", "//this"]
+    editor.insert("/me waves")  # typed: a command
+    assert editor.submit() == ["/me waves"]
+    editor.history_up()
+    editor.history_up()  # a block with a paste in it, recalled: the same lines again
+    assert editor.submit() == ["/msg bob see", "//this"]
+    for _ in range(4):
+        editor.history_up()
+    assert editor.text == "//quit x\nhello\n/nick y"  # shows that its first line is text
+    assert editor.submit() == ["//quit x", "hello", "//nick y"]
+
+
+def test_a_long_paste_is_summarised_until_sent_or_cleared():
+    editor = LineEditor()
+    editor.paste("line\n" * 9999 + "last")
+    assert editor.view(60) == ("[paste: 10000 lines, Enter sends, Esc clears]", 45, 0)
+    assert editor.view(20)[0] == "[paste: 10000 lines"  # cut to fit, the cursor cell kept free
+    editor.escape()
+    assert editor.text == "" and editor.view(60) == ("", 0, 0)
+    editor.insert("typed")
+    editor.escape()  # no paste: Esc leaves typed text alone
+    assert editor.text == "typed"
+    editor.paste("a\nb")  # a few lines are shown as they are
+    assert editor.view(60)[0] == "typeda\u21b5b"
+
+
+def test_the_input_line_holds_a_bounded_amount(monkeypatch):
+    monkeypatch.setattr(edit, "TEXT_LIMIT", 10)
+    editor = LineEditor()
+    editor.paste("a\nb" * 3)
+    editor.insert("xyz")
+    editor.paste("more")
+    assert editor.text == "a\nba\nba\nbx"

@@ -1,15 +1,26 @@
 """Display width, sanitising and wrapping (curses_client.width): pure, fast."""
 
+import itertools
 import unicodedata
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curses_client.width import REPLACEMENT, char_width, fit, sanitize, text_width, wrap
+from curses_client.width import (
+    REPLACEMENT,
+    char_width,
+    fit,
+    is_boundary,
+    next_boundary,
+    previous_boundary,
+    sanitize,
+    text_width,
+    wrap,
+)
 
 
 def rows_text(text, rows):
-    return [text[start:end] for start, end in rows]
+    return [text[start:end] for start, end, _ in rows]
 
 
 def test_widths_of_ascii_cjk_emoji_and_combining_marks():
@@ -39,7 +50,7 @@ def test_sanitize_strips_irc_formatting_codes():
 def test_sanitize_replaces_other_control_characters():
     assert sanitize("bell\x07 back\x08 nul\x00 del\x7f") == f"bell{REPLACEMENT} back{REPLACEMENT} nul{REPLACEMENT} del{REPLACEMENT}"
     assert sanitize("tab\there") == "tab here"
-    assert sanitize("rtl \u202eevil") == f"rtl {REPLACEMENT}evil"
+    assert sanitize("rtl \u202eevil") == "rtl <U+202E>evil"
 
 
 def test_sanitize_gives_a_leading_combining_mark_a_base():
@@ -75,7 +86,7 @@ def test_wrap_keeps_combining_marks_with_their_base():
 
 
 def test_wrap_of_empty_text_is_one_empty_row():
-    assert wrap("", 10) == [(0, 0)]
+    assert wrap("", 10) == [(0, 0, 0)]
 
 
 alphabet = st.sampled_from(list("ab  xyz") + ["日", "😀", "\u0301", "é", "ｆ", "\u200d"])
@@ -86,14 +97,88 @@ alphabet = st.sampled_from(list("ab  xyz") + ["日", "😀", "\u0301", "é", "�
 def test_wrapped_rows_never_exceed_the_width(text, width, data):
     indent = data.draw(st.integers(0, width - 2))  # the pane always leaves 2+ cells of text
     rows = wrap(text, width, indent)
-    for index, (start, end) in enumerate(rows):
-        room = width if index == 0 else width - indent
-        assert text_width(text[start:end]) <= room
+    for index, (start, end, row_indent) in enumerate(rows):
+        assert row_indent == (0 if index == 0 else indent)  # no URLs in this alphabet
+        assert text_width(text[start:end]) <= width - row_indent
     # nothing but the spaces at break points is lost, and the order is kept
     assert "".join(rows_text(text, rows)).replace(" ", "") == text.replace(" ", "")
-    assert all(end <= next_start for (_, end), (next_start, _) in zip(rows, rows[1:]))
+    assert all(end <= next_start for (_, end, _), (next_start, _, _) in itertools.pairwise(rows))
 
 
 def test_wrap_breaks_beside_wide_characters_to_fill_rows():
     text = "<bob> 漢字かな交じり文"
     assert rows_text(text, wrap(text, 14)) == ["<bob> 漢字かな", "交じり文"]
+
+
+# -- grapheme clusters (issue 12) -----------------------------------------------------------
+
+FAMILY = "\U0001F468\u200d\U0001F469\u200d\U0001F467"  # man ZWJ woman ZWJ girl
+FLAG_FR = "\U0001F1EB\U0001F1F7"
+THUMB_TONE = "\U0001F44D\U0001F3FD"
+HEART_EMOJI = "\u2764\ufe0f"
+KEYCAP_ONE = "1\ufe0f\u20e3"
+
+
+def test_emoji_clusters_take_two_cells_each():
+    for cluster in (FAMILY, FLAG_FR, THUMB_TONE, HEART_EMOJI, KEYCAP_ONE):
+        assert text_width(cluster) == 2, repr(cluster)
+        assert next_boundary(cluster, 0) == len(cluster), repr(cluster)
+    assert text_width("\u2764") == 1  # without the selector: text presentation
+    assert text_width(FLAG_FR * 3) == 6  # flags pair up in order
+    assert text_width("\U0001F1EB" + FLAG_FR) == 3  # an odd indicator out first, alone
+
+
+def test_boundaries_step_over_whole_clusters_both_ways():
+    text = "a" + FAMILY + FLAG_FR + FLAG_FR + "e\u0301" + THUMB_TONE
+    forward, position = [0], 0
+    while position < len(text):
+        position = next_boundary(text, position)
+        forward.append(position)
+    backward, position = [len(text)], len(text)
+    while position > 0:
+        position = previous_boundary(text, position)
+        backward.append(position)
+    assert forward == backward[::-1]
+    assert [text[a:b] for a, b in itertools.pairwise(forward)] == ["a", FAMILY, FLAG_FR, FLAG_FR, "e\u0301", THUMB_TONE]
+    assert [is_boundary(text, index) for index in range(len(text) + 1)] == [index in forward for index in range(len(text) + 1)]
+
+
+def test_wrap_never_splits_a_cluster():
+    text = (FAMILY + FLAG_FR + THUMB_TONE + "x") * 5
+    for width in range(2, 12):
+        rows = wrap(text, width)
+        cuts = {row[0] for row in rows} | {row[1] for row in rows}
+        assert all(is_boundary(text, cut) for cut in cuts)
+        assert all(text_width(text[start:end]) <= width for start, end, _ in rows)
+
+
+def test_fit_keeps_whole_clusters():
+    assert fit("ab" + FAMILY, 3) == "ab"
+    assert fit("ab" + FAMILY, 4) == "ab" + FAMILY
+
+
+def test_sanitize_names_zero_width_and_bidi_characters():
+    for char in "\u200b\u200c\u200d\u200e\u200f\u061c\ufeff\u2060\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069":
+        assert sanitize(f"a{char}b") == f"a<U+{ord(char):04X}>b"
+    assert sanitize(FAMILY) == FAMILY  # a joiner between emoji builds one emoji: kept
+    assert sanitize("\U0001F468\u200dx") == "\U0001F468<U+200D>x"
+
+
+# -- URLs and the hanging indent ----------------------------------------------------------------
+
+URL = "https://example.com/a/very/long/path/that/goes/on?query=1"
+
+
+def test_a_url_that_does_not_fit_starts_its_own_row():
+    text = "12:00 <ann> see you at https://example.com/x now"
+    rows = wrap(text, 40, indent=12)
+    assert rows_text(text, rows) == ["12:00 <ann> see you at", "https://example.com/x now"]
+    assert [row[2] for row in rows] == [0, 12]
+
+
+def test_a_long_url_goes_on_unindented_and_whole():
+    text = f"12:00 <ann> look {URL} ok, and then some more words after it"
+    rows = wrap(text, 30, indent=12)
+    assert rows_text(text, rows)[:3] == ["12:00 <ann> look", URL[:30], URL[30:]]
+    assert [indent for _, _, indent in rows[:3]] == [0, 0, 0]  # no blanks in the middle of it
+    assert all(indent == 12 for _, _, indent in rows[3:]) and len(rows) > 3  # then as before

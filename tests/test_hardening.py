@@ -10,7 +10,8 @@ import trustme
 
 from chat_server import tls_context
 from ircchat.network import ChatServer
-from ircchat.state import Hub, ServerConfig, TokenBucket
+from ircchat.protocol import TokenBucket
+from ircchat.state import Hub, ServerConfig
 from irc_peer import Peer
 from test_handlers import Client, numerics, registered
 
