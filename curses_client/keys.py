@@ -31,8 +31,9 @@ CONTROL_KEYS = {
     "\x06": "right",
     "\x04": "delete",
     "\x0c": "redraw",
-    "\x10": "up",
-    "\x0e": "down",
+    "\x10": "previous-window",  # Ctrl-P
+    "\x0e": "next-window",  # Ctrl-N
+    "\x12": "search-older",  # Ctrl-R
 }
 
 # Sequences after ESC that curses may pass through undecoded (depends on the terminfo).
@@ -46,6 +47,9 @@ ESCAPE_SEQUENCES = {
     "OM": "enter",
     "b": "ctrl-left", "f": "ctrl-right",  # Alt-b / Alt-f, as in readline
     "\x7f": "delete-word", "\x08": "delete-word",  # Alt-Backspace
+    "[1;5F": "scroll-end", "[1;3F": "scroll-end",  # Ctrl-End, Alt-End
+    "r": "search-newer",  # Alt-R
+    **{str(digit): f"window-{digit or 10}" for digit in range(10)},  # Alt-1..Alt-9, Alt-0
     "[200~": "paste-start",
 }
 _PREFIXES = {sequence[:n] for sequence in ESCAPE_SEQUENCES for n in range(1, len(sequence))}

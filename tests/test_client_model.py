@@ -1,9 +1,11 @@
-"""The chat state (curses_client.model): IRC messages and commands in, entries and lines out."""
+"""The chat state (curses_client.model, .handle, .commands): IRC messages and commands in,
+entries and lines out."""
 
 from ircchat.protocol import parse_message
 from curses_client import commands
 from curses_client.entries import Kind
-from curses_client.model import AUTOJOIN_TOKEN, ChatState, Link, split_text
+from curses_client.handle import handle
+from curses_client.model import AUTOJOIN_TOKEN, ChatState, Phase, split_text
 
 
 def registered(nick="alice", auto_join=True):
@@ -17,10 +19,14 @@ def registered(nick="alice", auto_join=True):
     return state
 
 
+def members(state, room="#chat"):
+    return sorted(nick for _, nick in state.window_of(room).members.values())
+
+
 def feed(state, *lines):
     entries, sent = [], []
     for line in lines:
-        reaction = state.handle(parse_message(line))
+        reaction = handle(state, parse_message(line))
         entries += reaction.entries
         sent += reaction.send
     return entries, sent
@@ -28,8 +34,8 @@ def feed(state, *lines):
 
 def test_registration_and_auto_join_by_our_server():
     state = registered()
-    assert state.link is Link.ONLINE and state.in_room
-    assert sorted(state.members.values()) == ["alice", "bob", "carol"]
+    assert state.phase is Phase.ONLINE and state.window_of("#chat").joined
+    assert members(state) == ["alice", "bob", "carol"]
     assert state.online_count == 3
     _, sent = feed(state, f":srv PONG srv :{AUTOJOIN_TOKEN}")
     assert sent == []  # already in the room: no JOIN
@@ -86,11 +92,14 @@ def test_chat_action_private_notice_join_part_quit_nick():
         ":alice!u@h NICK :alicia",
     )
     kinds = [entry.kind for entry in entries]
+    # each nick change is said in every window it concerns: the room, and bob's conversation /
+    # alice's server window
     assert kinds == [Kind.CHAT, Kind.ACTION, Kind.PRIVATE_IN, Kind.NOTICE, Kind.JOIN, Kind.PART, Kind.QUIT,
-                     Kind.NICK, Kind.NICK]
+                     Kind.NICK, Kind.NICK, Kind.NICK, Kind.NICK]
+    assert [window.name for window in state.windows.windows] == ["host:1", "#chat", "robert"]
     assert entries[1].text == "waves"
     assert "Quit: gone" in entries[6].text
-    assert sorted(state.members.values()) == ["alicia", "robert"]
+    assert members(state) == ["alicia", "robert"]
     assert state.nick == "alicia"
 
 
@@ -102,9 +111,12 @@ def test_network_text_is_sanitised():
 
 def test_unknown_numerics_show_their_text_and_errors_look_like_errors():
     state = registered()
-    entries, _ = feed(state, ":srv 999 alice some :thing odd", ":srv 482 alice #chat :not allowed")
-    assert entries[0].kind is Kind.INFO and entries[0].text == "some thing odd"
-    assert entries[1].kind is Kind.ERROR and "not allowed" in entries[1].text
+    entries, _ = feed(state, ":srv 999 alice some :thing odd", ":srv 482 alice #chat :not allowed",
+                      ":srv 438 alice rob2 :Nick change too fast")
+    assert entries[0].kind is Kind.INFO and entries[0].text == "some: thing odd"
+    assert entries[1].kind is Kind.ERROR and entries[1].text == "You are not a room operator in #chat."
+    assert entries[2].kind is Kind.ERROR and entries[2].text == "rob2: Nick change too fast"
+    assert not any(entry.text[:3].isdigit() for entry in entries)  # never a raw numeric
 
 
 def test_error_from_server():
@@ -114,27 +126,27 @@ def test_error_from_server():
 
 def test_user_commands_become_irc_lines():
     state = registered()
-    say = state.user_input(commands.Say("hi all"))
+    say = commands.run(state, "hi all")
     assert say.send == ["PRIVMSG #chat :hi all"] and say.entries[0].kind is Kind.OWN
-    assert state.user_input(commands.Action("waves")).send == ["PRIVMSG #chat :\x01ACTION waves\x01"]
-    private = state.user_input(commands.PrivateMessage("bob", "psst"))
+    assert commands.run(state, "/me waves").send == ["PRIVMSG #chat :\x01ACTION waves\x01"]
+    private = commands.run(state, "/msg bob psst")
     assert private.send == ["PRIVMSG bob :psst"] and private.entries[0].kind is Kind.PRIVATE_OUT
-    assert state.user_input(commands.ChangeNick("alicia")).send == ["NICK :alicia"]
-    assert state.user_input(commands.ListUsers()).send == ["NAMES :#chat"]
-    entries, _ = feed(state, ":srv 353 alice = #chat :alice bob", ":srv 366 alice #chat :End")
-    assert entries[0].text == "2 in #chat: alice, bob"
-    assert state.user_input(commands.Unknown("dance")).entries[0].kind is Kind.ERROR
-    assert len(state.user_input(commands.ShowHelp()).entries) == len(commands.HELP)
+    assert commands.run(state, "/nick alicia").send == ["NICK :alicia"]
+    assert commands.run(state, "/users").send == ["NAMES :#chat"]
+    entries, _ = feed(state, ":srv 353 alice = #chat :alice @bob", ":srv 366 alice #chat :End")
+    assert entries[0].text == "2 in #chat: alice, @bob"
+    assert commands.run(state, "/dance").entries[0].kind is Kind.ERROR
+    assert len(commands.run(state, "/help").entries) == len(set(commands.COMMANDS.values())) + len(commands.KEYS_HELP)
 
 
 def test_typed_control_characters_never_reach_the_wire():
     state = registered()
-    assert state.user_input(commands.Say("a\x00b\rc\x1b")).send == ["PRIVMSG #chat :abc"]
+    assert commands.run(state, "a\x00b\rc\x1b").send == ["PRIVMSG #chat :abc"]
 
 
 def test_long_messages_are_split_under_the_line_limit():
     state = registered()
-    sent = state.user_input(commands.Say("word " * 300)).send
+    sent = commands.run(state, "word " * 300).send
     assert len(sent) > 1 and all(len(line.encode()) <= 420 for line in sent)
 
 
@@ -145,14 +157,14 @@ def test_split_text_respects_utf8_boundaries():
 
 def test_nothing_is_sent_before_registration():
     state = ChatState("h", "#chat", "alice")
-    reaction = state.user_input(commands.Say("too early"))
+    reaction = commands.run(state, "too early")
     assert reaction.send == [] and reaction.entries[0].kind is Kind.ERROR
 
 
 def test_disconnect_forgets_the_room_and_reconnect_registers_again():
     state = registered()
     entries = state.disconnected("reset").entries
-    assert entries[0].kind is Kind.ERROR and state.link is Link.DISCONNECTED and state.online_count is None
+    assert entries[0].kind is Kind.ERROR and state.phase is Phase.WAITING and state.online_count is None
     assert state.connected().send == ["CAP LS 302", "NICK :alice", "USER alice 0 * :alice"]
 
 
@@ -198,7 +210,7 @@ def test_464_without_a_password_says_one_is_needed():
 def test_464_after_registration_is_only_an_error():
     state = registered()
     entries, _ = feed(state, ":srv 464 alice :nope")
-    assert not state.needs_password and entries[0].text == "nope"
+    assert not state.needs_password and entries[0].text == "Password incorrect: nope"
 
 
 def test_unverified_tls_is_a_warning_on_every_connection():
@@ -213,9 +225,10 @@ def test_unverified_tls_is_a_warning_on_every_connection():
 def test_a_refused_certificate_on_reconnection_is_shown_once_per_reason():
     state = registered()
     state.disconnected("gone")
-    assert len(state.refused("its TLS certificate could not be verified (x)").entries) == 1
+    windows = len(state.windows.windows)  # the server's and #chat: said once in each
+    assert len(state.refused("its TLS certificate could not be verified (x)").entries) == windows == 2
     assert state.refused("its TLS certificate could not be verified (x)").entries == []
-    assert len(state.refused("its TLS certificate could not be verified (y)").entries) == 1
+    assert len(state.refused("its TLS certificate could not be verified (y)").entries) == windows
 
 
 # -- IRCv3 and history -------------------------------------------------------------------------
@@ -265,15 +278,15 @@ def test_scrolling_past_the_oldest_asks_for_the_page_before_it_until_the_start()
     reaction = state.fetch_older()
     assert reaction.loading and reaction.send == ["CHATHISTORY BEFORE #chat msgid=m5 :50"]
     assert state.fetch_older().send == []  # one request at a time
-    reaction = state.handle(parse_message(":srv BATCH +r2 chathistory #chat"))
+    reaction = handle(state, parse_message(":srv BATCH +r2 chathistory #chat"))
     for line in ("@batch=r2;msgid=m3 :bob!u@h PRIVMSG #chat :three",
                  "@batch=r2;msgid=m4 :bob!u@h PRIVMSG #chat :four", ":srv BATCH -r2"):
-        reaction = state.handle(parse_message(line))
-    assert [entry.text for entry in reaction.older] == ["three", "four"] and reaction.entries == []
+        reaction = handle(state, parse_message(line))
+    assert [entry.text for entry in reaction.older[1]] == ["three", "four"] and reaction.entries == []
     assert state.fetch_older().send == ["CHATHISTORY BEFORE #chat msgid=m3 :50"]
-    state.handle(parse_message(":srv BATCH +r3 chathistory #chat"))
-    reaction = state.handle(parse_message(":srv BATCH -r3"))
-    assert reaction.older[0].text == "This is the start of #chat's history."
+    handle(state, parse_message(":srv BATCH +r3 chathistory #chat"))
+    reaction = handle(state, parse_message(":srv BATCH -r3"))
+    assert reaction.older[1][0].text == "This is the start of #chat's history."
     assert state.fetch_older().send == []  # nothing older: never asked again
 
 

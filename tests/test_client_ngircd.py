@@ -54,7 +54,7 @@ def test_client_registers_joins_and_chats_on_ngircd(ngircd_port):
         bob = IrcPeer(ngircd_port, "bob")
         bob.send("JOIN", "#interop")
         terminal.wait_for("bob joined #interop")
-        terminal.wait_screen(lambda: "| alice | #interop | 2 online | online" in terminal.text(), "status line")
+        terminal.wait_screen(lambda: "| alice | 2:#interop | 2 online | online" in terminal.text(), "status line")
         bob.send("PRIVMSG", "#interop", "hello from ngircd")
         terminal.wait_for("<bob> hello from ngircd")
         terminal.type("hi bob\r")
