@@ -293,3 +293,174 @@ def test_scrolling_past_the_oldest_asks_for_the_page_before_it_until_the_start()
 def test_no_history_on_the_server_means_no_request():
     state = registered()  # no CHATHISTORY in 005, no caps
     assert state.fetch_older().send == [] and not state.fetch_older().loading
+
+
+# -- the lifecycle -------------------------------------------------------------------------------
+
+
+def test_the_phase_moves_only_along_the_transition_table():
+    import pytest
+
+    from curses_client.model import TRANSITIONS, BadTransition, Step
+
+    state = ChatState("h", "#chat")
+    assert state.phase is Phase.CONNECTING
+    state.connected()
+    assert state.phase is Phase.ASKING_NAME and state.needs_nick  # no name given yet
+    state.choose_nick("alice")
+    assert state.phase is Phase.REGISTERING
+    feed(state, ":srv 464 alice :Password required")
+    assert state.phase is Phase.ASKING_PASSWORD and state.needs_password
+    state.disconnected("closed")
+    assert state.phase is Phase.ASKING_PASSWORD  # the prompt outlasts the link
+    state.choose_password("pw")
+    assert state.phase is Phase.CONNECTING
+    state.connected()
+    feed(state, ":srv 001 alice :hi")
+    assert state.phase is Phase.ONLINE and state.registered
+    state.disconnected("reset")
+    assert state.phase is Phase.WAITING and not state.registered
+    with pytest.raises(BadTransition):
+        state.move(Step.WELCOMED)
+    assert all(isinstance(phase, Phase) for phase in TRANSITIONS.values())
+
+
+def test_a_welcome_or_refusal_out_of_turn_changes_no_phase():
+    state = ChatState("h", "#chat")
+    state.connected()  # asking for a name
+    feed(state, ":srv 001 x :Welcome", ":srv 433 * x :in use", ":srv 464 * :no")
+    assert state.phase is Phase.ASKING_PASSWORD  # only the password refusal fits here
+    registered_state = registered()
+    feed(registered_state, ":srv 433 alice bob :Nickname is already in use")
+    assert registered_state.phase is Phase.ONLINE
+
+
+def test_a_name_lost_on_reconnection_is_replaced_by_a_variant_in_one_line():
+    state = registered()
+    state.disconnected("reset")
+    state.connected()
+    entries, sent = feed(state, ":srv 433 * alice :Nickname is already in use")
+    assert sent == ["NICK :alice_"] and state.nick == "alice_" and not state.needs_nick
+    assert [entry.text for entry in entries] == ["The name alice is taken (Nickname is already in use); trying alice_."]
+    feed(state, ":srv 001 alice_ :hi")
+    assert state.registered and state.nick == "alice_"
+
+
+def test_reconnection_joins_again_the_rooms_we_were_in_with_their_keys():
+    state = registered()
+    commands.run(state, "/join #locked sesame")
+    feed(state, ":alice!u@h JOIN #locked", ":alice!u@h JOIN #gone", ":alice!u@h PART #gone")
+    state.disconnected("reset")
+    state.connected()
+    feed(state, ":srv 001 alice :hi")
+    _, sent = feed(state, f":srv PONG srv :{AUTOJOIN_TOKEN}")
+    assert sent == ["JOIN :#chat", "JOIN #locked :sesame"]  # not #gone: we had left it
+
+
+# -- windows, rules and moderation -------------------------------------------------------------
+
+
+def test_each_room_and_private_conversation_has_its_window():
+    state = registered()
+    texts = {}
+    for line in (":alice!u@h JOIN #two", ":bob!u@h PRIVMSG #two :in two", ":bob!u@h PRIVMSG #chat :in chat",
+                 ":carol!u@h PRIVMSG alice :private"):
+        for window, entry in handle(state, parse_message(line)).shown:
+            texts.setdefault(window.name, []).append(entry.text)
+    assert [window.name for window in state.windows.windows] == ["host:1", "#chat", "#two", "carol"]
+    assert texts == {"#two": ["You joined #two.", "in two"], "#chat": ["in chat"], "carol": ["private"]}
+    assert state.last_private == "carol"
+
+
+def test_welcome_motd_and_lusers_go_to_the_server_window_as_sentences():
+    state = ChatState("host:1", "#chat", "alice")
+    state.connected()
+    reaction = handle(state, parse_message(":srv 001 alice :Welcome to the net"))
+    assert reaction.shown[0][0] is state.windows.server
+    for line in (":srv 004 alice chat.local 0.1.0 iw nt", ":srv 251 alice :There are 2 users",
+                 ":srv 375 alice :- MOTD -", ":srv 372 alice :- hello", ":srv 376 alice :End of MOTD"):
+        shown = handle(state, parse_message(line)).shown
+        assert shown[0][0] is state.windows.server
+    assert handle(state, parse_message(":srv 004 alice chat.local 0.1.0 iw nt")).entries[0].text == (
+        "Server chat.local runs 0.1.0.")
+
+
+def test_005_rules_fold_names_and_prefix_marks_show_in_names():
+    state = ChatState("h", "#chat", "alice")
+    state.connected()
+    feed(state, ":srv 001 alice :hi", ":srv 005 alice PREFIX=(qov)~@+ CASEMAPPING=rfc1459 :are supported",
+         ":alice!u@h JOIN #chat", ":srv 353 alice = #chat :alice ~boss @[op] +voiced", ":srv 366 alice #chat :End")
+    assert state.window_of("#CHAT") is state.window_of("#chat")
+    commands.run(state, "/names")
+    entries, _ = feed(state, ":srv 353 alice = #chat :alice ~boss @[op] +voiced", ":srv 366 alice #chat :End")
+    assert entries[0].text == "4 in #chat: @[op], alice, ~boss, +voiced"
+    entries, _ = feed(state, ":boss!u@h MODE #chat +v-o {OP} [op]")  # rfc1459: {op} is [op]
+    assert entries[0].text == "boss set mode +v-o {OP} [op] on #chat"
+    assert state.window_of("#chat").members[state.fold("[op]")] == ("+", "[op]")
+
+
+def test_being_kicked_is_one_line_and_the_room_empties():
+    state = registered()
+    window = state.window_of("#chat")
+    entries, _ = feed(state, ":bob!u@h KICK #chat carol :spam")
+    assert entries[0].text == "carol was kicked from #chat by bob (spam)" and len(window.members) == 2
+    reaction = handle(state, parse_message(":bob!u@h KICK #chat alice :bye"))
+    [(where, kicked)] = reaction.shown
+    assert where is window and kicked.kind is Kind.ERROR and kicked.highlight
+    assert kicked.text == "You were kicked from #chat by bob (bye). /join #chat to go back."
+    assert not window.joined and window.members == {} and state.online_count is None
+    assert commands.run(state, "still here?").send == []  # not sent to a room we are not in
+
+
+def test_refusals_and_replies_are_sentences_never_raw_numerics():
+    state = registered()
+    lines = {
+        ":srv 482 alice #chat :You're not channel operator": "You are not a room operator in #chat.",
+        ":srv 474 alice #ban :Cannot join channel (+b)": "Cannot join #ban: you are banned from it.",
+        ":srv 473 alice #inv :Cannot join channel (+i)": "Cannot join #inv: it is invite-only.",
+        ":srv 475 alice #key :Cannot join channel (+k)": "Cannot join #key: the room key is missing or wrong (/join #key KEY).",
+        ":srv 471 alice #full :Cannot join channel (+l)": "Cannot join #full: it is full.",
+        ":srv 404 alice #chat :Cannot send to channel": "Cannot send to #chat: Cannot send to channel",
+        ":srv 441 alice bob #chat :They aren't on that channel": "bob is not in #chat.",
+        ":srv 401 alice zed :No such nick/channel": "There is nobody called zed here.",
+        ":srv 381 alice :You are now an IRC operator": "You are now an IRC operator.",
+        ":srv 464 alice :Password incorrect": "Password incorrect: Password incorrect",
+        ":srv 491 alice :No O-lines for your host": "The server has no operator entry for you: /oper refused.",
+        ":srv 301 alice bob :gone fishing": "bob is away: gone fishing",
+        ":srv 305 alice :You are no longer marked as being away": "You are no longer marked as away.",
+        ":srv 306 alice :You have been marked as being away": "You are now marked as away.",
+        ":srv 311 alice bob ~b host.example * :Bob Real": "bob is ~b@host.example (Bob Real)",
+        ":srv 312 alice bob irc.example :The server": "bob is on server irc.example (The server)",
+        ":srv 313 alice bob :is an IRC operator": "bob is an IRC operator.",
+        ":srv 317 alice bob 42 1700000000 :seconds idle": "bob has been idle for 42 seconds.",
+        ":srv 319 alice bob :@#chat #other": "bob is in @#chat #other",
+        ":srv 367 alice #chat bad!*@* op 1700000000": "Banned in #chat: bad!*@*",
+        ":srv 368 alice #chat :End of channel ban list": "End of the ban list of #chat.",
+        ":srv 322 alice #chat 5 :the topic": "#chat: 5 people. the topic",
+        ":srv 341 alice bob #chat": "You invited bob to #chat.",
+    }
+    for line, sentence in lines.items():
+        entries, _ = feed(state, line)
+        assert [entry.text for entry in entries] == [sentence], line
+    for quiet in (":srv 318 alice bob :End of WHOIS", ":srv 315 alice #chat :End of WHO", ":srv 321 alice Channel :Users"):
+        assert feed(state, quiet) == ([], [])
+
+
+def test_ctcp_version_and_ping_are_answered_by_notice_at_a_bounded_rate():
+    state = registered()
+    _, sent = feed(state, ":bob!u@h PRIVMSG alice :\x01VERSION\x01")
+    assert len(sent) == 1 and sent[0].startswith("NOTICE bob :\x01VERSION curses_client")
+    _, sent = feed(state, ":bob!u@h PRIVMSG alice :\x01PING 12345\x01")
+    assert sent == []  # too soon after the last answer: a flood of requests cannot make us flood
+    state.last_ctcp_reply = float("-inf")
+    _, sent = feed(state, ":bob!u@h PRIVMSG alice :\x01PING 12345\x01")
+    assert sent == ["NOTICE bob :\x01PING 12345\x01"]
+    entries, sent = feed(state, ":bob!u@h PRIVMSG #chat :\x01ACTION waves at alice\x01")
+    assert entries[0].kind is Kind.ACTION and entries[0].highlight and sent == []
+
+
+def test_a_mention_is_highlighted_and_a_lookalike_is_not():
+    state = registered()
+    entries, _ = feed(state, ":bob!u@h PRIVMSG #chat :hey Alice, look", ":bob!u@h PRIVMSG #chat :alicesmith is here",
+                      ":bob!u@h PRIVMSG #chat :@alice: ping")
+    assert [entry.highlight for entry in entries] == [True, False, True]
