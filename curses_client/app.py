@@ -34,6 +34,7 @@ from curses_client.model import (
     is_safe_name,
 )
 from curses_client.rules import ServerRules
+from curses_client.scrollback import Row
 from curses_client.windows import Activity
 from ircchat.protocol import format_line
 
@@ -241,6 +242,7 @@ class ChatApp:
     def _on_key(self, key: str | Paste) -> None:
         editor = self.editor
         prompting = self._prompting()
+        self.state.current.search_status = ""  # said until the next key
         if isinstance(key, Paste):
             text = clean_typed_keep_newlines(key.text)
             editor.insert(text.split("\n")[0] if prompting else text)
@@ -261,7 +263,7 @@ class ChatApp:
                 action = None  # history holds chat lines: none of them is a name or password
             if action is not None:
                 action(editor)
-            elif key != "resize":
+            elif key not in ("resize", "mouse"):
                 log.debug("key %s does nothing", key)
 
     def _on_window_key(self, key: str) -> None:
@@ -283,12 +285,10 @@ class ChatApp:
         elif key == "scroll-end":
             scrollback.scroll_to_bottom()
         elif key in ("search-older", "search-newer"):
-            reaction = Reaction()
             if windows.current.search:
-                commands.find(windows.current, key == "search-older", reaction)
+                commands.find(windows.current, key == "search-older")
             else:
-                reaction.error("Type /search TEXT first; then Ctrl-R finds older matches, Alt-R newer.")
-            self._show(reaction)
+                windows.current.search_status = "/search TEXT first"
 
     def _submit(self) -> None:
         if self.state.needs_password:
@@ -359,6 +359,7 @@ class ChatApp:
             online=state.online_count,
             link=link,
             more_below=window.scrollback.more_below(),
+            search=window.search_status,
             number=state.windows.active + 1,
             activity=tuple(state.windows.active_list()),
         )
@@ -374,7 +375,10 @@ class ChatApp:
             self.screen.input_width(prompt), self.screen.input_offset, mask
         )
         scrollback = self.state.current.scrollback
-        rows = scrollback.visible(width, height - 2) if width >= ui.MIN_COLUMNS else []
+        rows: list[Row] = []
+        if width >= ui.MIN_COLUMNS:
+            scrollback.settle(width, height - 2)
+            rows = scrollback.visible(width, height - 2)
         status = self._status()
         self.screen.draw(rows, status, prompt, (visible, cursor))
         self._last_status = status

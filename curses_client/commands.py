@@ -263,21 +263,23 @@ def _search(state: ChatState, args: str, reaction: Reaction) -> None:
     text = clean_typed(args).strip()
     window = state.current
     if text:
-        window.search = text
+        window.search, window.search_at = text, None
     if not window.search:
         reaction.error("Usage: /search TEXT (then Ctrl-R for older matches, Alt-R for newer)")
         return
-    find(window, older=True, reaction=reaction)
+    find(window, older=True)
 
 
-def find(window: Window, older: bool, reaction: Reaction) -> None:
+def find(window: Window, older: bool) -> None:
     """Show the next match of the window's search, older or newer than the one shown."""
-    number = window.scrollback.find(window.search, older)
+    number = window.scrollback.find(window.search, older, window.search_at)
+    where = "older" if older else "newer"
     if number is None:
-        where = "older" if older else "newer"
-        reaction.error(f"No {where} line holds {window.search!r}.", window=window)
+        window.search_status = f"no {where} {window.search!r}"
     else:
         window.scrollback.scroll_to(number)
+        window.search_at = number
+        window.search_status = f"found {window.search!r}"
 
 
 # -- people and moderation -----------------------------------------------------------------------

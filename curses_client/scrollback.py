@@ -191,11 +191,26 @@ class Scrollback:
         if self._first <= number < self.end():
             self._anchor = (number, 0)
 
-    def find(self, text: str, older: bool = True) -> int | None:
-        """The number of the nearest entry holding ``text`` (any case) above the pane's bottom
-        entry (``older``) or below it; None if there is none."""
+    def settle(self, width: int, height: int) -> None:
+        """Move a held position down until the pane is full (a search can hold it near the top)."""
+        if self._anchor is None:
+            return
+        number, hidden = self._position(width)
+        while not self._fills_pane((number, hidden), width, height):
+            if hidden > 0:
+                hidden -= 1
+            elif number + 1 < self.end():
+                number, hidden = number + 1, len(self.rows_of(number + 1, width)) - 1
+            else:
+                self._anchor = None
+                return
+        self._anchor = (number, hidden)
+
+    def find(self, text: str, older: bool = True, start: int | None = None) -> int | None:
+        """The number of the nearest entry holding ``text`` (any case) before entry ``start``
+        (``older``) or after it; None if there is none. Without ``start``: from the pane's bottom."""
         needle = text.casefold()
-        bottom = self._anchor[0] if self._anchor is not None else self.end()
+        bottom = start if start is not None else self._anchor[0] if self._anchor is not None else self.end()
         numbers = range(bottom - 1, self._first - 1, -1) if older else range(bottom + 1, self.end())
         return next((number for number in numbers
                      if needle in self._entries[number - self._first].text.casefold()), None)

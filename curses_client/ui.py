@@ -53,6 +53,7 @@ class StatusLine:
     more_below: int
     number: int = 1  # the active window's number
     activity: tuple[tuple[int, int], ...] = ()  # (window number, windows.Activity) with something unseen
+    search: str = ""  # how the last search went
 
 
 def key_names() -> dict[int, str]:
@@ -291,6 +292,8 @@ class Screen:
             parts.append(f"{status.online} online")
         if status.more_below:  # before the link: it is what a narrow terminal must still show
             parts.append(f"{status.more_below} more below")
+        if status.search:
+            parts.append(status.search)
         parts.append(status.link)
         text = " " + " | ".join(parts)
         if text_width(text) + text_width(status.server) + 3 <= width:

@@ -57,6 +57,8 @@ class Window:
     unread_start: int | None = None  # entry number where the unread marker goes, once known
     wants_focus: bool = False  # the user asked to join it: show it when the JOIN comes
     search: str = ""  # the text the last /search looked for here
+    search_at: int | None = None  # the entry the search found last: the next one goes on from it
+    search_status: str = ""  # how that search went, for the status line until the next key
     oldest_ref: str | None = None  # where the oldest history line shown is (msgid=...)
     history_done: bool = False  # the start of the room's history was reached
 

@@ -1,0 +1,184 @@
+"""End to end, windows: the real client in a pty against a scripted server (exact lines).
+
+Several windows with traffic in each, the switching keys, the activity list in the status
+line (plain, bold, highlighted), the bell, the unread marker, search, being kicked, and a
+line typed while offline that waits in the input line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from client_harness import Terminal, terminals  # noqa: F401  (terminals: a fixture)
+from test_client_scripted import ScriptedServer
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal"),
+]
+
+ALT = "\x1b"
+CTRL_N, CTRL_P, CTRL_R, CTRL_END = "\x0e", "\x10", "\x12", "\x1b[1;5F"
+MARKER = "─── unread ───"
+
+
+@pytest.fixture
+def scripted():
+    server = ScriptedServer()
+    yield server
+    server.close()
+
+
+def online(scripted: ScriptedServer, terminals, *extra: str) -> Terminal:
+    """alice, registered and in #den with carol (@) and dave (+)."""
+    terminal = terminals(["--port", str(scripted.port), "--username", "alice", "--room", "#den", *extra])
+    scripted.accept()
+    register(scripted)
+    terminal.wait_for("You joined #den.")
+    return terminal
+
+
+def register(scripted: ScriptedServer) -> None:
+    scripted.expect("USER alice 0 * :alice")
+    scripted.send(":irc.test 001 alice :Welcome alice", ":irc.test 005 alice PREFIX=(ov)@+ CHANTYPES=# :ok")
+    scripted.expect("PING :curses-client-autojoin")
+    scripted.send(":irc.test PONG irc.test :curses-client-autojoin")
+    scripted.expect("JOIN :#den")
+    scripted.send(":alice!a@h JOIN #den", ":irc.test 353 alice = #den :alice @carol +dave",
+                  ":irc.test 366 alice #den :End")
+
+
+def status(terminal: Terminal) -> str:
+    return terminal.lines()[-2]
+
+
+def activity_cell(terminal: Terminal, number: int):
+    """The character cell of window ``number`` in the status line's activity list."""
+    line = status(terminal)
+    column = line.index("Act:") + line[line.index("Act:"):].index(f" {number}") + 1
+    return terminal.screen.buffer[terminal.screen.lines - 2][column]
+
+
+def test_windows_switching_activity_bell_marker_and_search(scripted, terminals):
+    terminal = online(scripted, terminals)
+    terminal.wait_screen(lambda: "| alice | 2:#den | 3 online | online" in status(terminal), "the room's status")
+    terminal.type("/join #two\r")
+    scripted.expect("JOIN :#two")
+    scripted.send(":alice!a@h JOIN #two", ":irc.test 353 alice = #two :alice erin", ":irc.test 366 alice #two :End")
+    terminal.wait_screen(lambda: "| 3:#two | 2 online" in status(terminal), "the new window shown")
+    bells = terminal.raw.count(b"\x07")
+
+    scripted.send(":frank!f@h JOIN #den")  # an event: listed plain
+    terminal.wait_screen(lambda: status(terminal).rstrip().endswith("Act: 2"), "window 2 listed")
+    assert not activity_cell(terminal, 2).bold
+    scripted.send(":carol!c@h PRIVMSG #den :hello all")  # a message: bold
+    terminal.wait_screen(lambda: activity_cell(terminal, 2).bold, "window 2 in bold")
+    assert not activity_cell(terminal, 2).reverse
+    scripted.send(":carol!c@h PRIVMSG #den :alice: look here")  # a mention: highlighted, and the bell
+    terminal.wait_screen(lambda: activity_cell(terminal, 2).reverse, "window 2 highlighted")
+    terminal.wait_screen(lambda: terminal.raw.count(b"\x07") == bells + 1, "one bell for the mention")
+    scripted.send(":erin!e@h PRIVMSG alice :a private word")  # a private message: a window, highlighted
+    terminal.wait_screen(lambda: status(terminal).rstrip().endswith("Act: 2 4"), "window 4 listed")
+    terminal.wait_screen(lambda: activity_cell(terminal, 4).reverse, "window 4 highlighted")
+    terminal.wait_screen(lambda: terminal.raw.count(b"\x07") == bells + 2, "one bell for the private message")
+    scripted.send(":erin!e@h PRIVMSG #two :here in two")  # the window shown: no activity, no bell
+    terminal.wait_for("<erin> here in two")
+    assert "hello all" not in terminal.text() and "Act: 2 4" in status(terminal)
+
+    terminal.type(ALT + "2")  # Alt-2: the room, with the marker above what came while away
+    terminal.wait_for("<carol> alice: look here")
+    lines = [line.strip() for line in terminal.lines()]
+    marker = lines.index(MARKER)
+    assert "frank joined #den" in lines[marker + 1] and "You joined #den." in lines[marker - 1]
+    assert status(terminal).rstrip().endswith("Act: 4") and "| 2:#den | 4 online" in status(terminal)
+    terminal.type(CTRL_N)  # Ctrl-N: the next window
+    terminal.wait_screen(lambda: "| 3:#two |" in status(terminal), "window 3")
+    assert MARKER not in terminal.text()  # nothing came while away
+    terminal.type(CTRL_N)
+    terminal.wait_for("*erin* a private word")
+    terminal.type(CTRL_N + CTRL_N)  # round to the server window, then on to #den
+    terminal.wait_screen(lambda: "| 2:#den |" in status(terminal), "back in window 2")
+    assert MARKER not in terminal.text()  # read now
+    terminal.type(CTRL_P)
+    terminal.wait_for("Welcome alice")  # the server window holds the welcome
+    terminal.type("/window 2\r")
+    terminal.wait_screen(lambda: "| 2:#den |" in status(terminal), "/window 2")
+
+    for number in range(30):  # enough to push the first lines out of the pane
+        scripted.send(f":dave!d@h PRIVMSG #den :filler {number:02d}")
+    terminal.wait_for("filler 29")
+    terminal.type("/search HELLO\r")
+    terminal.wait_screen(lambda: "<carol> hello all" in terminal.text() and "filler 29" not in terminal.text(),
+                         "the pane scrolled back to the match")
+    assert "found 'HELLO'" in status(terminal) and "more below" in status(terminal)
+    pane = terminal.lines()[:-2]
+    terminal.type(CTRL_R)  # no older match: said in the status line, the pane stays
+    terminal.wait_screen(lambda: "no older 'HELLO'" in status(terminal), "no older match")
+    assert terminal.lines()[:-2] == pane
+    terminal.type(CTRL_END)
+    terminal.wait_screen(lambda: terminal.lines()[-3].rstrip().endswith("filler 29"), "back at the newest line")
+    assert "more below" not in status(terminal)
+
+
+def test_no_bell_flag(scripted, terminals):
+    terminal = online(scripted, terminals, "--no-bell")
+    scripted.send(":erin!e@h PRIVMSG alice :psst", ":carol!c@h PRIVMSG #den :alice?")
+    terminal.wait_for("<carol> alice?")
+    terminal.wait_screen(lambda: "Act: 3" in status(terminal), "the private window listed")
+    assert b"\x07" not in terminal.raw
+
+
+def test_kick_forced_part_and_modes_update_the_window(scripted, terminals):
+    terminal = online(scripted, terminals)
+    terminal.type("/users\r")
+    scripted.expect("NAMES :#den")
+    scripted.send(":irc.test 353 alice = #den :alice @carol +dave", ":irc.test 366 alice #den :End")
+    terminal.wait_for("3 in #den: alice, @carol, +dave")
+    scripted.send(":carol!c@h MODE #den +o alice")
+    terminal.wait_for("carol set mode +o alice on #den")
+    terminal.type("/users\r")
+    scripted.expect("NAMES :#den")
+    scripted.send(":irc.test 366 alice #den :End")  # no new list: what the client knows is shown
+    terminal.wait_for("3 in #den: @alice, @carol, +dave")
+    terminal.type("/kick dave too loud\r")
+    scripted.expect("KICK #den dave :too loud")
+    scripted.send(":alice!a@h KICK #den dave :too loud")
+    terminal.wait_for("dave was kicked from #den by alice (too loud)")
+    terminal.wait_screen(lambda: "| 2 online |" in status(terminal), "two left")
+    scripted.send(":irc.test 482 alice #den :You're not channel operator")
+    terminal.wait_for("You are not a room operator in #den.")
+    scripted.send(":carol!c@h KICK #den alice :bye now")
+    terminal.wait_for("You were kicked from #den by carol (bye now). /join #den to go back.")
+    terminal.wait_screen(lambda: "online |" not in status(terminal).replace("| online", ""), "no member count")
+    terminal.type("anyone?\r")
+    terminal.wait_for("You are not in #den: /join #den to go back.")
+    terminal.type("/join #den\r")
+    scripted.expect("JOIN :#den")
+    scripted.send(":alice!a@h JOIN #den", ":irc.test 366 alice #den :End")
+    terminal.wait_screen(lambda: "| 1 online |" in status(terminal), "back in")
+    scripted.send(":alice!a@h PART #den :forced by the server")
+    terminal.wait_for("You left #den (forced by the server)")
+    scripted.send(":irc.test 474 alice #den :Cannot join channel (+b)")
+    terminal.wait_for("Cannot join #den: you are banned from it.")
+    assert "474" not in terminal.text() and "482" not in terminal.text()
+
+
+def test_a_line_typed_while_offline_stays_in_the_input(scripted, terminals):
+    terminal = online(scripted, terminals, "--retry-delay", "0.2")
+    assert scripted.conn is not None
+    scripted.conn.close()
+    scripted.conn = None
+    terminal.wait_for("Lost the connection")
+    terminal.type("typed while away\r")
+    terminal.wait_for("Not connected: your line stays below")
+    assert terminal.lines()[-1].startswith("> typed while away")
+    scripted.accept()
+    scripted.framer = type(scripted.framer)()
+    scripted.lines.clear()
+    register(scripted)
+    terminal.wait_screen(lambda: terminal.text().count("You joined #den.") == 2, "joined again")
+    assert terminal.lines()[-1].startswith("> typed while away")
+    terminal.type("\r")
+    scripted.expect("PRIVMSG #den :typed while away")
