@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -352,9 +353,18 @@ def _member_mode(mode: str, usage: str, mask: bool = False) -> Callable[[ChatSta
     return change
 
 
+def _is_mode_change(word: str) -> bool:
+    """``+o``, ``-v+m``: a change, not a target (``+`` may start a room name, as on ngircd).
+
+    >>> _is_mode_change("+m"), _is_mode_change("-o+v"), _is_mode_change("+chat!"), _is_mode_change("#a")
+    (True, True, False, False)
+    """
+    return bool(re.fullmatch(r"[+-][A-Za-z+-]*", word))
+
+
 def _mode(state: ChatState, args: str, reaction: Reaction) -> None:
     words = _words(args)
-    if words and not (state.rules.is_channel(words[0]) or state.is_me(words[0])):
+    if words and (_is_mode_change(words[0]) or not (state.rules.is_channel(words[0]) or state.is_me(words[0]))):
         window = _room_here(state, reaction, "/mode [ROOM] CHANGES [ARGS]")
         if window is None:
             return

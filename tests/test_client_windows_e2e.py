@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from client_harness import Terminal, terminals  # noqa: F401  (terminals: a fixture)
-from test_client_scripted import ScriptedServer
+from test_client_scripted import ScriptedServer, scripted  # noqa: F401  (scripted: a fixture)
 
 pytestmark = [
     pytest.mark.slow,
@@ -22,13 +22,6 @@ pytestmark = [
 ALT = "\x1b"
 CTRL_N, CTRL_P, CTRL_R, CTRL_END = "\x0e", "\x10", "\x12", "\x1b[1;5F"
 MARKER = "─── unread ───"
-
-
-@pytest.fixture
-def scripted():
-    server = ScriptedServer()
-    yield server
-    server.close()
 
 
 def online(scripted: ScriptedServer, terminals, *extra: str) -> Terminal:
