@@ -26,7 +26,7 @@ def safe_file_name(name: str) -> str:
     """A window name as a file name: unsafe characters as ``_``, never hidden or empty.
 
     >>> safe_file_name("#chat"), safe_file_name("../../etc"), safe_file_name("127.0.0.1:5555")
-    ('#chat', '_.._.._etc', '127.0.0.1_5555')
+    ('#chat', '_._.._etc', '127.0.0.1_5555')
     """
     cleaned = _UNSAFE.sub("_", name)[:100].lower()
     if cleaned.startswith("."):
