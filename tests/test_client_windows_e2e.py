@@ -175,3 +175,23 @@ def test_a_line_typed_while_offline_stays_in_the_input(scripted, terminals):
     assert terminal.lines()[-1].startswith("> typed while away")
     terminal.type("\r")
     scripted.expect("PRIVMSG #den :typed while away")
+
+
+def test_mouse_wheel_scrolls_and_chat_logs_are_kept_per_window(scripted, terminals, tmp_path):
+    terminal = online(scripted, terminals, "--log-dir", str(tmp_path / "logs"))
+    for number in range(30):
+        scripted.send(f":carol!c@h PRIVMSG #den :logged {number:02d}")
+    scripted.send(":erin!e@h PRIVMSG alice :psst, for the log", ":evil!e@h PRIVMSG alice :../../escape")
+    terminal.wait_for("logged 29")
+    terminal.type("\x1b[<64;10;10M")  # a wheel notch up, as xterm reports it (SGR mouse mode)
+    terminal.wait_screen(lambda: "more below" in status(terminal), "scrolled up by the wheel")
+    assert "logged 29" not in terminal.text()
+    terminal.type("\x1b[<65;10;10M")  # and down again
+    terminal.wait_screen(lambda: "more below" not in status(terminal), "scrolled down by the wheel")
+    terminal.type("/exit\r")
+    assert terminal.wait_exit() == 0
+    day_files = {path.parent.name: path.read_text(encoding="utf-8") for path in (tmp_path / "logs").glob("*/*.log")}
+    assert set(day_files) == {"#den", "erin", "evil", f"127.0.0.1_{scripted.port}"}
+    assert "<carol> logged 00" in day_files["#den"] and "<carol> logged 29" in day_files["#den"]
+    assert "*erin* psst, for the log" in day_files["erin"]
+    assert "Welcome alice" in day_files[f"127.0.0.1_{scripted.port}"]
