@@ -5,10 +5,15 @@ Map of the package, each module with one job, curses only in ``ui``:
 - ``width``: display width of text (a small wcwidth), sanitising network text, word wrap.
 - ``edit``: the input line editor (text, cursor, history, Tab completion, sideways view).
 - ``keys``: keys to editing commands; escape sequences and bracketed paste.
-- ``commands``: what a typed line means (``/msg``, ``/me``, ``/exit``, ...).
+- ``commands``: what a typed line does: the ``COMMANDS`` table (``/join``, ``/kick``, ...).
 - ``entries``: one pane message (``Entry``) and how it reads as styled text.
-- ``scrollback``: the stored messages, wrapped per width, and the scroll position.
-- ``model``: the chat state; IRC messages and user commands in, entries and IRC lines out.
+- ``scrollback``: the stored messages, wrapped per width, the scroll position, the unread
+  marker and search.
+- ``windows``: the server window, one per room and private conversation; activity.
+- ``rules``: the connected server's rules from its 005 (NICKLEN, CASEMAPPING, PREFIX...).
+- ``model``: the chat state: the connection's ``Phase`` and its transitions, names, windows.
+- ``handle``: messages from the server: the ``HANDLERS`` table, numerics as sentences.
+- ``chatlog``: ``--log-dir``: one log file per window and day.
 - ``tls``: the TLS context the flags ask for, and TLS over memory buffers for ``net``.
 - ``net``: the network thread (connect, read, frame, parse, reconnect) and the sender.
 - ``ui``: curses: terminal setup/restore, reading keys, drawing a frame.
