@@ -32,6 +32,8 @@ from ircchat.protocol import Message, format_line
 
 CLIENT_VERSION = "curses_client (terminal chat client)"
 CTCP_REPLY_INTERVAL = 2.0  # seconds between CTCP answers: a flood of requests cannot make us flood
+MAX_BATCHES = 10  # history batches open at once
+MAX_BATCH_LINES = 5000  # lines held for one batch; a batch that never ends cannot grow past this
 
 Handler = Callable[[ChatState, Message, Reaction], None]
 
@@ -59,7 +61,7 @@ def _apply_tags(state: ChatState, tags: dict[str, str], reaction: Reaction) -> N
     msgid = tags.get("msgid", "")
     batch = state.batches.get(tags.get("batch", ""))
     if batch is not None:
-        if not state.seen(msgid):  # a replay after a reconnection repeats what we have
+        if not state.seen(msgid) and len(batch) < MAX_BATCH_LINES:  # a replay repeats what we have
             ref = f"msgid={msgid}" if SAFE_REF.match(msgid) else None
             batch.extend((window, replace(entry, replayed=True, highlight=False), ref)
                          for window, entry in reaction.shown)
@@ -74,6 +76,12 @@ def _text(msg: Message, index: int, default: str = "") -> str:
 
 def _who(msg: Message) -> str:
     return sanitize(msg.nick or msg.prefix or "?")
+
+
+def _channel_of(state: ChatState, target: str) -> str:
+    """A message's target without the status marks of ``PRIVMSG @#room`` (to its operators)."""
+    room = target.lstrip(state.rules.prefix_symbols)
+    return room if state.rules.is_channel(room) else target
 
 
 def _room_window(state: ChatState, name: str) -> Window | None:
@@ -299,7 +307,7 @@ def _end_of_names(state: ChatState, msg: Message, reaction: Reaction) -> None:
 def _privmsg(state: ChatState, msg: Message, reaction: Reaction) -> None:
     if len(msg.params) < 2:
         return
-    target, text = msg.params[0], msg.params[1]
+    target, text = _channel_of(state, msg.params[0]), msg.params[1]
     who = _who(msg)
     private = not state.rules.is_channel(target)
     if private:
@@ -309,7 +317,7 @@ def _privmsg(state: ChatState, msg: Message, reaction: Reaction) -> None:
             window = state.open_window(who)
             state.last_private = who
     else:
-        window = _room_window(state, target) or state.windows.server
+        window = state.window_of(target) or state.windows.server  # a room we are not in: window 1
     if text.startswith(CTCP_MARK):
         verb, _, body = text.strip(CTCP_MARK).partition(" ")
         if verb.upper() == "ACTION":
@@ -344,10 +352,10 @@ def _ctcp_request(state: ChatState, msg: Message, verb: str, body: str, reaction
 def _notice(state: ChatState, msg: Message, reaction: Reaction) -> None:
     if len(msg.params) < 2:
         return
-    target = msg.params[0]
+    target = _channel_of(state, msg.params[0])
     from_server = "!" not in (msg.prefix or "") or not state.registered  # a server's prefix has no user@host
     if state.rules.is_channel(target):
-        window = _room_window(state, target)
+        window = state.window_of(target)
     else:
         window = state.windows.server if from_server else None  # a person's notice: where you look
     reaction.info(sanitize(msg.params[1].strip(CTCP_MARK)), Kind.NOTICE, _who(msg) if msg.prefix else "server",
@@ -364,7 +372,7 @@ def _invite(state: ChatState, msg: Message, reaction: Reaction) -> None:
 
 def _batch(state: ChatState, msg: Message, reaction: Reaction) -> None:
     ref = msg.params[0] if msg.params else ""
-    if ref.startswith("+") and msg.params[1:2] == ("chathistory",) and len(state.batches) < 10:
+    if ref.startswith("+") and msg.params[1:2] == ("chathistory",) and len(state.batches) < MAX_BATCHES:
         state.batches[ref[1:]] = []
     elif ref.startswith("-") and ref[1:] in state.batches:
         _end_history(state, state.batches.pop(ref[1:]), reaction)

@@ -91,10 +91,6 @@ class Scrollback:
                 self._rows.pop(old_or_new, None)
         self._marker = number
 
-    @property
-    def marker(self) -> int | None:
-        return self._marker
-
     # -- wrapping ------------------------------------------------------------------------
 
     def rows_of(self, number: int, width: int) -> list[Row]:

@@ -92,9 +92,6 @@ class WindowList:
     def find(self, key: str) -> Window | None:
         return next((window for window in self.windows if window.key == key), None)
 
-    def number_of(self, window: Window) -> int:
-        return self.windows.index(window) + 1
-
     def open(self, name: str, key: str, is_room: bool) -> Window:
         """The window for ``key``, made if there is none (the server window when full)."""
         window = self.find(key)
