@@ -255,7 +255,7 @@ class ChatApp:
                 editor.complete(commands.COMMAND_NAMES, self.state.nicks_for_completion())
         elif key == "redraw":
             self.screen.stdscr.clear()
-        elif key in WINDOW_KEYS or key.startswith("window-"):
+        elif key in WINDOW_KEYS:
             self._on_window_key(key)
         else:
             action = EDITOR_ACTIONS.get(key)
@@ -385,7 +385,7 @@ class ChatApp:
 
 
 WINDOW_KEYS = frozenset({"next-window", "previous-window", "page-up", "page-down", "wheel-up", "wheel-down",
-                         "scroll-end", "search-older", "search-newer"})
+                         "scroll-end", "search-older", "search-newer", *(f"window-{n}" for n in range(1, 11))})
 WHEEL_ROWS = 3  # rows one notch of the mouse wheel scrolls
 
 

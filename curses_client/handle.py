@@ -310,6 +310,10 @@ def _privmsg(state: ChatState, msg: Message, reaction: Reaction) -> None:
     target, text = _channel_of(state, msg.params[0]), msg.params[1]
     who = _who(msg)
     private = not state.rules.is_channel(target)
+    if private and state.is_me(msg.nick) and is_safe_name(target):  # our own line, echoed by a bouncer
+        window = state.open_window(sanitize(target))
+        reaction.info(sanitize(text), Kind.PRIVATE_OUT, sanitize(target), window=window)
+        return
     if private:
         if not msg.nick or not is_safe_name(msg.nick):
             window = state.windows.server
@@ -490,11 +494,15 @@ def _numeric(state: ChatState, msg: Message, reaction: Reaction) -> None:
         target = state.window_of(params[1])  # a refusal about a room goes to its window, if open
     template = NUMERIC_TEXT.get(command)
     text = _numeric_sentence(template, params) if template is not None else None
-    if text is None:
-        # the server's own words, without the number: "rob2: Nick change too fast"
-        words = [sanitize(param) for param in params[1:]]
-        text = (f"{' '.join(words[:-1])}: {words[-1]}" if len(words) > 1 else "".join(words)) or "(empty reply)"
     kind = Kind.ERROR if command[0] in "45" else Kind.INFO
+    if text is None:
+        # the server's own words, without the number: "2 operator(s) online" and, for a
+        # refusal, what it is about first: "rob2: Nick change too fast"
+        words = [sanitize(param) for param in params[1:]]
+        if kind is Kind.ERROR and len(words) > 1:
+            text = f"{' '.join(words[:-1])}: {words[-1]}"
+        else:
+            text = " ".join(words) or "(an empty reply)"
     reaction.info(text, kind, window=target)
 
 

@@ -113,7 +113,7 @@ def test_unknown_numerics_show_their_text_and_errors_look_like_errors():
     state = registered()
     entries, _ = feed(state, ":srv 999 alice some :thing odd", ":srv 482 alice #chat :not allowed",
                       ":srv 438 alice rob2 :Nick change too fast")
-    assert entries[0].kind is Kind.INFO and entries[0].text == "some: thing odd"
+    assert entries[0].kind is Kind.INFO and entries[0].text == "some thing odd"
     assert entries[1].kind is Kind.ERROR and entries[1].text == "You are not a room operator in #chat."
     assert entries[2].kind is Kind.ERROR and entries[2].text == "rob2: Nick change too fast"
     assert not any(entry.text[:3].isdigit() for entry in entries)  # never a raw numeric
@@ -464,3 +464,12 @@ def test_a_mention_is_highlighted_and_a_lookalike_is_not():
     entries, _ = feed(state, ":bob!u@h PRIVMSG #chat :hey Alice, look", ":bob!u@h PRIVMSG #chat :alicesmith is here",
                       ":bob!u@h PRIVMSG #chat :@alice: ping")
     assert [entry.highlight for entry in entries] == [True, False, True]
+
+
+def test_lusers_read_as_words_and_our_own_echoed_private_line_goes_to_its_window():
+    state = registered()
+    entries, _ = feed(state, ":srv 252 alice 2 :operator(s) online", ":srv 396 alice x.example :is now your host")
+    assert [entry.text for entry in entries] == ["2 operator(s) online", "x.example is now your host"]
+    reaction = handle(state, parse_message(":alice!u@h PRIVMSG bob :sent from my phone"))
+    [(window, entry)] = reaction.shown
+    assert window.name == "bob" and entry.kind is Kind.PRIVATE_OUT and state.last_private is None
