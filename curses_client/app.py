@@ -20,23 +20,16 @@ import ssl
 import sys
 import time
 
+from ircchat.protocol import format_line
 from curses_client import commands, handle, net, tls, ui
 from curses_client.chatlog import ChatLog
 from curses_client.edit import LineEditor
 from curses_client.entries import Kind, make
 from curses_client.keys import KeyDecoder, Paste
-from curses_client.model import (
-    ChatState,
-    Phase,
-    Reaction,
-    Transport,
-    clean_typed,
-    is_safe_name,
-)
+from curses_client.model import ChatState, Phase, Reaction, Transport, clean_typed, is_safe_name
 from curses_client.rules import ServerRules
 from curses_client.scrollback import Row
 from curses_client.windows import Activity
-from ircchat.protocol import format_line
 
 log = logging.getLogger(__name__)
 

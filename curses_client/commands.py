@@ -199,6 +199,9 @@ def _join(state: ChatState, args: str, reaction: Reaction) -> None:
     if not _online(state, reaction):
         return
     window = state.open_window(words[0])
+    if not window.is_room:
+        reaction.error("Too many windows are open: /close some first.")
+        return
     window.room_key = words[1] if len(words) > 1 else ""
     if window.joined:
         state.windows.show(window)

@@ -85,10 +85,11 @@ def _channel_of(state: ChatState, target: str) -> str:
 
 
 def _room_window(state: ChatState, name: str) -> Window | None:
-    """The window of a room named by the server, opened if it is a safe room name."""
+    """The window of a room we joined, opened if it is a safe room name and there is room for it."""
     if not state.rules.is_channel(name) or not is_safe_name(name):
         return None
-    return state.open_window(name)
+    window = state.open_window(name)
+    return window if window.is_room else None  # the server window: no room for another
 
 
 # -- connection and registration ---------------------------------------------------------------
@@ -158,19 +159,22 @@ def _bad_password(state: ChatState, msg: Message, reaction: Reaction) -> None:
 
 def _join(state: ChatState, msg: Message, reaction: Reaction) -> None:
     channel = msg.params[0] if msg.params else ""
-    window = _room_window(state, channel)
-    if window is None:
-        return
     who = _who(msg)
     if state.is_me(msg.nick):
+        window = _room_window(state, channel)
+        if window is None:
+            return
         window.joined, window.history_done, window.oldest_ref = True, False, None
-        window.clear_members()
+        window.members.clear()
         window.add_member(state.fold(state.nick or who), state.nick or who)
         if state.windows.current is state.windows.server or window.wants_focus:
             window.wants_focus = False
             state.windows.show(window)
         reaction.info(f"You joined {window.name}.", Kind.JOIN, window=window)
         return
+    window = state.window_of(channel)
+    if window is None or not window.joined:
+        return  # a room we are not in: nothing of ours changes
     window.add_member(state.fold(who), who)
     reaction.info(f"{who} joined {window.name}", Kind.JOIN, who, window=window)
 
@@ -182,8 +186,7 @@ def _part(state: ChatState, msg: Message, reaction: Reaction) -> None:
     who = _who(msg)
     reason = f" ({_text(msg, 1)})" if len(msg.params) > 1 and msg.params[1] else ""
     if state.is_me(msg.nick):
-        window.joined = False
-        window.clear_members()
+        window.leave()
         reaction.info(f"You left {window.name}{reason}", Kind.PART, window=window)
         return
     window.members.pop(state.fold(who), None)
@@ -199,8 +202,7 @@ def _kick(state: ChatState, msg: Message, reaction: Reaction) -> None:
     by, target = _who(msg), sanitize(msg.params[1])
     reason = f" ({_text(msg, 2)})" if len(msg.params) > 2 and msg.params[2] else ""
     if state.is_me(msg.params[1]):
-        window.joined = False
-        window.clear_members()
+        window.leave()
         reaction.info(f"You were kicked from {window.name} by {by}{reason}. /join {window.name} to go back.",
                       Kind.ERROR, window=window, highlight=True)
         return

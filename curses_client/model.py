@@ -337,8 +337,7 @@ class ChatState:
         self.move(Step.LOST)
         for window in self.windows.windows:
             window.rejoin = window.rejoin or window.joined
-            window.joined = False
-            window.clear_members()
+            window.leave()
         return reaction
 
     def choose_password(self, password: str) -> Reaction:

@@ -19,13 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from curses_client.entries import (
-    STYLE_DIM,
-    STYLE_ERROR,
-    STYLE_HIGHLIGHT,
-    STYLE_JOIN,
-    STYLE_MARKER,
-    STYLE_PRIVATE,
-    STYLE_TIME,
+    STYLE_DIM, STYLE_ERROR, STYLE_HIGHLIGHT, STYLE_JOIN, STYLE_MARKER, STYLE_PRIVATE, STYLE_TIME,
 )
 from curses_client.scrollback import Row
 from curses_client.width import fit, text_width

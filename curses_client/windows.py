@@ -70,7 +70,9 @@ class Window:
         if fold in self.members or len(self.members) < MAX_MEMBERS:
             self.members[fold] = (marks, nick)
 
-    def clear_members(self) -> None:
+    def leave(self) -> None:
+        """We are out of this room (parted, kicked, or the link is gone): no members known."""
+        self.joined = False
         self.members.clear()
 
 

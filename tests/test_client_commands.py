@@ -119,3 +119,18 @@ def test_window_switches_and_offline_commands():
     assert commands.run(state, "/window 1").entries == [] and state.windows.active == 0
     assert commands.works_offline("/window 2") and commands.works_offline("/search x")
     assert not commands.works_offline("hello") and not commands.works_offline("/join #x")
+
+
+def test_join_refuses_past_the_window_limit_and_a_server_join_never_takes_the_server_window():
+    from curses_client.windows import MAX_WINDOWS
+
+    state = online()
+    for number in range(MAX_WINDOWS):
+        handle(state, parse_message(f":alice!u@h JOIN #r{number}"))
+    assert len(state.windows.windows) == MAX_WINDOWS
+    reaction = commands.run(state, "/join #more")
+    assert reaction.send == [] and "Too many windows" in reaction.entries[0].text
+    handle(state, parse_message(":alice!u@h JOIN #forced"))
+    assert not state.windows.server.joined and state.windows.server.members == {}
+    handle(state, parse_message(":bob!u@h JOIN #elsewhere"))  # someone else, a room we are not in
+    assert state.window_of("#elsewhere") is None
