@@ -132,8 +132,11 @@ def _welcome(state: ChatState, msg: Message, reaction: Reaction) -> None:
 
 def _isupport(state: ChatState, msg: Message, reaction: Reaction) -> None:
     tokens = msg.params[1:-1]
+    casemapping = state.rules.casemapping
     for token in tokens:
         state.rules.apply_token(token)
+    if state.rules.casemapping != casemapping:
+        state.windows.refold(state.fold)  # names already known compare by the new rule
     shown = " ".join(sanitize(token) for token in tokens)
     reaction.info(f"The server supports: {shown}", window=state.windows.server)
 

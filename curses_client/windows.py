@@ -11,6 +11,7 @@ members per room, so a hostile server cannot grow the client without limit.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from curses_client.entries import Entry, Kind
@@ -122,6 +123,12 @@ class WindowList:
         if self.find(key) not in (None, window):
             return  # a window for the new name exists already: keep both as they are
         window.name, window.key = name, key
+
+    def refold(self, fold: Callable[[str], str]) -> None:
+        """The server's case mapping changed: key windows and members by the new one."""
+        for window in self.windows[1:]:
+            window.key = fold(window.name)
+            window.members = {fold(nick): (marks, nick) for marks, nick in window.members.values()}
 
     # -- switching ---------------------------------------------------------------------------
 

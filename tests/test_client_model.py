@@ -473,3 +473,12 @@ def test_lusers_read_as_words_and_our_own_echoed_private_line_goes_to_its_window
     reaction = handle(state, parse_message(":alice!u@h PRIVMSG bob :sent from my phone"))
     [(window, entry)] = reaction.shown
     assert window.name == "bob" and entry.kind is Kind.PRIVATE_OUT and state.last_private is None
+
+
+def test_a_case_mapping_from_005_refolds_the_names_already_known():
+    state = registered()  # rfc1459 until told: [x] and {x} are one name
+    feed(state, ":alice!u@h JOIN #Room[1]", ":srv 353 alice = #Room[1] :alice Bob[x]", ":srv 366 alice #Room[1] :End")
+    assert state.window_of("#room{1}") is not None
+    feed(state, ":srv 005 alice CASEMAPPING=ascii :are supported")
+    assert state.window_of("#room{1}") is None and state.window_of("#ROOM[1]") is not None
+    assert state.fold("Bob[x]") in state.window_of("#room[1]").members
