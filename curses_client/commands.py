@@ -108,7 +108,8 @@ def _room_here(state: ChatState, reaction: Reaction, usage: str) -> Window | Non
 
 
 def _send_text(state: ChatState, target: str, text: str, reaction: Reaction, window: Window) -> None:
-    private = not state.rules.is_channel(target)
+    # said in its own room: as you said it; anywhere else (a /msg): "-> *target*"
+    private = window.key != state.fold(target) or not window.is_room
     for piece in split_text(text):
         reaction.send.append(format_line("PRIVMSG", target, piece))
         reaction.info(piece, Kind.PRIVATE_OUT if private else Kind.OWN, target if private else state.nick or "",
@@ -220,7 +221,9 @@ def _part(state: ChatState, args: str, reaction: Reaction) -> None:
         if words[0]:
             reaction.error(f"You have no window for {sanitize(words[0])}.")
         return
-    if _online(state, reaction) and window.joined:
+    if not window.joined:
+        reaction.error(f"You are not in {window.name}.")
+    elif _online(state, reaction):
         reaction.send.append(format_line("PART", window.name, *((reason,) if reason else ())))
 
 

@@ -19,6 +19,7 @@ from curses_client.scrollback import Scrollback
 
 MAX_WINDOWS = 100
 MAX_MEMBERS = 10_000
+WINDOW_LINES = 5_000  # messages kept per window (WeeChat keeps 4096, irssi 500): 100 windows stay small
 SERVER_KEY = ""  # the server window's key; every other key is a folded room or nick name
 
 EVENT_KINDS = frozenset({Kind.JOIN, Kind.PART, Kind.QUIT, Kind.NICK, Kind.INFO, Kind.ERROR})
@@ -48,7 +49,7 @@ class Window:
     name: str  # as shown: "#chat", "bob", or the server's label
     key: str  # folded name; SERVER_KEY for the server window
     is_room: bool = False
-    scrollback: Scrollback = field(default_factory=Scrollback)
+    scrollback: Scrollback = field(default_factory=lambda: Scrollback(WINDOW_LINES))
     members: dict[str, tuple[str, str]] = field(default_factory=dict)  # folded nick -> (marks, nick)
     joined: bool = False  # we are in this room now
     rejoin: bool = False  # we were in it when the link was lost: join it again on reconnecting

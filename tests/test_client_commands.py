@@ -134,3 +134,13 @@ def test_join_refuses_past_the_window_limit_and_a_server_join_never_takes_the_se
     assert not state.windows.server.joined and state.windows.server.members == {}
     handle(state, parse_message(":bob!u@h JOIN #elsewhere"))  # someone else, a room we are not in
     assert state.window_of("#elsewhere") is None
+
+
+def test_a_msg_to_another_room_reads_as_sent_elsewhere_and_part_needs_the_room():
+    state = online()
+    reaction = commands.run(state, "/msg #other hello there")
+    assert reaction.send == ["PRIVMSG #other :hello there"]
+    assert reaction.entries[0].kind is Kind.PRIVATE_OUT and reaction.entries[0].sender == "#other"
+    handle(state, parse_message(":alice!u@h PART #chat"))
+    reaction = commands.run(state, "/part")
+    assert reaction.send == [] and reaction.entries[0].text == "You are not in #chat."
