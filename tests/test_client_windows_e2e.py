@@ -115,12 +115,13 @@ def test_windows_switching_activity_bell_marker_and_search(scripted, terminals):
     assert "more below" not in status(terminal)
 
 
-def test_no_bell_flag(scripted, terminals):
-    terminal = online(scripted, terminals, "--no-bell")
+def test_no_bell_and_no_mouse_flags(scripted, terminals):
+    terminal = online(scripted, terminals, "--no-bell", "--no-mouse")
     scripted.send(":erin!e@h PRIVMSG alice :psst", ":carol!c@h PRIVMSG #den :alice?")
     terminal.wait_for("<carol> alice?")
     terminal.wait_screen(lambda: "Act: 3" in status(terminal), "the private window listed")
     assert b"\x07" not in terminal.raw
+    assert b"1000h" not in terminal.raw  # mouse reporting never switched on: selection stays the terminal's
 
 
 def test_kick_forced_part_and_modes_update_the_window(scripted, terminals):
@@ -183,6 +184,7 @@ def test_mouse_wheel_scrolls_and_chat_logs_are_kept_per_window(scripted, termina
         scripted.send(f":carol!c@h PRIVMSG #den :logged {number:02d}")
     scripted.send(":erin!e@h PRIVMSG alice :psst, for the log", ":evil!e@h PRIVMSG alice :../../escape")
     terminal.wait_for("logged 29")
+    assert b"1000h" in terminal.raw  # mouse reporting on (wheel notches)
     terminal.type("\x1b[<64;10;10M")  # a wheel notch up, as xterm reports it (SGR mouse mode)
     terminal.wait_screen(lambda: "more below" in status(terminal), "scrolled up by the wheel")
     assert "logged 29" not in terminal.text()
