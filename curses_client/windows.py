@@ -35,6 +35,8 @@ class Activity(enum.IntEnum):
 
 
 def activity_of(entry: Entry) -> Activity:
+    if entry.replayed:  # history: worth a look, never the bell
+        return Activity.EVENT if entry.kind in EVENT_KINDS else Activity.MESSAGE
     if entry.highlight or entry.kind is Kind.PRIVATE_IN:
         return Activity.HIGHLIGHT
     if entry.kind in EVENT_KINDS:

@@ -26,6 +26,8 @@ def test_activity_rises_with_urgency_and_clears_when_the_window_is_shown():
     windows.add(query, entry("psst", Kind.PRIVATE_IN))
     assert windows.active_list() == [(2, Activity.MESSAGE), (3, Activity.HIGHLIGHT)]
     assert windows.add(room, entry("hi alice", highlight=True)) is Activity.HIGHLIGHT
+    replayed = Entry(Kind.PRIVATE_IN, "old psst", "bob", 0.0, replayed=True)
+    assert windows.add(query, replayed) is Activity.MESSAGE  # history never rings the bell
     windows.switch(2)
     assert windows.active_list() == [(3, Activity.HIGHLIGHT)] and windows.current is room
 
