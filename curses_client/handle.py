@@ -1,6 +1,7 @@
 """Messages from the server: one small function per command in ``HANDLERS``, numerics as text.
 
-``handle(state, message)`` looks the command up (``.get``, never a try around the call),
+``handle(state, message)`` looks the command up (``.get``, never a try around the call), drops
+a message with fewer parameters than its entry needs (so no handler checks that itself),
 lets the handler change the ``ChatState`` and fill a ``Reaction``, then applies the IRCv3
 tags (server time; lines of a history batch are held until the batch ends). Numerics that
 need no state change are sentences in ``NUMERIC_TEXT``; the welcome, MOTD and LUSERS lines
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from curses_client.entries import Entry, Kind, make
 from curses_client.model import (
@@ -38,11 +39,18 @@ MAX_BATCH_LINES = 5000  # lines held for one batch; a batch that never ends cann
 Handler = Callable[[ChatState, Message, Reaction], None]
 
 
+@dataclass(frozen=True)
+class ServerMessage:
+    handler: Handler
+    min_params: int = 0  # fewer: the message is malformed and changes nothing
+
+
 def handle(state: ChatState, msg: Message) -> Reaction:
     reaction = Reaction()
-    handler = HANDLERS.get(msg.command.upper())
-    if handler is not None:
-        handler(state, msg, reaction)
+    entry = HANDLERS.get(msg.command.upper())
+    if entry is not None:
+        if len(msg.params) >= entry.min_params:
+            entry.handler(state, msg, reaction)
     elif msg.command.isdigit():
         _numeric(state, msg, reaction)
     else:
@@ -99,7 +107,7 @@ def _ping(state: ChatState, msg: Message, reaction: Reaction) -> None:
 
 
 def _pong(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    if msg.params and msg.params[-1] == AUTOJOIN_TOKEN:
+    if msg.params[-1] == AUTOJOIN_TOKEN:
         state.join_missing_rooms(reaction)
 
 
@@ -108,7 +116,7 @@ def _error(state: ChatState, msg: Message, reaction: Reaction) -> None:
 
 
 def _cap(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    sub = msg.params[1].upper() if len(msg.params) > 2 else ""
+    sub = msg.params[1].upper()
     if sub == "LS":
         state.offered += msg.params[-1].split()[:100]
         if len(msg.params) > 3 and msg.params[2] == "*" and len(state.offered) < 1000:
@@ -126,8 +134,8 @@ def _cap(state: ChatState, msg: Message, reaction: Reaction) -> None:
 
 def _welcome(state: ChatState, msg: Message, reaction: Reaction) -> None:
     if not state.registered:
-        state.welcomed(msg.params[0] if msg.params else "", reaction)
-    reaction.info(_text(msg, -1, "Welcome.") if len(msg.params) > 1 else "Welcome.", window=state.windows.server)
+        state.welcomed(msg.params[0], reaction)
+    reaction.info(_text(msg, -1) if len(msg.params) > 1 else "Welcome.", window=state.windows.server)
 
 
 def _isupport(state: ChatState, msg: Message, reaction: Reaction) -> None:
@@ -151,7 +159,7 @@ def _bad_nick(state: ChatState, msg: Message, reaction: Reaction) -> None:
 
 
 def _bad_password(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    reason = _text(msg, -1, "Password incorrect") if len(msg.params) > 1 else "Password incorrect"
+    reason = _text(msg, -1) if len(msg.params) > 1 else "Password incorrect"
     if state.registered:
         reaction.error(f"Password incorrect: {reason}")  # /oper
     else:
@@ -161,7 +169,7 @@ def _bad_password(state: ChatState, msg: Message, reaction: Reaction) -> None:
 # -- rooms and people ---------------------------------------------------------------------------
 
 def _join(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    channel = msg.params[0] if msg.params else ""
+    channel = msg.params[0]
     who = _who(msg)
     if state.is_me(msg.nick):
         window = _room_window(state, channel)
@@ -183,7 +191,7 @@ def _join(state: ChatState, msg: Message, reaction: Reaction) -> None:
 
 
 def _part(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    window = state.window_of(msg.params[0]) if msg.params else None
+    window = state.window_of(msg.params[0])
     if window is None:
         return
     who = _who(msg)
@@ -197,8 +205,6 @@ def _part(state: ChatState, msg: Message, reaction: Reaction) -> None:
 
 
 def _kick(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    if len(msg.params) < 2:
-        return
     window = state.window_of(msg.params[0])
     if window is None:
         return
@@ -225,7 +231,7 @@ def _quit(state: ChatState, msg: Message, reaction: Reaction) -> None:
 def _nick(state: ChatState, msg: Message, reaction: Reaction) -> None:
     old, new = _who(msg), _text(msg, 0, "?")
     old_fold, new_fold = state.fold(old), state.fold(new)
-    mine = state.is_me(msg.nick) and msg.params and is_safe_name(msg.params[0])
+    mine = state.is_me(msg.nick) and is_safe_name(msg.params[0])
     text = f"You are now known as {new}" if mine else f"{old} is now known as {new}"
     for window in state.windows.windows:
         member = window.members.pop(old_fold, None)
@@ -240,8 +246,6 @@ def _nick(state: ChatState, msg: Message, reaction: Reaction) -> None:
 
 
 def _mode(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    if len(msg.params) < 2:
-        return
     target, changes, args = msg.params[0], msg.params[1], list(msg.params[2:])
     window = state.window_of(target) if state.rules.is_channel(target) else None
     shown = " ".join(sanitize(param) for param in msg.params[1:])
@@ -265,24 +269,21 @@ def _mode(state: ChatState, msg: Message, reaction: Reaction) -> None:
 
 
 def _topic(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    window = state.window_of(msg.params[0]) if msg.params else None
-    topic = _text(msg, -1) if len(msg.params) > 1 else ""
+    window = state.window_of(msg.params[0])
+    topic = _text(msg, 1)
     if window is not None:
         window.topic = topic
     reaction.info(f"{_who(msg)} set the topic: {topic}", window=window)
 
 
 def _topic_reply(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    if len(msg.params) > 2:
-        window = state.window_of(msg.params[1])
-        if window is not None:
-            window.topic = _text(msg, 2)
-        reaction.info(f"Topic of {_text(msg, 1)}: {_text(msg, 2)}", window=window)
+    window = state.window_of(msg.params[1])
+    if window is not None:
+        window.topic = _text(msg, 2)
+    reaction.info(f"Topic of {_text(msg, 1)}: {_text(msg, 2)}", window=window)
 
 
 def _names(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    if len(msg.params) < 4:
-        return
     window = state.window_of(msg.params[2])
     if window is None:
         return
@@ -294,7 +295,7 @@ def _names(state: ChatState, msg: Message, reaction: Reaction) -> None:
 
 
 def _end_of_names(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    window = state.window_of(msg.params[1]) if len(msg.params) > 1 else None
+    window = state.window_of(msg.params[1])
     if window is None:
         return
     collected = state.names.pop(window.key, None)
@@ -310,8 +311,6 @@ def _end_of_names(state: ChatState, msg: Message, reaction: Reaction) -> None:
 # -- messages ----------------------------------------------------------------------------------
 
 def _privmsg(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    if len(msg.params) < 2:
-        return
     target, text = _channel_of(state, msg.params[0]), msg.params[1]
     who = _who(msg)
     private = not state.rules.is_channel(target)
@@ -359,8 +358,6 @@ def _ctcp_request(state: ChatState, msg: Message, verb: str, body: str, reaction
 
 
 def _notice(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    if len(msg.params) < 2:
-        return
     target = _channel_of(state, msg.params[0])
     from_server = "!" not in (msg.prefix or "") or not state.registered  # a server's prefix has no user@host
     if state.rules.is_channel(target):
@@ -372,15 +369,13 @@ def _notice(state: ChatState, msg: Message, reaction: Reaction) -> None:
 
 
 def _invite(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    if len(msg.params) > 1:
-        reaction.info(f"{_who(msg)} invites you to {_text(msg, 1)}: /join {_text(msg, 1)} to accept.",
-                      highlight=True)
+    reaction.info(f"{_who(msg)} invites you to {_text(msg, 1)}: /join {_text(msg, 1)} to accept.", highlight=True)
 
 
 # -- history batches ---------------------------------------------------------------------------
 
 def _batch(state: ChatState, msg: Message, reaction: Reaction) -> None:
-    ref = msg.params[0] if msg.params else ""
+    ref = msg.params[0]
     if ref.startswith("+") and msg.params[1:2] == ("chathistory",) and len(state.batches) < MAX_BATCHES:
         state.batches[ref[1:]] = []
     elif ref.startswith("-") and ref[1:] in state.batches:
@@ -511,32 +506,32 @@ def _numeric(state: ChatState, msg: Message, reaction: Reaction) -> None:
     reaction.info(text, kind, window=target)
 
 
-HANDLERS: dict[str, Handler] = {
-    "PING": _ping,
-    "PONG": _pong,
-    "ERROR": _error,
-    "CAP": _cap,
-    "BATCH": _batch,
-    "FAIL": _fail,
-    "JOIN": _join,
-    "PART": _part,
-    "KICK": _kick,
-    "QUIT": _quit,
-    "NICK": _nick,
-    "MODE": _mode,
-    "PRIVMSG": _privmsg,
-    "NOTICE": _notice,
-    "INVITE": _invite,
-    "TOPIC": _topic,
-    "001": _welcome,
-    "005": _isupport,
-    "332": _topic_reply,
-    "353": _names,
-    "366": _end_of_names,
-    "431": _bad_nick,
-    "432": _bad_nick,
-    "433": _bad_nick,
-    "436": _bad_nick,
-    "437": _bad_nick,
-    "464": _bad_password,
+HANDLERS: dict[str, ServerMessage] = {
+    "PING": ServerMessage(_ping),
+    "PONG": ServerMessage(_pong, 1),
+    "ERROR": ServerMessage(_error),
+    "CAP": ServerMessage(_cap, 3),
+    "BATCH": ServerMessage(_batch, 1),
+    "FAIL": ServerMessage(_fail),
+    "JOIN": ServerMessage(_join, 1),
+    "PART": ServerMessage(_part, 1),
+    "KICK": ServerMessage(_kick, 2),
+    "QUIT": ServerMessage(_quit),
+    "NICK": ServerMessage(_nick, 1),
+    "MODE": ServerMessage(_mode, 2),
+    "PRIVMSG": ServerMessage(_privmsg, 2),
+    "NOTICE": ServerMessage(_notice, 2),
+    "INVITE": ServerMessage(_invite, 2),
+    "TOPIC": ServerMessage(_topic, 1),
+    "001": ServerMessage(_welcome, 1),
+    "005": ServerMessage(_isupport),
+    "332": ServerMessage(_topic_reply, 3),
+    "353": ServerMessage(_names, 4),
+    "366": ServerMessage(_end_of_names, 2),
+    "431": ServerMessage(_bad_nick),
+    "432": ServerMessage(_bad_nick),
+    "433": ServerMessage(_bad_nick),
+    "436": ServerMessage(_bad_nick),
+    "437": ServerMessage(_bad_nick),
+    "464": ServerMessage(_bad_password),
 }
