@@ -238,7 +238,10 @@ def _close(state: ChatState, args: str, reaction: Reaction) -> None:
 
 def _window(state: ChatState, args: str, reaction: Reaction) -> None:
     number = args.strip()
-    if not number.isdigit() or not state.windows.switch(int(number)):
+    if not number:
+        listed = ", ".join(f"{index}: {window.name}" for index, window in enumerate(state.windows.windows, 1))
+        reaction.info(f"Windows: {listed}")
+    elif not number.isdigit() or not state.windows.switch(int(number)):
         reaction.error(f"Usage: /window N, with N from 1 to {len(state.windows.windows)}")
 
 
@@ -436,7 +439,7 @@ COMMANDS: dict[str, Command] = {
     "join": Command(_join, "/join ROOM [KEY]", "join a room (it gets a window)"),
     "part": Command(_part, "/part [ROOM] [REASON]", "leave a room (its window stays)"),
     "close": Command(_close, "/close", "close this window (leaving its room)"),
-    "window": Command(_window, "/window N", "go to window N"),
+    "window": Command(_window, "/window [N]", "go to window N; without N, list the windows"),
     "names": _USERS,
     "users": _USERS,
     "topic": Command(_topic, "/topic [TEXT]", "show or set this room's topic"),

@@ -62,7 +62,7 @@ def test_lines_become_irc(line, sent):
 @pytest.mark.parametrize("line", [
     "/msg", "/msg bob", "/me", "/nick", "/nick a!", "/nick 9lives", "/join", "/join nochan", "/whois",
     "/kick", "/ban", "/op", "/op a b", "/quote", "/quote A\rB", "/quote " + "x" * 600, "/window", "/window 9",
-    "/oper", "/invite", "/r hi", "/search",
+    "/oper", "/invite", "/r hi", "/search", "/window x",
 ])
 def test_bad_usage_says_how_and_sends_nothing(line):
     reaction = commands.run(online(), line)
@@ -116,6 +116,7 @@ def test_close_on_a_room_parts_it_and_the_server_window_stays():
 
 def test_window_switches_and_offline_commands():
     state = online()
+    assert commands.run(state, "/window").entries[0].text == "Windows: 1: host:1, 2: #chat"
     assert commands.run(state, "/window 1").entries == [] and state.windows.active == 0
     assert commands.works_offline("/window 2") and commands.works_offline("/search x")
     assert not commands.works_offline("hello") and not commands.works_offline("/join #x")
