@@ -385,8 +385,7 @@ class ChatState:
         variant = (self.nick or "") + "_"
         if (self.was_online and self.nick and len(variant) <= self.rules.nicklen
                 and not self.nick.endswith("_" * MAX_NAME_VARIANTS)):
-            reaction.error(f"The name {sanitize(self.nick)} is taken ({reason}); trying {sanitize(variant)}.",
-                           self.windows.server)
+            reaction.error(f"The name {sanitize(self.nick)} is taken ({reason}); trying {sanitize(variant)}.")
             self.nick = variant
             self.register(reaction)
             return
