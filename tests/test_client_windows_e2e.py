@@ -159,7 +159,7 @@ def test_kick_forced_part_and_modes_update_the_window(scripted, terminals):
     assert "474" not in terminal.text() and "482" not in terminal.text()
 
 
-def test_a_line_typed_while_offline_stays_in_the_input(scripted, terminals):
+def test_a_line_typed_offline_stays_in_the_input_and_a_lost_name_gets_a_variant(scripted, terminals):
     terminal = online(scripted, terminals, "--retry-delay", "0.2")
     assert scripted.conn is not None
     scripted.conn.close()
@@ -171,9 +171,17 @@ def test_a_line_typed_while_offline_stays_in_the_input(scripted, terminals):
     scripted.accept()
     scripted.framer = type(scripted.framer)()
     scripted.lines.clear()
-    register(scripted)
+    scripted.expect("USER alice 0 * :alice")
+    scripted.send(":irc.test 433 * alice :Nickname is already in use")  # someone took the name meanwhile
+    scripted.expect("NICK :alice_")
+    terminal.wait_for("The name alice is taken (Nickname is already in use); trying alice_.")
+    scripted.send(":irc.test 001 alice_ :Welcome back")
+    scripted.expect("PING :curses-client-autojoin")
+    scripted.send(":irc.test PONG irc.test :curses-client-autojoin")
+    scripted.expect("JOIN :#den")  # the room it was in
+    scripted.send(":alice_!a@h JOIN #den", ":irc.test 366 alice_ #den :End")
     terminal.wait_screen(lambda: terminal.text().count("You joined #den.") == 2, "joined again")
-    assert terminal.lines()[-1].startswith("> typed while away")
+    assert terminal.lines()[-1].startswith("> typed while away") and "| alice_ | 2:#den |" in status(terminal)
     terminal.type("\r")
     scripted.expect("PRIVMSG #den :typed while away")
 
