@@ -161,7 +161,7 @@ def _bad_nick(state: ChatState, msg: Message, reaction: Reaction) -> None:
 def _bad_password(state: ChatState, msg: Message, reaction: Reaction) -> None:
     reason = _text(msg, -1) if len(msg.params) > 1 else "Password incorrect"
     if state.registered:
-        reaction.error(f"Password incorrect: {reason}")  # /oper
+        reaction.error(f"The password was refused ({reason}).")  # /oper's
     else:
         state.ask_password(reason, reaction)
 

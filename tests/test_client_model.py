@@ -210,7 +210,7 @@ def test_464_without_a_password_says_one_is_needed():
 def test_464_after_registration_is_only_an_error():
     state = registered()
     entries, _ = feed(state, ":srv 464 alice :nope")
-    assert not state.needs_password and entries[0].text == "Password incorrect: nope"
+    assert not state.needs_password and entries[0].text == "The password was refused (nope)."
 
 
 def test_unverified_tls_is_a_warning_on_every_connection():
@@ -424,7 +424,7 @@ def test_refusals_and_replies_are_sentences_never_raw_numerics():
         ":srv 441 alice bob #chat :They aren't on that channel": "bob is not in #chat.",
         ":srv 401 alice zed :No such nick/channel": "There is nobody called zed here.",
         ":srv 381 alice :You are now an IRC operator": "You are now an IRC operator.",
-        ":srv 464 alice :Password incorrect": "Password incorrect: Password incorrect",
+        ":srv 464 alice :Password incorrect": "The password was refused (Password incorrect).",
         ":srv 491 alice :No O-lines for your host": "The server has no operator entry for you: /oper refused.",
         ":srv 301 alice bob :gone fishing": "bob is away: gone fishing",
         ":srv 305 alice :You are no longer marked as being away": "You are no longer marked as away.",
