@@ -106,7 +106,7 @@ def test_rules_from_005_and_operator_commands_on_ngircd(ngircd_port):
         terminal.type("/oper nobody\r")
         terminal.wait_screen(lambda: terminal.lines()[-1].startswith("Operator password:"), "the masked prompt")
         terminal.type("secret\r")
-        terminal.wait_screen(lambda: "Password incorrect" in terminal.text()
+        terminal.wait_screen(lambda: "The password was refused" in terminal.text()
                              or "no operator entry" in terminal.text(), "the refusal")
         assert "secret" not in terminal.text()
         assert not any(line[6:9].isdigit() and line[9:10] == " " for line in terminal.lines())  # no raw numeric
