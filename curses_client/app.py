@@ -29,7 +29,7 @@ from curses_client.keys import KeyDecoder, Paste
 from curses_client.model import ChatState, Phase, Reaction, Transport, clean_typed, is_safe_name
 from curses_client.rules import ServerRules
 from curses_client.scrollback import Row
-from curses_client.windows import Activity
+from curses_client.windows import Activity, activity_of
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,8 @@ class ChatApp:
         ring = False
         for window, entry in reaction.shown:
             target = window if window is not None and window in windows.windows else windows.current
-            ring = windows.add(target, entry) is Activity.HIGHLIGHT or ring
+            windows.add(target, entry)
+            ring = ring or activity_of(entry) is Activity.HIGHLIGHT  # even in the window shown: you may be away
             if self.chat_log is not None:
                 self.chat_log.write(target.name, entry)
         if ring and self.bell:

@@ -162,17 +162,15 @@ class WindowList:
 
     # -- adding lines ------------------------------------------------------------------------
 
-    def add(self, window: Window, entry: Entry) -> Activity:
-        """Store an entry in a window; what it adds to the window's activity (NONE if seen)."""
+    def add(self, window: Window, entry: Entry) -> None:
+        """Store an entry in a window; unless it is the one shown, it is unread there."""
         number = window.scrollback.end()
         window.scrollback.add(entry)
         if window is self.current:
-            return Activity.NONE
-        level = activity_of(entry)
+            return
         if window.unread_start is None:
             window.unread_start = number  # the first line arrived since the reader left
-        window.activity = max(window.activity, level)
-        return level
+        window.activity = max(window.activity, activity_of(entry))
 
     def active_list(self) -> list[tuple[int, Activity]]:
         """Numbers of the windows with something unseen, and how urgent it is."""

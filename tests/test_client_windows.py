@@ -4,7 +4,7 @@ and the server's 005 rules (curses_client.rules): pure, fast."""
 from curses_client.entries import Entry, Kind
 from curses_client.rules import ServerRules
 from curses_client.scrollback import MARKER_TEXT, Scrollback
-from curses_client.windows import MAX_MEMBERS, MAX_WINDOWS, Activity, Window, WindowList
+from curses_client.windows import MAX_MEMBERS, MAX_WINDOWS, Activity, Window, WindowList, activity_of
 
 
 def entry(text, kind=Kind.CHAT, highlight=False):
@@ -18,18 +18,28 @@ def shown_text(scrollback, width=60, height=10):
 def test_activity_rises_with_urgency_and_clears_when_the_window_is_shown():
     windows = WindowList("srv")
     room, query = windows.open("#a", "#a", True), windows.open("bob", "bob", False)
-    assert windows.add(windows.current, entry("seen")) is Activity.NONE  # the active window: nothing unseen
-    assert windows.add(room, entry("joined", Kind.JOIN)) is Activity.EVENT
+    windows.add(windows.current, entry("seen"))
+    assert windows.active_list() == []  # the window shown has nothing unseen
+    windows.add(room, entry("joined", Kind.JOIN))
     assert windows.active_list() == [(2, Activity.EVENT)]
     windows.add(room, entry("hello"))
     windows.add(room, entry("bye", Kind.PART))  # a lower level never lowers the window's
     windows.add(query, entry("psst", Kind.PRIVATE_IN))
     assert windows.active_list() == [(2, Activity.MESSAGE), (3, Activity.HIGHLIGHT)]
-    assert windows.add(room, entry("hi alice", highlight=True)) is Activity.HIGHLIGHT
-    replayed = Entry(Kind.PRIVATE_IN, "old psst", "bob", 0.0, replayed=True)
-    assert windows.add(query, replayed) is Activity.MESSAGE  # history never rings the bell
+    windows.add(room, entry("hi alice", highlight=True))
+    assert room.activity is Activity.HIGHLIGHT
     windows.switch(2)
     assert windows.active_list() == [(3, Activity.HIGHLIGHT)] and windows.current is room
+
+
+def test_what_a_line_is_worth():
+    assert activity_of(entry("joined", Kind.JOIN)) is Activity.EVENT
+    assert activity_of(entry("hello")) is Activity.MESSAGE
+    assert activity_of(entry("mine", Kind.OWN)) is Activity.NONE
+    assert activity_of(entry("hi alice", highlight=True)) is Activity.HIGHLIGHT
+    assert activity_of(entry("psst", Kind.PRIVATE_IN)) is Activity.HIGHLIGHT
+    replayed = Entry(Kind.PRIVATE_IN, "old psst", "bob", 0.0, replayed=True)
+    assert activity_of(replayed) is Activity.MESSAGE  # history never rings the bell
 
 
 def test_switching_keys_wrap_around_and_bad_numbers_change_nothing():

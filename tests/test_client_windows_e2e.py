@@ -79,6 +79,10 @@ def test_windows_switching_activity_bell_marker_and_search(scripted, terminals):
     scripted.send(":erin!e@h PRIVMSG #two :here in two")  # the window shown: no activity, no bell
     terminal.wait_for("<erin> here in two")
     assert "hello all" not in terminal.text() and "Act: 2 4" in status(terminal)
+    assert terminal.raw.count(b"\x07") == bells + 2
+    scripted.send(":erin!e@h PRIVMSG #two :alice, still there?")  # a mention where you look: the bell too
+    terminal.wait_for("<erin> alice, still there?")
+    terminal.wait_screen(lambda: terminal.raw.count(b"\x07") == bells + 3, "the bell for a mention in view")
 
     terminal.type(ALT + "2")  # Alt-2: the room, with the marker above what came while away
     terminal.wait_for("<carol> alice: look here")
