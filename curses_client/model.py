@@ -15,7 +15,8 @@ a password. A name refused on a reconnection is replaced by the same name with `
 Our own server puts everyone in its room by itself; a plain IRC server does not. So after 001
 the client sends a PING with a marker token: a server answers lines in order, so when its
 PONG comes back any automatic JOIN has already arrived, and the client joins what is still
-missing: the rooms whose windows are open, or ``--room`` when there are none.
+missing: the rooms it was in before the link was lost, or ``--room`` when no room window is
+open.
 
 Everything from the network is hostile until shown otherwise: text goes through
 ``sanitize`` before it becomes an entry, and names that end up in lines we send (our nick,

@@ -4,8 +4,9 @@ Each ``Window`` has its own scrollback, members (for a room), topic and activity
 happened in it since the reader last looked (``Activity``: an event, a message, or a
 mention / private message). ``WindowList`` keeps them in order, knows the active one, and
 places the unread marker: the first line that arrives in a window while the reader is
-elsewhere is where the marker shows when they come back. Everything is bounded: ``MAX_WINDOWS`` windows, ``MAX_MEMBERS``
-members per room, so a hostile server cannot grow the client without limit.
+elsewhere is where the marker shows when they come back. Everything is bounded
+(``MAX_WINDOWS`` windows, ``WINDOW_LINES`` lines each, ``MAX_MEMBERS`` members per room), so a
+hostile server cannot grow the client without limit.
 """
 
 from __future__ import annotations
