@@ -24,7 +24,7 @@ from ircchat.protocol import format_line
 from curses_client import commands, handle, net, tls, ui
 from curses_client.chatlog import ChatLog
 from curses_client.edit import LineEditor
-from curses_client.entries import Kind, make
+from curses_client.entries import Entry, Kind, make
 from curses_client.keys import KeyDecoder, Paste
 from curses_client.model import ChatState, Phase, Reaction, Transport, clean_typed, is_safe_name
 from curses_client.rules import ServerRules
@@ -205,8 +205,7 @@ class ChatApp:
             target = window if window is not None and window in windows.windows else windows.current
             windows.add(target, entry)
             ring = ring or activity_of(entry) is Activity.HIGHLIGHT  # even in the window shown: you may be away
-            if self.chat_log is not None:
-                self.chat_log.write(target.name, entry)
+            self._log_chat(target.name, entry)
         if ring and self.bell:
             self.screen.beep()
         if reaction.loading is not None:
@@ -221,6 +220,18 @@ class ChatApp:
             self.sender.send(line)
         if reaction.quit is not None:
             self.quit(reaction.quit)
+
+    def _log_chat(self, window: str, entry: Entry) -> None:
+        if self.chat_log is None:
+            return
+        try:
+            self.chat_log.write(window, entry)
+        except OSError as error:  # a full disk, a directory removed: said once, then no more logs
+            log.warning("chat log stopped: %s", error)
+            self.chat_log.close()
+            self.chat_log = None
+            self.state.windows.add(self.state.windows.server,
+                                   make(Kind.ERROR, f"Chat logs stopped: {net.describe_error(error)}."))
 
     # -- keys -----------------------------------------------------------------------------------
 
@@ -438,6 +449,11 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         transport = Transport.TLS_UNVERIFIED if args.tls_insecure else Transport.TLS
     try:
+        chat_log = ChatLog(args.log_dir) if args.log_dir else None
+    except OSError as error:
+        print(f"Cannot keep chat logs in {args.log_dir}: {net.describe_error(error)}.", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         connection = net.open_connection(args.host, args.port, context)
     except ssl.SSLCertVerificationError as error:
         print(f"Refusing the chat server at {args.host}:{args.port}: {net.describe_error(error)}; "
@@ -451,7 +467,6 @@ def main(argv: list[str] | None = None) -> int:
     sender = net.Sender()
     network = net.NetworkThread(args.host, args.port, events, sender, connection, args.retry_delay, context)
     state = ChatState(f"{args.host}:{args.port}", args.room, args.username, args.password, transport)
-    chat_log = ChatLog(args.log_dir) if args.log_dir else None
     network.start()
     catch_termination()
     try:

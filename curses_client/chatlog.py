@@ -3,20 +3,19 @@
 ``DIR/<window>/<YYYY-MM-DD>.log``, one line per message as the pane shows it. A window's
 name comes from the network, so it is made safe for a file name first (``safe_file_name``):
 no path separators, no leading dot, nothing a file system could take as special. Files
-are opened when first written and kept open (at most ``MAX_OPEN`` of them).
+are opened when first written and kept open (at most ``MAX_OPEN`` of them). A directory that
+cannot be made is an ``OSError`` at once; a write that fails later is one too, for the app to
+say once and stop logging.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import time
 from typing import TextIO
 
 from curses_client.entries import Entry, render
-
-log = logging.getLogger(__name__)
 
 MAX_OPEN = 32
 _UNSAFE = re.compile(r"[^A-Za-z0-9#&+_.=-]")
@@ -36,6 +35,7 @@ def safe_file_name(name: str) -> str:
 
 class ChatLog:
     def __init__(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
         self.directory = directory
         self._files: dict[str, tuple[str, TextIO]] = {}  # window file name -> (day, open file)
 
@@ -44,12 +44,9 @@ class ChatLog:
             return  # history replayed by the server was logged when it was live
         name = safe_file_name(window)
         day = time.strftime("%Y-%m-%d", time.localtime(entry.when))
-        try:
-            handle = self._file(name, day)
-            handle.write(render(entry).text + "\n")
-            handle.flush()
-        except OSError as error:
-            log.warning("cannot write the chat log of %s: %s", name, error)
+        handle = self._file(name, day)
+        handle.write(render(entry).text + "\n")
+        handle.flush()
 
     def _file(self, name: str, day: str) -> TextIO:
         opened = self._files.get(name)

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from client_harness import Terminal, terminals  # noqa: F401  (terminals: a fixture)
+from client_harness import Terminal, run_client, terminals  # noqa: F401  (terminals: a fixture)
 from test_client_scripted import ScriptedServer, scripted  # noqa: F401  (scripted: a fixture)
 
 pytestmark = [
@@ -232,3 +232,11 @@ def test_mouse_wheel_scrolls_and_chat_logs_are_kept_per_window(scripted, termina
     assert "<carol> logged 00" in day_files["#den"] and "<carol> logged 29" in day_files["#den"]
     assert "*erin* psst, for the log" in day_files["erin"]
     assert "Welcome alice" in day_files[f"127.0.0.1_{scripted.port}"]
+
+
+def test_a_log_dir_that_cannot_be_made_is_one_sentence(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_client("--log-dir", str(blocker / "logs"), "--port", "1", "--username", "alice")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"Cannot keep chat logs in {blocker / 'logs'}: Not a directory."
