@@ -90,12 +90,12 @@ def _words(args: str) -> list[str]:
     return clean_typed(args).split()
 
 
-def _name_or_none(state: ChatState, name: str, reaction: Reaction) -> str | None:
-    """A nick or room typed as a target, if it can go into a line as one parameter."""
+def _is_target(name: str, reaction: Reaction) -> bool:
+    """Whether a nick or room typed as a target can go into a line as one parameter (else say so)."""
     if not is_safe_name(name):
         reaction.error(f"{sanitize(name)!r} is not a name.")
-        return None
-    return name
+        return False
+    return True
 
 
 def _room_here(state: ChatState, reaction: Reaction, usage: str) -> Window | None:
@@ -151,7 +151,7 @@ def _msg(state: ChatState, args: str, reaction: Reaction) -> None:
     if not target or not text.strip():
         reaction.error("Usage: /msg NAME TEXT")
         return
-    if _name_or_none(state, target, reaction) and _online(state, reaction):
+    if _is_target(target, reaction) and _online(state, reaction):
         window = state.window_of(target) or (state.current if state.rules.is_channel(target) else
                                              state.open_window(target))
         _send_text(state, target, text, reaction, window)
@@ -162,7 +162,7 @@ def _query(state: ChatState, args: str, reaction: Reaction) -> None:
     if not target:
         reaction.error("Usage: /query NICK [TEXT]")
         return
-    if _name_or_none(state, target, reaction) is None:
+    if not _is_target(target, reaction):
         return
     if state.rules.is_channel(target):
         reaction.error(f"{sanitize(target)} is a room: /join it.")
@@ -298,7 +298,7 @@ def _whois(state: ChatState, args: str, reaction: Reaction) -> None:
     words = _words(args)
     if len(words) != 1:
         reaction.error("Usage: /whois NICK")
-    elif _name_or_none(state, words[0], reaction) and _online(state, reaction):
+    elif _is_target(words[0], reaction) and _online(state, reaction):
         reaction.send.append(format_line("WHOIS", words[0]))
 
 
@@ -320,7 +320,7 @@ def _invite(state: ChatState, args: str, reaction: Reaction) -> None:
     else:
         reaction.error("Usage: /invite NICK [ROOM]")
         return
-    if _name_or_none(state, words[0], reaction) and _name_or_none(state, room, reaction) and _online(state, reaction):
+    if _is_target(words[0], reaction) and _is_target(room, reaction) and _online(state, reaction):
         reaction.send.append(format_line("INVITE", words[0], room))
 
 
@@ -331,7 +331,7 @@ def _kick(state: ChatState, args: str, reaction: Reaction) -> None:
         return
     if not nick:
         reaction.error("Usage: /kick NICK [REASON]")
-    elif _name_or_none(state, nick, reaction) and _online(state, reaction):
+    elif _is_target(nick, reaction) and _online(state, reaction):
         reaction.send.append(format_line("KICK", window.name, nick, *((reason.strip(),) if reason.strip() else ())))
 
 
@@ -356,7 +356,7 @@ def _member_mode(mode: str, usage: str, mask: bool = False) -> Callable[[ChatSta
             reaction.error(f"Usage: {usage}")
             return
         target = ban_mask(words[0]) if mask else words[0]
-        if _name_or_none(state, target, reaction) and _online(state, reaction):
+        if _is_target(target, reaction) and _online(state, reaction):
             reaction.send.append(format_line("MODE", window.name, mode, target))
 
     return change

@@ -145,3 +145,9 @@ def test_a_msg_to_another_room_reads_as_sent_elsewhere_and_part_needs_the_room()
     handle(state, parse_message(":alice!u@h PART #chat"))
     reaction = commands.run(state, "/part")
     assert reaction.send == [] and reaction.entries[0].text == "You are not in #chat."
+
+
+def test_a_target_that_would_break_the_line_is_refused():
+    for line in ("/query :bob", "/whois a,b", "/kick :x", "/msg :x hi"):
+        reaction = commands.run(online(), line)
+        assert reaction.send == [] and "is not a name" in reaction.entries[0].text, line
