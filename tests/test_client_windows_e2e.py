@@ -85,11 +85,13 @@ def test_windows_switching_activity_bell_marker_and_search(scripted, terminals):
     terminal.wait_screen(lambda: terminal.raw.count(b"\x07") == bells + 3, "the bell for a mention in view")
 
     terminal.type(ALT + "2")  # Alt-2: the room, with the marker above what came while away
-    terminal.wait_for("<carol> alice: look here")
+    # the status line is drawn after the pane: wait for it, not only for the pane's last line
+    terminal.wait_screen(lambda: status(terminal).rstrip().endswith("Act: 4") and "| 2:#den | 4 online" in status(terminal),
+                         "window 2 shown, 4 left in the list")
     lines = [line.strip() for line in terminal.lines()]
     marker = lines.index(MARKER)
     assert "frank joined #den" in lines[marker + 1] and "You joined #den." in lines[marker - 1]
-    assert status(terminal).rstrip().endswith("Act: 4") and "| 2:#den | 4 online" in status(terminal)
+    assert "<carol> alice: look here" in lines[marker + 3]
     terminal.type(CTRL_N)  # Ctrl-N: the next window
     terminal.wait_screen(lambda: "| 3:#two |" in status(terminal), "window 3")
     assert MARKER not in terminal.text()  # nothing came while away
@@ -107,16 +109,16 @@ def test_windows_switching_activity_bell_marker_and_search(scripted, terminals):
         scripted.send(f":dave!d@h PRIVMSG #den :filler {number:02d}")
     terminal.wait_for("filler 29")
     terminal.type("/search HELLO\r")
-    terminal.wait_screen(lambda: "<carol> hello all" in terminal.text() and "filler 29" not in terminal.text(),
-                         "the pane scrolled back to the match")
-    assert "found 'HELLO'" in status(terminal) and "more below" in status(terminal)
+    terminal.wait_screen(lambda: "found 'HELLO'" in status(terminal) and "more below" in status(terminal),
+                         "the search said in the status line")
+    assert "<carol> hello all" in terminal.text() and "filler 29" not in terminal.text()  # drawn before the status
     pane = terminal.lines()[:-2]
     terminal.type(CTRL_R)  # no older match: said in the status line, the pane stays
     terminal.wait_screen(lambda: "no older 'HELLO'" in status(terminal), "no older match")
     assert terminal.lines()[:-2] == pane
     terminal.type(CTRL_END)
-    terminal.wait_screen(lambda: terminal.lines()[-3].rstrip().endswith("filler 29"), "back at the newest line")
-    assert "more below" not in status(terminal)
+    terminal.wait_screen(lambda: "more below" not in status(terminal), "back at the newest line")
+    assert terminal.lines()[-3].rstrip().endswith("filler 29")
 
 
 def test_no_bell_and_no_mouse_flags(scripted, terminals):
@@ -207,8 +209,9 @@ def test_a_line_typed_offline_stays_in_the_input_and_a_lost_name_gets_a_variant(
     scripted.send(":irc.test PONG irc.test :curses-client-autojoin")
     scripted.expect("JOIN :#den")  # the room it was in
     scripted.send(":alice_!a@h JOIN #den", ":irc.test 366 alice_ #den :End")
-    terminal.wait_screen(lambda: terminal.text().count("You joined #den.") == 2, "joined again")
-    assert terminal.lines()[-1].startswith("> typed while away") and "| alice_ | 2:#den |" in status(terminal)
+    terminal.wait_screen(lambda: terminal.text().count("You joined #den.") == 2 and "| alice_ | 2:#den | 1 online |"
+                         in status(terminal), "joined again, under the new name")
+    assert terminal.lines()[-1].startswith("> typed while away")
     terminal.type("\r")
     scripted.expect("PRIVMSG #den :typed while away")
 
