@@ -4,7 +4,9 @@
 is one sentence on stderr and exit status 1), then starts the network thread and enters
 the terminal. ``ChatApp.run`` is the loop:
 read keys (``get_wch`` with a short timeout, so an idle client sleeps), drain the event
-queue into the chat state, and redraw once, only when something changed.
+queue into the chat state, and redraw once, only when something changed. A ``Reaction`` from
+the state is carried out in one place (``_show``): its lines go into their windows (and the
+chat logs), the bell rings for a mention or private message, its IRC lines are sent.
 """
 
 from __future__ import annotations
@@ -18,21 +20,31 @@ import ssl
 import sys
 import time
 
-from curses_client.irc import CHANNEL_RE, NICK_RE, format_line
-from curses_client import commands, net, tls, ui
-from curses_client.commands import parse_input
+from curses_client import commands, handle, net, tls, ui
+from curses_client.chatlog import ChatLog
 from curses_client.edit import LineEditor
-from curses_client.entries import Kind, make
+from curses_client.entries import Entry, Kind, make
+from curses_client.irc import format_line
 from curses_client.keyboard import Keyboard
 from curses_client.keys import Paste
-from curses_client.model import ChatState, Link, Reaction, Transport, clean_typed
-from curses_client.scrollback import Scrollback
+from curses_client.model import (
+    ChatState,
+    Phase,
+    Reaction,
+    Transport,
+    clean_typed,
+    is_safe_name,
+)
+from curses_client.rules import ServerRules
+from curses_client.scrollback import Row
+from curses_client.windows import Activity, activity_of
 
 log = logging.getLogger(__name__)
 
 QUIT_WAIT = 2.0  # seconds to let the server see our QUIT and close before we go
 NAME_PROMPT = "Username: "
 PASSWORD_PROMPT = "Password: "
+OPER_PROMPT = "Operator password: "
 PASSWORD_MASK = "*"
 CHAT_PROMPT = "> "
 PASSWORD_VARIABLE = "CHAT_PASSWORD"  # the password from the environment keeps it out of ps
@@ -49,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1", help="server address (default %(default)s)")
     parser.add_argument("--port", type=int, help=f"server port (default {PLAIN_PORT}, or {TLS_PORT} with --tls)")
-    parser.add_argument("--username", help="your name (3-20 of a-z A-Z 0-9 _); asked on screen if not given")
+    parser.add_argument("--username", help="your name (the server's rules apply); asked on screen if not given")
     parser.add_argument("--room", default="#chat", help="room to join if the server does not put you in one (default %(default)s)")
     parser.add_argument("--tls", action="store_true", help="connect with TLS, verifying the server's certificate")
     parser.add_argument("--tls-ca", metavar="FILE",
@@ -59,12 +71,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--password", help=f"server password (visible in ps: prefer the {PASSWORD_VARIABLE} "
                                            "environment variable; asked on screen if the server wants one)")
     parser.add_argument("--log-file", help="write a debug log to this file (nothing is logged otherwise)")
+    parser.add_argument("--log-dir", metavar="DIR",
+                        help="keep chat logs here: one file per window and day (nothing is kept otherwise)")
+    parser.add_argument("--no-bell", dest="bell", action="store_false",
+                        help="do not ring the terminal bell on a mention or a private message")
+    parser.add_argument("--no-mouse", dest="mouse", action="store_false",
+                        help="leave the mouse to the terminal (no wheel scrolling, plain text selection)")
     parser.add_argument("--retry-delay", type=float, default=net.FIRST_RETRY_DELAY,
                         help=f"seconds before the first reconnection attempt; doubles up to {net.MAX_RETRY_DELAY:.0f} (default %(default)s)")
     args = parser.parse_args(argv)
-    if args.username is not None and not NICK_RE.match(args.username):
-        parser.error(f"--username {args.username!r}: use 3-20 letters, digits or _")
-    if not CHANNEL_RE.match(args.room):
+    rules = ServerRules()  # the server's own rules are known only once it is connected
+    if args.username is not None and not rules.valid_nick(args.username):
+        parser.error(f"--username {args.username!r} is not a name an IRC server would take")
+    if not rules.is_channel(args.room) or not is_safe_name(args.room):
         parser.error(f"--room {args.room!r} is not a room name like #chat")
     if args.port is None:
         args.port = TLS_PORT if args.tls else PLAIN_PORT
@@ -98,7 +117,7 @@ def set_up_logging(path: str | None) -> None:
 
 
 class ChatApp:
-    """The UI loop. Holds the pure parts (state, scrollback, editor, key decoder) together."""
+    """The UI loop. Holds the pure parts (state and its windows, editor, key decoder) together."""
 
     def __init__(
         self,
@@ -107,13 +126,16 @@ class ChatApp:
         events: queue.Queue[net.Event],
         sender: net.Sender,
         network: net.NetworkThread | None = None,
+        chat_log: ChatLog | None = None,
+        bell: bool = True,
     ) -> None:
         self.screen = screen
         self.state = state
         self.events = events
         self.sender = sender
         self.network = network  # held back while the password prompt shows
-        self.scrollback = Scrollback()
+        self.chat_log = chat_log
+        self.bell = bell
         self.editor = LineEditor()
         self.keyboard = Keyboard.for_terminal()
         self.exit_code: int | None = None
@@ -122,7 +144,9 @@ class ChatApp:
         self._last_status: ui.StatusLine | None = None
         self._loading_shown = False  # the oldest entry is the "loading older messages" line
         if state.needs_nick:
-            self._show(Reaction([make(Kind.INFO, "Choose a username: 3-20 letters, digits or _, then press Enter.")]))
+            welcome = Reaction()
+            welcome.info("Choose a username (letters, digits, - or _), then press Enter.")
+            self._show(welcome)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -150,7 +174,7 @@ class ChatApp:
     def _on_event(self, event: net.Event) -> None:
         if isinstance(event, net.Received):
             asking = self.state.needs_password
-            self._show(self.state.handle(event.message))
+            self._show(handle.handle(self.state, event.message))
             if self.state.needs_password and not asking:
                 self.editor.clear()  # a half-typed chat line must not become the password
                 if self.network is not None:
@@ -168,16 +192,47 @@ class ChatApp:
             self._network_stopped = True
 
     def _show(self, reaction: Reaction) -> None:
-        for entry in reaction.entries:
-            self.scrollback.add(entry)
-        if reaction.loading:
-            self.scrollback.prepend([make(Kind.INFO, f"Loading older messages of {self.state.room}...")])
+        """Carry a reaction out: lines into windows and logs, the bell, lines to the server."""
+        windows = self.state.windows
+        ring = False
+        for window, entry in reaction.shown:
+            target = window if window is not None and window in windows.windows else windows.current
+            windows.add(target, entry)
+            ring = ring or activity_of(entry) is Activity.HIGHLIGHT  # even in the window shown: you may be away
+            self._log_chat(target.name, entry)
+        if ring and self.bell:
+            self.screen.beep()
+        if reaction.loading is not None:
+            reaction.loading.scrollback.prepend(
+                [make(Kind.INFO, f"Loading older messages of {reaction.loading.name}...")])
             self._loading_shown = True
         if reaction.older is not None:
-            self.scrollback.prepend(reaction.older, replace_oldest=self._loading_shown)
+            window, older = reaction.older
+            window.scrollback.prepend(older, replace_oldest=self._loading_shown)
             self._loading_shown = False
         for line in reaction.send:
             self.sender.send(line)
+        if reaction.reconnect:
+            self._retry_now()
+        if reaction.quit is not None:
+            self.quit(reaction.quit)
+
+    def _retry_now(self) -> None:
+        """Alt-R or /reconnect: try the server at once rather than at the next retry."""
+        if self.network is not None:
+            self.network.retry_now()
+
+    def _log_chat(self, window: str, entry: Entry) -> None:
+        if self.chat_log is None:
+            return
+        try:
+            self.chat_log.write(window, entry)
+        except OSError as error:  # a full disk, a directory removed: said once, then no more logs
+            log.warning("chat log stopped: %s", error)
+            self.chat_log.close()
+            self.chat_log = None
+            self.state.windows.add(self.state.windows.server,
+                                   make(Kind.ERROR, f"Chat logs stopped: {net.describe_error(error)}."))
 
     # -- keys -----------------------------------------------------------------------------------
 
@@ -188,66 +243,95 @@ class ChatApp:
             self._on_key(key)
         return bool(keys)
 
+    def _prompting(self) -> bool:
+        """A name or a password is being typed: no commands, history or completion."""
+        return self.state.needs_nick or self.state.needs_password or self.state.oper_name is not None
+
     def _on_key(self, key: str | Paste) -> None:
         editor = self.editor
-        prompting = self.state.needs_nick or self.state.needs_password
+        prompting = self._prompting()
+        self.state.current.search_status = ""  # said until the next key
         if isinstance(key, Paste):  # its lines are text, never commands (see LineEditor.submit)
             editor.insert(key.text.partition("\n")[0]) if prompting else editor.paste(key.text)
         elif key.startswith("char:"):
             editor.insert(key[len("char:") :])
         elif key == "enter":
             self._submit()
-        elif key in ("page-up", "page-down"):
-            height, width = self.screen.size()
-            page = max(1, height - 3)
-            if key == "page-up":
-                self.scrollback.scroll_up(page, width, height - 2)
-                if self.scrollback.at_top(width, height - 2):  # past the oldest: fetch more
-                    self._show(self.state.fetch_older())
-            else:
-                self.scrollback.scroll_down(page, width)
         elif key == "tab":
             if not prompting:
                 editor.complete(commands.COMMAND_NAMES, self.state.nicks_for_completion())
         elif key == "redraw":
             self.screen.stdscr.clear()
-        elif key == "retry":  # Alt-r: reconnect now rather than wait for the next attempt
-            if self.network is not None:
-                self.network.retry_now()
+        elif key == "retry":  # Alt-R: reconnect now rather than wait for the next attempt
+            self._retry_now()
+        elif key in WINDOW_KEYS:
+            self._on_window_key(key)
         else:
             action = EDITOR_ACTIONS.get(key)
-            if self.state.needs_password and key in ("up", "down"):
-                action = None  # history holds chat lines: none of them is the password
+            if prompting and key in ("up", "down"):
+                action = None  # history holds chat lines: none of them is a name or password
             if action is not None:
                 action(editor)
-            elif key != "resize":
+            elif key not in ("resize", "mouse"):
                 log.debug("key %s does nothing", key)
+
+    def _on_window_key(self, key: str) -> None:
+        """Keys that switch windows or move in the active one's scrollback."""
+        windows = self.state.windows
+        scrollback = windows.current.scrollback
+        height, width = self.screen.size()
+        pane = height - 2
+        if key.startswith("window-"):
+            windows.switch(int(key[len("window-"):]))
+        elif key in ("next-window", "previous-window"):
+            windows.step(1 if key == "next-window" else -1)
+        elif key in ("page-up", "wheel-up"):
+            scrollback.scroll_up(max(1, pane - 1) if key == "page-up" else WHEEL_ROWS, width, pane)
+            if scrollback.at_top(width, pane):  # past the oldest: fetch more
+                self._show(self.state.fetch_older())
+        elif key in ("page-down", "wheel-down"):
+            scrollback.scroll_down(max(1, pane - 1) if key == "page-down" else WHEEL_ROWS, width)
+        elif key == "scroll-end":
+            scrollback.scroll_to_bottom()
+        elif key in ("search-older", "search-newer"):
+            if windows.current.search:
+                commands.find(windows.current, key == "search-older")
+            else:
+                windows.current.search_status = "/search TEXT first"
 
     def _submit(self) -> None:
         if self.state.needs_password:
             text = self.editor.text.split("\n")[0]
             self.editor.submit(remember=False)
-            if text.strip() in ("/exit", "/quit"):
+            if commands.is_quit(text):
                 self.quit(commands.DEFAULT_QUIT_REASON)
                 return
             self._show(self.state.choose_password(text))
             if not self.state.needs_password and self.network is not None:
                 self.network.resume()
             return
+        if self.state.oper_name is not None:
+            text = self.editor.text.split("\n")[0]
+            self.editor.submit(remember=False)
+            self._show(self.state.oper(text))
+            return
         if self.state.needs_nick:
             lines = self.editor.submit(remember=False)
-            if lines and isinstance(parse_input(lines[0]), commands.Quit):
+            if lines and commands.is_quit(lines[0]):
                 self.quit(commands.DEFAULT_QUIT_REASON)  # /exit works at the name prompt too
             elif lines:
                 self._show(self.state.choose_nick(lines[0]))
             return
+        if not self.state.registered and not commands.works_offline(self.editor.text):
+            offline = Reaction()
+            offline.error("Not connected: your line stays below; press Enter again once the status says online.")
+            self._show(offline)
+            return
         for line in self.editor.submit():
-            parsed = parse_input(line)
-            if isinstance(parsed, commands.Quit):
-                self.quit(parsed.reason)
+            self.state.current.scrollback.scroll_to_bottom()  # you see what you just said
+            self._show(commands.run(self.state, line))
+            if self.exit_code is not None:
                 return
-            self.scrollback.scroll_to_bottom()  # you see what you just said
-            self._show(self.state.user_input(parsed))
 
     # -- leaving ----------------------------------------------------------------------------------
 
@@ -256,7 +340,7 @@ class ChatApp:
         if self.sender.send(format_line("QUIT", clean_typed(reason) or commands.DEFAULT_QUIT_REASON)):
             self.sender.finish_writing()
             deadline = time.monotonic() + QUIT_WAIT
-            while not self._network_stopped and self.state.link is not Link.DISCONNECTED:
+            while not self._network_stopped and self.state.phase is not Phase.WAITING:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     log.info("the server did not close the link after QUIT; leaving anyway")
@@ -271,35 +355,47 @@ class ChatApp:
 
     def _status(self) -> ui.StatusLine:
         state = self.state
-        link = state.link.value
-        if state.needs_password:
-            link = "password needed"
-        elif state.link is Link.DISCONNECTED and self._retry is not None:
+        window = state.current
+        link = state.phase.value
+        if state.phase is Phase.WAITING and self._retry is not None:
             seconds = max(0, round(self._retry.due - time.monotonic()))
             link = f"disconnected, retry #{self._retry.attempt} in {seconds}s"
         return ui.StatusLine(
             server=state.server_label,
             security=state.transport.value,
             nick=state.nick or "",
-            room=state.room,
+            room=window.name if window.key else "(server)",
             online=state.online_count,
             link=link,
-            more_below=self.scrollback.more_below(),
+            more_below=window.scrollback.more_below(),
+            search=window.search_status,
+            number=state.windows.active + 1,
+            activity=tuple(state.windows.active_list()),
         )
 
     def draw(self) -> None:
         height, width = self.screen.size()
-        if self.state.needs_password:
-            prompt, mask = PASSWORD_PROMPT, PASSWORD_MASK
+        if self.state.needs_password or self.state.oper_name is not None:
+            prompt = PASSWORD_PROMPT if self.state.needs_password else OPER_PROMPT
+            mask: str | None = PASSWORD_MASK
         else:
             prompt, mask = (NAME_PROMPT if self.state.needs_nick else CHAT_PROMPT), None
         visible, cursor, self.screen.input_offset = self.editor.view(
             self.screen.input_width(prompt), self.screen.input_offset, mask
         )
-        rows = self.scrollback.visible(width, height - 2) if width >= ui.MIN_COLUMNS else []
+        scrollback = self.state.current.scrollback
+        rows: list[Row] = []
+        if width >= ui.MIN_COLUMNS:
+            scrollback.settle(width, height - 2)
+            rows = scrollback.visible(width, height - 2)
         status = self._status()
         self.screen.draw(rows, status, prompt, (visible, cursor))
         self._last_status = status
+
+
+WINDOW_KEYS = frozenset({"next-window", "previous-window", "page-up", "page-down", "wheel-up", "wheel-down",
+                         "scroll-end", "search-older", "search-newer", *(f"window-{n}" for n in range(1, 11))})
+WHEEL_ROWS = 3  # rows one notch of the mouse wheel scrolls
 
 
 EDITOR_ACTIONS = {
@@ -354,6 +450,11 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         transport = Transport.TLS_UNVERIFIED if args.tls_insecure else Transport.TLS
     try:
+        chat_log = ChatLog(args.log_dir) if args.log_dir else None
+    except OSError as error:
+        print(f"Cannot keep chat logs in {args.log_dir}: {net.describe_error(error)}.", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         connection = net.open_connection(args.host, args.port, context)
     except ssl.SSLCertVerificationError as error:
         print(f"Refusing the chat server at {args.host}:{args.port}: {net.describe_error(error)}; "
@@ -370,8 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     network.start()
     catch_termination()
     try:
-        with ui.terminal() as stdscr:
-            app = ChatApp(ui.Screen(stdscr), state, events, sender, network)
+        with ui.terminal(args.mouse) as stdscr:
+            app = ChatApp(ui.Screen(stdscr), state, events, sender, network, chat_log, args.bell)
             try:
                 return app.run()
             except KeyboardInterrupt:  # Ctrl-C: leave as politely as /exit does
@@ -389,3 +490,5 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         network.stop()
         network.join(QUIT_WAIT)
+        if chat_log is not None:
+            chat_log.close()

@@ -37,10 +37,11 @@ class Entry:
     sender: str = ""  # whose message it is; its colour is the sender's
     when: float = 0.0  # time.time() of arrival, or when the server says it was sent
     replayed: bool = False  # from the room's history, not live: drawn dimmed
+    highlight: bool = False  # mentions your name: highlighted, and the window list says so
 
 
-def make(kind: Kind, text: str, sender: str = "") -> Entry:
-    return Entry(kind, text, sender, time.time())
+def make(kind: Kind, text: str, sender: str = "", highlight: bool = False) -> Entry:
+    return Entry(kind, text, sender, time.time(), highlight=highlight)
 
 
 # Style names the UI maps to curses attributes; "nick" styles carry the name for its colour.
@@ -50,6 +51,8 @@ STYLE_DIM = "dim"
 STYLE_PRIVATE = "private"
 STYLE_ERROR = "error"
 STYLE_JOIN = "join"
+STYLE_MARKER = "marker"  # the unread marker line
+STYLE_HIGHLIGHT = "highlight"  # the text of a line that mentions you
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,9 @@ def render(entry: Entry) -> Styled:
         Kind.PRIVATE_IN: STYLE_PRIVATE,
         Kind.PRIVATE_OUT: STYLE_PRIVATE,
     }.get(kind, STYLE_TEXT)
-    if kind is Kind.ACTION:
+    if entry.highlight:
+        add(entry.text, STYLE_HIGHLIGHT)
+    elif kind is Kind.ACTION:
         add(entry.text, "nick", sender)
     else:
         add(entry.text, body_style)

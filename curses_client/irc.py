@@ -10,6 +10,7 @@ from __future__ import annotations
 from ircchat.protocol import (
     CHANNEL_RE,
     LINE_TOO_LONG,
+    MAX_LINE_BYTES,
     NICK_RE,
     LineFramer,
     Message,
@@ -24,6 +25,7 @@ from ircchat.protocol import (
 __all__ = [
     "CHANNEL_RE",
     "LINE_TOO_LONG",
+    "MAX_LINE_BYTES",
     "NICK_RE",
     "LineFramer",
     "Message",

@@ -38,8 +38,9 @@ CONTROL_KEYS = {
     "\x06": "right",
     "\x04": "delete",
     "\x0c": "redraw",
-    "\x10": "up",
-    "\x0e": "down",
+    "\x10": "previous-window",  # Ctrl-P
+    "\x0e": "next-window",  # Ctrl-N
+    "\x12": "search-older",  # Ctrl-R
 }
 
 # Sequences after ESC that curses may pass through undecoded (depends on the terminfo).
@@ -53,6 +54,9 @@ ESCAPE_SEQUENCES = {
     "OM": "enter",
     "b": "ctrl-left", "f": "ctrl-right",  # Alt-b / Alt-f, as in readline
     "\x7f": "delete-word", "\x08": "delete-word",  # Alt-Backspace
+    "[1;5F": "scroll-end", "[1;3F": "scroll-end",  # Ctrl-End, Alt-End
+    "s": "search-newer",  # Alt-S (Ctrl-S is flow control in many terminals)
+    **{str(digit): f"window-{digit or 10}" for digit in range(10)},  # Alt-1..Alt-9, Alt-0
     "[200~": "paste-start",
     "r": "retry",  # Alt-r: reconnect now instead of waiting
 }

@@ -1,22 +1,27 @@
-"""The chat as the client understands it: who you are, where, who else is there.
+"""The chat as the client understands it: the connection's phase, who you are, the windows.
 
-``ChatState`` is plain Python: it is told what happened (connected, a parsed IRC message
-arrived, the user typed a command) and answers with a ``Reaction``: entries for the pane
-and IRC lines to send. It never touches a socket or the screen, so it is tested directly.
+``ChatState`` is plain Python: it is told what happened (connected, lost, a name or password
+typed) and answers with a ``Reaction``: lines for windows and IRC lines to send. Server
+messages are handled by ``handle`` and typed commands by ``commands``, each a small table of
+functions over this state. Nothing here touches a socket or the screen, so it is tested
+directly.
 
-Registration: after the user picks a name, NICK and USER go out on every (re)connection,
-after PASS when there is a password. 432/433 before the welcome bring the name prompt back
-with the server's reason; 464 (password incorrect) brings up the password prompt, and the
-app holds reconnection back until the user has typed one. Our own
-server puts everyone in its room by itself; a plain IRC server does not. So after 001 the
-client sends a PING with a marker token: a server answers lines in order, so when its PONG
-comes back any automatic JOIN has already arrived, and if none has, the client JOINs the
-room itself.
+The connection's lifecycle is one ``Phase`` that moves only through ``TRANSITIONS``:
+connecting -> registering -> online, with the name prompt (a refused or missing name) and
+the password prompt (464) on the way, and waiting (to reconnect) after a lost link. After
+the user picks a name, NICK and USER go out on every (re)connection, after PASS when there is
+a password. A name refused on a reconnection is replaced by the same name with ``_`` added.
+
+Our own server puts everyone in its room by itself; a plain IRC server does not. So after 001
+the client sends a PING with a marker token: a server answers lines in order, so when its
+PONG comes back any automatic JOIN has already arrived, and the client joins what is still
+missing: the rooms it was in before the link was lost, or ``--room`` when no room window is
+open.
 
 Everything from the network is hostile until shown otherwise: text goes through
 ``sanitize`` before it becomes an entry, and names that end up in lines we send (our nick,
-the room) are taken only if they are safe there, so no server line can make the client
-build a line ``format_line`` refuses.
+a room) are taken only if they are safe there, so no server line can make the client build a
+line ``format_line`` refuses. Names are compared by the server's own 005 rules (``rules``).
 """
 
 from __future__ import annotations
@@ -25,29 +30,27 @@ import calendar
 import re
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 
-from ircchat.numerics import ERR_PASSWDMISMATCH
-from curses_client.irc import CHANNEL_RE, NICK_RE, Message, format_line, irc_fold
-from curses_client import commands
 from curses_client.entries import Entry, Kind, make
+from curses_client.irc import MAX_LINE_BYTES, format_line
+from curses_client.rules import ServerRules
 from curses_client.width import sanitize
+from curses_client.windows import Window, WindowList
 
 AUTOJOIN_TOKEN = "curses-client-autojoin"
 WANTED_CAPS = ("batch", "message-tags", "server-time")  # history with its times, in batches
 OLDER_PAGE = 50  # lines asked for when scrolling up past the oldest
 SEEN_MSGIDS = 5000  # msgids remembered, so a replay after a reconnection shows no line twice
 MAX_TEXT_BYTES = 400  # leaves room for ":nick!user@host PRIVMSG #room :" within 512 bytes
-NAME_PREFIXES = "~&@%+"  # channel status marks in a 353 reply
+MAX_RAW_BYTES = MAX_LINE_BYTES - 2  # a /quote line, CRLF not counted
+MAX_NAME_VARIANTS = 3  # "alice_", "alice__"...: then the name prompt
 CTCP_MARK = "\x01"
-NICK_RULE = "Names are 3-20 letters, digits or _."
+NICK_RULE = "Names cannot hold spaces or any of , * ? ! @ : . and cannot start with a digit or -."
 LIVE_SEPARATOR = "─── live chat from here ───"
 SAFE_REF = re.compile(r"^[A-Za-z0-9_.+/=:-]{1,100}$")  # a msgid we may send back in a command
 _SERVER_TIME = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?Z$")
-
-
 def parse_server_time(text: str) -> float | None:
     """Seconds since the epoch from an IRCv3 ``time`` tag; None if it is not one.
 
@@ -74,7 +77,6 @@ def format_server_time(seconds: float) -> str:
     """
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}Z"
 
-
 class Transport(Enum):
     """How the connection is made, for the pane and the status line."""
 
@@ -83,24 +85,73 @@ class Transport(Enum):
     TLS_UNVERIFIED = "TLS UNVERIFIED"
 
 
-class Link(Enum):
-    """The connection, as shown in the status line."""
+class Phase(Enum):
+    """Where the connection is; the value is what the status line says."""
 
     CONNECTING = "connecting"
     REGISTERING = "registering"
+    ASKING_NAME = "choose a name"
+    ASKING_PASSWORD = "password needed"
     ONLINE = "online"
-    DISCONNECTED = "disconnected"
+    WAITING = "disconnected"  # the link is gone; the network thread will connect again
+
+
+class Step(Enum):
+    CONNECTED = "connected"
+    NAME_NEEDED = "the server wants another name (or none was given)"
+    NAME_GIVEN = "the user typed a name"
+    PASSWORD_NEEDED = "the server wants a (different) password"
+    PASSWORD_GIVEN = "the user typed a password"
+    WELCOMED = "001 arrived"
+    LOST = "the link is gone"
+
+
+TRANSITIONS: dict[tuple[Phase, Step], Phase] = {
+    (Phase.CONNECTING, Step.CONNECTED): Phase.REGISTERING,
+    (Phase.WAITING, Step.CONNECTED): Phase.REGISTERING,
+    (Phase.REGISTERING, Step.NAME_NEEDED): Phase.ASKING_NAME,
+    (Phase.ASKING_NAME, Step.NAME_GIVEN): Phase.REGISTERING,
+    (Phase.ASKING_NAME, Step.NAME_NEEDED): Phase.ASKING_NAME,  # refused again before the user typed
+    (Phase.REGISTERING, Step.PASSWORD_NEEDED): Phase.ASKING_PASSWORD,
+    (Phase.ASKING_NAME, Step.PASSWORD_NEEDED): Phase.ASKING_PASSWORD,
+    (Phase.ASKING_PASSWORD, Step.PASSWORD_GIVEN): Phase.CONNECTING,  # the app connects again
+    (Phase.REGISTERING, Step.WELCOMED): Phase.ONLINE,
+    (Phase.CONNECTING, Step.LOST): Phase.WAITING,
+    (Phase.REGISTERING, Step.LOST): Phase.WAITING,
+    (Phase.ASKING_NAME, Step.LOST): Phase.WAITING,
+    (Phase.ONLINE, Step.LOST): Phase.WAITING,
+    (Phase.WAITING, Step.LOST): Phase.WAITING,
+    # the password prompt outlasts the link: the app holds reconnection back until it is answered
+    (Phase.ASKING_PASSWORD, Step.LOST): Phase.ASKING_PASSWORD,
+    (Phase.ASKING_PASSWORD, Step.CONNECTED): Phase.ASKING_PASSWORD,
+}
+
+
+class BadTransition(Exception):
+    """A step the current phase does not allow (a bug in the caller, not the server's doing)."""
 
 
 @dataclass
 class Reaction:
-    entries: list[Entry] = field(default_factory=list)
-    send: list[str] = field(default_factory=list)  # IRC lines without CRLF
-    loading: bool = False  # older history was asked for: show that it is on its way, on top
-    older: list[Entry] | None = None  # older history that came: in place of the loading line
+    """What the state wants done: lines for windows (None: the active one), lines to send."""
 
-    def info(self, text: str, kind: Kind = Kind.INFO, sender: str = "") -> None:
-        self.entries.append(make(kind, text, sender))
+    shown: list[tuple[Window | None, Entry]] = field(default_factory=list)
+    send: list[str] = field(default_factory=list)  # IRC lines without CRLF
+    loading: Window | None = None  # older history was asked for: say it is on its way, on top
+    older: tuple[Window, list[Entry]] | None = None  # older history that came: in place of that
+    quit: str | None = None  # the user asked to leave, with this reason
+    reconnect: bool = False  # the user asked to reconnect now, not at the next retry
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [entry for _, entry in self.shown]
+
+    def info(self, text: str, kind: Kind = Kind.INFO, sender: str = "", window: Window | None = None,
+             highlight: bool = False) -> None:
+        self.shown.append((window, make(kind, text, sender, highlight)))
+
+    def error(self, text: str, window: Window | None = None) -> None:
+        self.info(text, Kind.ERROR, window=window)
 
 
 def split_text(text: str, limit: int = MAX_TEXT_BYTES) -> list[str]:
@@ -140,6 +191,15 @@ def clean_typed(text: str) -> str:
     return "".join(" " if char == "\t" else char for char in text if char == "\t" or ord(char) >= 0x20)
 
 
+def is_safe_raw(line: str) -> bool:
+    """Whether a /quote line may go out as it is: one line, within the length limit.
+
+    >>> is_safe_raw("MODE #chat +o bob"), is_safe_raw("A\\rB"), is_safe_raw("x" * 600)
+    (True, False, False)
+    """
+    return bool(line.strip()) and line.isprintable() and len(line.encode("utf-8")) <= MAX_RAW_BYTES
+
+
 class ChatState:
     def __init__(
         self,
@@ -150,111 +210,136 @@ class ChatState:
         transport: Transport = Transport.PLAIN,
     ) -> None:
         self.server_label = server_label
-        self.room = room  # the room we are in, or will join
-        self.nick = nick  # None until the user has picked a valid name
+        self.room = room  # the room to join when no room window is open
+        self.nick = nick  # None until the user has picked a name
         self.password = password  # sent as PASS before NICK/USER; never shown or logged
         self.transport = transport
-        self._asking_password = False  # the server refused (or wanted) a password: prompt for one
-        self._last_refusal = ""  # the last TLS refusal shown, so retries do not repeat it
-        self.link = Link.CONNECTING
-        self.registered = False
-        self.in_room = False
-        self.members: dict[str, str] = {}  # folded nick -> nick as shown
+        self.phase = Phase.CONNECTING
+        self.rules = ServerRules()
+        self.windows = WindowList(server_label)
         self.nick_problem: str | None = None  # why the name prompt is showing again
-        self.retry_text = ""  # "reconnecting in 4s" while disconnected
-        self._connected = False
-        self._user_sent = False  # USER goes once per connection, NICK again after a refusal
-        self._names: dict[str, str] | None = None  # a NAMES reply being collected
-        self._names_wanted = False  # the user asked /users
+        self.was_online = False  # a name refused from now on is one we had: try a variant
+        self.last_private: str | None = None  # who sent the last private message (/r)
+        self.oper_name: str | None = None  # /oper NAME typed: the password prompt is showing
         self.caps: frozenset[str] = frozenset()  # IRCv3 capabilities the server granted us
-        self._offered: list[str] = []  # a multi-line CAP LS being collected
-        self.history_limit = 0  # CHATHISTORY=N in 005: older history can be asked for
-        self._batches: dict[str, list[tuple[Entry, str | None]]] = {}  # open chathistory batches
-        self._fetching = False  # CHATHISTORY BEFORE sent, its batch not in yet
-        self._history_done = False  # the start of the room's history was reached
-        self._oldest_ref: str | None = None  # where the oldest history line shown is (msgid=...)
+        self.offered: list[str] = []  # a multi-line CAP LS being collected
+        self.user_sent = False  # USER goes once per connection, NICK again after a refusal
+        self.last_refusal = ""  # the last TLS refusal shown, so retries do not repeat it
+        self.names: dict[str, dict[str, tuple[str, str]]] = {}  # room key -> NAMES being collected
+        self.names_wanted: set[str] = set()  # rooms whose /names the user asked for
+        self.batches: dict[str, list[tuple[Window | None, Entry, str | None]]] = {}  # open history batches
+        self.fetching: Window | None = None  # CHATHISTORY BEFORE sent for it, its batch not in yet
+        self.last_ctcp_reply = float("-inf")  # time.monotonic() of the last CTCP answer we sent
         self._seen_order: deque[str] = deque()  # msgids shown, oldest first...
         self._seen: set[str] = set()  # ...and for lookups
-        self._handlers: dict[str, Callable[[Message, Reaction], None]] = {
-            "PING": self._on_ping,
-            "CAP": self._on_cap,
-            "BATCH": self._on_batch,
-            "FAIL": self._on_fail,
-            "PONG": self._on_pong,
-            "ERROR": self._on_error,
-            "JOIN": self._on_join,
-            "PART": self._on_part,
-            "QUIT": self._on_quit,
-            "NICK": self._on_nick,
-            "PRIVMSG": self._on_privmsg,
-            "NOTICE": self._on_notice,
-            "TOPIC": self._on_topic,
-            "001": self._on_welcome,
-            "005": self._on_isupport,
-            "353": self._on_names,
-            "366": self._on_end_of_names,
-            "332": self._on_topic_reply,
-            "333": self._ignore,
-            "431": self._on_bad_nick,
-            "432": self._on_bad_nick,
-            "433": self._on_bad_nick,
-            "436": self._on_bad_nick,
-            ERR_PASSWDMISMATCH: self._on_bad_password,
-        }
 
-    # -- what the status line shows ---------------------------------------------------------
+    # -- the phase ---------------------------------------------------------------------------
+
+    def can(self, step: Step) -> bool:
+        """Whether a step is allowed now (a server may send a refusal at any moment)."""
+        return (self.phase, step) in TRANSITIONS
+
+    def move(self, step: Step) -> None:
+        """Take one step of the lifecycle; ``TRANSITIONS`` says where it leads."""
+        following = TRANSITIONS.get((self.phase, step))
+        if following is None:
+            raise BadTransition(f"{step.value} while {self.phase.value}")
+        self.phase = following
 
     @property
     def needs_nick(self) -> bool:
-        return self.nick is None
+        return self.nick is None  # the prompt shows while connected or not, until a name is typed
 
     @property
     def needs_password(self) -> bool:
-        return self._asking_password
+        return self.phase is Phase.ASKING_PASSWORD
+
+    @property
+    def registered(self) -> bool:
+        return self.phase is Phase.ONLINE
+
+    # -- names and windows -------------------------------------------------------------------
+
+    def fold(self, name: str) -> str:
+        return self.rules.fold(name)
+
+    def is_me(self, nick: str | None) -> bool:
+        return nick is not None and self.nick is not None and self.fold(nick) == self.fold(self.nick)
+
+    def window_of(self, name: str) -> Window | None:
+        return self.windows.find(self.fold(name))
+
+    def open_window(self, name: str) -> Window:
+        """The window of a room or a nick, opened if need be (names already sanitised and safe)."""
+        return self.windows.open(name, self.fold(name), self.rules.is_channel(name))
+
+    @property
+    def current(self) -> Window:
+        return self.windows.current
 
     @property
     def online_count(self) -> int | None:
-        return len(self.members) if self.in_room else None
+        window = self.current
+        return len(window.members) if window.is_room and window.joined else None
 
-    def is_me(self, nick: str | None) -> bool:
-        return nick is not None and self.nick is not None and irc_fold(nick) == irc_fold(self.nick)
+    def mentions_me(self, text: str) -> bool:
+        if not self.nick:
+            return False
+        pattern = r"(?<![\w\-\[\]\\`^{}|])" + re.escape(self.nick) + r"(?![\w\-\[\]\\`^{}|])"
+        return re.search(pattern, text, re.IGNORECASE) is not None
+
+    def everywhere(self, reaction: Reaction, text: str, kind: Kind = Kind.INFO) -> None:
+        """A line about the connection: in every window, so whichever is shown says it."""
+        for window in self.windows.windows:
+            reaction.info(text, kind, window=window)
+
+    def nicks_for_completion(self) -> list[str]:
+        return [nick for _, nick in self.current.members.values() if not self.is_me(nick)]
 
     # -- the connection ----------------------------------------------------------------------
 
     def connected(self) -> Reaction:
         reaction = Reaction()
-        self._connected, self.registered, self.in_room = True, False, False
-        self._user_sent = False
-        self.link, self.retry_text = Link.REGISTERING, ""
-        self._last_refusal = ""
+        self.move(Step.CONNECTED)
+        self.user_sent, self.last_refusal = False, ""
+        self.rules = ServerRules()
         if self.transport is Transport.TLS_UNVERIFIED:
-            reaction.info(
-                f"Connected to {self.server_label} over TLS WITHOUT checking its certificate "
-                "(--tls-insecure): anyone on the way could read or change the chat.",
-                Kind.ERROR,
-            )
+            self.everywhere(reaction, f"Connected to {self.server_label} over TLS WITHOUT checking its certificate "
+                                      "(--tls-insecure): anyone on the way could read or change the chat.", Kind.ERROR)
         else:
             over = " over TLS" if self.transport is Transport.TLS else ""
-            reaction.info(f"Connected to {self.server_label}{over}.")
-        if self._asking_password:
+            self.everywhere(reaction, f"Connected to {self.server_label}{over}.")
+        if self.needs_password:
             return reaction  # registering waits for the password the user is typing
         # Capabilities first: a server that knows CAP holds registration until CAP END, and one
         # that does not answers 421 and registers us as usual.
-        self.caps, self._offered, self._batches, self._fetching = frozenset(), [], {}, False
+        self.caps, self.offered, self.batches, self.fetching = frozenset(), [], {}, None
         reaction.send.append("CAP LS 302")
         if self.password is not None:
             reaction.send.append(format_line("PASS", self.password))
-        if self.nick is not None:
-            self._register(reaction)
+        if self.nick is None:
+            self.move(Step.NAME_NEEDED)
+        else:
+            self.register(reaction)
         return reaction
 
     def refused(self, reason: str) -> Reaction:
         """A reconnection was refused before any IRC (a TLS certificate that does not verify)."""
         reaction = Reaction()
-        if reason != self._last_refusal:
-            self._last_refusal = reason
-            reaction.info(f"Refusing {self.server_label}: {sanitize(reason)}; still trying, over TLS only.",
-                          Kind.ERROR)
+        if reason != self.last_refusal:
+            self.last_refusal = reason
+            self.everywhere(reaction, f"Refusing {self.server_label}: {sanitize(reason)}; still trying, over TLS only.",
+                            Kind.ERROR)
+        return reaction
+
+    def disconnected(self, reason: str) -> Reaction:
+        reaction = Reaction()
+        if self.phase not in (Phase.CONNECTING, Phase.WAITING):
+            self.everywhere(reaction, f"Lost the connection to {self.server_label}: {reason}", Kind.ERROR)
+        self.move(Step.LOST)
+        for window in self.windows.windows:
+            window.rejoin = window.rejoin or window.joined
+            window.leave()
         return reaction
 
     def choose_password(self, password: str) -> Reaction:
@@ -262,362 +347,116 @@ class ChatState:
         reaction = Reaction()
         password = clean_typed(password)
         if not password:
-            reaction.info("Type the password and press Enter, or /exit to leave.", Kind.ERROR)
+            reaction.error("Type the password and press Enter, or /exit to leave.")
             return reaction
-        self.password, self._asking_password = password, False
+        self.password = password
+        if self.can(Step.PASSWORD_GIVEN):
+            self.move(Step.PASSWORD_GIVEN)
         reaction.info("Connecting again with the password...")
         return reaction
 
-    def disconnected(self, reason: str) -> Reaction:
-        reaction = Reaction()
-        if self._connected:
-            reaction.info(f"Lost the connection to {self.server_label}: {reason}", Kind.ERROR)
-        self._connected, self.registered, self.in_room = False, False, False
-        self.members.clear()
-        self.link = Link.DISCONNECTED
-        return reaction
-
-    def reconnecting(self, text: str) -> None:
-        self.retry_text = text
+    def ask_password(self, reason: str, reaction: Reaction) -> None:
+        if not self.can(Step.PASSWORD_NEEDED):
+            reaction.error(f"Password refused: {reason}")
+            return
+        lead = "The server refused the password" if self.password is not None else "The server needs a password"
+        self.password = None
+        self.move(Step.PASSWORD_NEEDED)
+        reaction.error(f"{lead} ({reason}). Type it below and press Enter (it shows as *), or /exit to leave.")
 
     def choose_nick(self, nick: str) -> Reaction:
         """The user entered a name at the prompt."""
         reaction = Reaction()
         nick = nick.strip()
-        if not NICK_RE.match(nick):
+        if not self.rules.valid_nick(nick):
             self.nick_problem = f"{sanitize(nick)!r} is not a valid name. {NICK_RULE}"
-            reaction.info(self.nick_problem, Kind.ERROR)
+            reaction.error(self.nick_problem)
             return reaction
         self.nick, self.nick_problem = nick, None
-        if self._connected and not self._asking_password:
-            self._register(reaction)
+        if self.phase is Phase.ASKING_NAME:
+            self.move(Step.NAME_GIVEN)
+            self.register(reaction)
         return reaction
 
-    def _register(self, reaction: Reaction) -> None:
+    def name_refused(self, name: str, reason: str, reaction: Reaction) -> None:
+        """432/433/436 before the welcome: a variant of a name we had, or the prompt again."""
+        text = f"{name}: {reason}" if name else reason
+        if not self.can(Step.NAME_NEEDED):
+            reaction.error(text)
+            return
+        variant = (self.nick or "") + "_"
+        if (self.was_online and self.nick and len(variant) <= self.rules.nicklen
+                and not self.nick.endswith("_" * MAX_NAME_VARIANTS)):
+            reaction.error(f"The name {sanitize(self.nick)} is taken ({reason}); trying {sanitize(variant)}.")
+            self.nick = variant
+            self.register(reaction)
+            return
+        self.nick, self.nick_problem = None, text  # back to the name prompt
+        reaction.error(f"{text}. Choose another name.")
+        self.move(Step.NAME_NEEDED)
+
+    def register(self, reaction: Reaction) -> None:
         assert self.nick is not None
         reaction.send.append(format_line("NICK", self.nick))
-        if not self._user_sent:
-            self._user_sent = True
+        if not self.user_sent:
+            self.user_sent = True
             reaction.send.append(format_line("USER", self.nick, "0", "*", self.nick))
 
-    # -- messages from the server -----------------------------------------------------------
+    def welcomed(self, nick: str, reaction: Reaction) -> None:
+        if not self.can(Step.WELCOMED):
+            return  # a welcome out of turn (while a prompt shows): the prompt's answer comes first
+        self.move(Step.WELCOMED)
+        self.was_online = True
+        if self.rules.valid_nick(nick):
+            self.nick = nick
+        reaction.send.append(format_line("PING", AUTOJOIN_TOKEN))
 
-    def handle(self, msg: Message) -> Reaction:
+    def join_missing_rooms(self, reaction: Reaction) -> None:
+        """After registering: join again the rooms we were in, or ``--room`` the first time."""
+        rooms = [window for window in self.windows.windows if window.is_room]
+        if not rooms:
+            reaction.send.append(format_line("JOIN", self.room))
+        for window in rooms:
+            if window.rejoin and not window.joined:
+                keys = (window.room_key,) if window.room_key else ()
+                reaction.send.append(format_line("JOIN", window.name, *keys))
+            window.rejoin = False
+
+    def oper(self, password: str) -> Reaction:
+        """The password typed for /oper NAME: sent once, never kept."""
         reaction = Reaction()
-        handler = self._handlers.get(msg.command)
-        if handler is not None:
-            handler(msg, reaction)
-        elif msg.command.isdigit():
-            self._on_other_numeric(msg, reaction)
+        name, self.oper_name = self.oper_name, None
+        password = clean_typed(password).strip()
+        if name is None or not password or " " in password:
+            reaction.error("/oper cancelled: no password (or one with a space) was typed.")
+        elif self.registered:
+            reaction.send.append(format_line("OPER", name, password))
         else:
-            shown = " ".join(sanitize(param) for param in msg.params)
-            reaction.info(f"{sanitize(msg.command)} {shown}".strip())
-        if msg.tags:
-            self._apply_tags(dict(msg.tags), reaction)
+            reaction.error("/oper cancelled: not connected.")
         return reaction
 
-    def _apply_tags(self, tags: dict[str, str], reaction: Reaction) -> None:
-        """Server time on what a line shows; a line of a history batch goes to that batch."""
-        when = parse_server_time(tags.get("time", ""))
-        if when is not None:
-            reaction.entries = [replace(entry, when=when) for entry in reaction.entries]
-        msgid = tags.get("msgid", "")
-        batch = self._batches.get(tags.get("batch", ""))
-        if batch is not None:
-            if msgid not in self._seen:  # a replay after a reconnection repeats what we have
-                ref = f"msgid={msgid}" if SAFE_REF.match(msgid) else None
-                batch.extend((replace(entry, replayed=True), ref) for entry in reaction.entries)
-            reaction.entries = []
-        if msgid:
-            self._remember(msgid)
+    # -- history -----------------------------------------------------------------------------
 
-    def _remember(self, msgid: str) -> None:
+    def remember(self, msgid: str) -> None:
         if msgid not in self._seen:
             self._seen.add(msgid)
             self._seen_order.append(msgid)
             if len(self._seen_order) > SEEN_MSGIDS:
                 self._seen.discard(self._seen_order.popleft())
 
-    def _ignore(self, msg: Message, reaction: Reaction) -> None:
-        """Messages that change nothing the reader sees."""
-
-    def _on_cap(self, msg: Message, reaction: Reaction) -> None:
-        sub = msg.params[1].upper() if len(msg.params) > 2 else ""
-        if sub == "LS":
-            self._offered += msg.params[-1].split()
-            if len(msg.params) > 3 and msg.params[2] == "*":
-                return  # more LS lines follow
-            offered = {cap.split("=", 1)[0] for cap in self._offered}
-            wanted = [cap for cap in WANTED_CAPS if cap in offered]
-            self._offered = []
-            reaction.send.append(format_line("CAP", "REQ", " ".join(wanted)) if wanted else "CAP END")
-        elif sub == "ACK":
-            self.caps = self.caps | set(msg.params[-1].split()) & set(WANTED_CAPS)
-            reaction.send.append("CAP END")
-        elif sub == "NAK":
-            reaction.send.append("CAP END")
-
-    def _on_isupport(self, msg: Message, reaction: Reaction) -> None:
-        for token in msg.params[1:-1]:
-            name, _, value = token.partition("=")
-            if name == "CHATHISTORY":
-                self.history_limit = int(value) if value.isdigit() else 0
-
-    def _on_batch(self, msg: Message, reaction: Reaction) -> None:
-        ref = msg.params[0] if msg.params else ""
-        if ref.startswith("+") and msg.params[1:2] == ("chathistory",):
-            self._batches[ref[1:]] = []
-        elif ref.startswith("-") and ref[1:] in self._batches:
-            self._end_history(self._batches.pop(ref[1:]), reaction)
-
-    def _end_history(self, lines: list[tuple[Entry, str | None]], reaction: Reaction) -> None:
-        """A history batch is complete: older lines asked for, or the replay on joining."""
-        entries = [entry for entry, _ in lines]
-        oldest = next((ref for _, ref in lines if ref is not None), None)
-        if self._fetching:
-            self._fetching = False
-            if oldest is not None:
-                self._oldest_ref = oldest
-            if not entries:
-                self._history_done = True
-                entries = [make(Kind.INFO, f"This is the start of {sanitize(self.room)}'s history.")]
-            reaction.older = entries
-        elif entries:
-            if self._oldest_ref is None:
-                self._oldest_ref = oldest
-            reaction.entries += entries
-            reaction.info(LIVE_SEPARATOR)
-
-    def _on_fail(self, msg: Message, reaction: Reaction) -> None:
-        text = sanitize(msg.params[-1]) if msg.params else "failed"
-        if msg.params[:1] == ("CHATHISTORY",) and self._fetching:
-            self._fetching, self._history_done = False, True
-            reaction.older = [make(Kind.ERROR, f"Older messages are not available: {text}")]
-            return
-        reaction.info(" ".join(sanitize(param) for param in msg.params[:-1]) + f": {text}", Kind.ERROR)
+    def seen(self, msgid: str) -> bool:
+        return msgid in self._seen
 
     def fetch_older(self) -> Reaction:
-        """The reader scrolled up past the oldest line: ask for the page before it, once."""
+        """The reader scrolled up past the oldest line of a room: ask for the page before it, once."""
         reaction = Reaction()
-        if (not self.in_room or not self.history_limit or "batch" not in self.caps
-                or self._fetching or self._history_done):
+        window = self.current
+        if (not window.is_room or not window.joined or not self.rules.history_limit or "batch" not in self.caps
+                or self.fetching is not None or window.history_done):
             return reaction
-        ref = self._oldest_ref or "timestamp=" + format_server_time(time.time())
-        self._fetching = True
-        count = str(min(OLDER_PAGE, self.history_limit))
-        reaction.send.append(format_line("CHATHISTORY", "BEFORE", self.room, ref, count))
-        reaction.loading = True
+        ref = window.oldest_ref or "timestamp=" + format_server_time(time.time())
+        self.fetching = window
+        count = str(min(OLDER_PAGE, self.rules.history_limit))
+        reaction.send.append(format_line("CHATHISTORY", "BEFORE", window.name, ref, count))
+        reaction.loading = window
         return reaction
-
-    def _on_ping(self, msg: Message, reaction: Reaction) -> None:
-        reaction.send.append(format_line("PONG", *(msg.params[-1:] or ("ping",))))
-
-    def _on_pong(self, msg: Message, reaction: Reaction) -> None:
-        if msg.params and msg.params[-1] == AUTOJOIN_TOKEN and not self.in_room:
-            reaction.send.append(format_line("JOIN", self.room))
-
-    def _on_error(self, msg: Message, reaction: Reaction) -> None:
-        text = sanitize(msg.params[-1]) if msg.params else "no reason given"
-        reaction.info(f"The server closed the link: {text}", Kind.ERROR)
-
-    def _on_welcome(self, msg: Message, reaction: Reaction) -> None:
-        self.registered, self.link = True, Link.ONLINE
-        if msg.params and NICK_RE.match(msg.params[0]):
-            self.nick = msg.params[0]
-        reaction.info(sanitize(msg.params[-1]) if len(msg.params) > 1 else "Welcome.")
-        reaction.send.append(format_line("PING", AUTOJOIN_TOKEN))
-
-    def _on_bad_nick(self, msg: Message, reaction: Reaction) -> None:
-        reason = sanitize(msg.params[-1]) if msg.params else "Name refused"
-        name = sanitize(msg.params[1]) if len(msg.params) > 2 else ""
-        text = f"{name}: {reason}" if name else reason
-        if self.registered:
-            reaction.info(text, Kind.ERROR)
-        else:
-            self.nick, self.nick_problem = None, text  # back to the name prompt
-            reaction.info(f"{text}. Choose another name.", Kind.ERROR)
-
-    def _on_bad_password(self, msg: Message, reaction: Reaction) -> None:
-        reason = sanitize(msg.params[-1]) if len(msg.params) > 1 else "Password incorrect"
-        if self.registered:
-            reaction.info(reason, Kind.ERROR)
-            return
-        lead = "The server refused the password" if self.password is not None else "The server needs a password"
-        self.password, self._asking_password = None, True
-        reaction.info(f"{lead} ({reason}). Type it below and press Enter (it shows as *), or /exit to leave.",
-                      Kind.ERROR)
-
-    def _on_join(self, msg: Message, reaction: Reaction) -> None:
-        channel = msg.params[0] if msg.params else ""
-        who = sanitize(msg.nick or "?")
-        if self.is_me(msg.nick) and CHANNEL_RE.match(channel) and is_safe_name(channel):
-            self.room, self.in_room = channel, True
-            self.members = {irc_fold(self.nick or who): self.nick or who}
-            reaction.info(f"You joined {sanitize(channel)}.", Kind.JOIN)
-            return
-        if irc_fold(channel) == irc_fold(self.room):
-            self.members[irc_fold(who)] = who
-        reaction.info(f"{who} joined {sanitize(channel)}", Kind.JOIN, who)
-
-    def _on_part(self, msg: Message, reaction: Reaction) -> None:
-        channel = msg.params[0] if msg.params else ""
-        who = sanitize(msg.nick or "?")
-        reason = f" ({sanitize(msg.params[1])})" if len(msg.params) > 1 and msg.params[1] else ""
-        if self.is_me(msg.nick):
-            if irc_fold(channel) == irc_fold(self.room):
-                self.in_room = False
-                self.members.clear()
-            reaction.info(f"You left {sanitize(channel)}{reason}", Kind.PART)
-            return
-        if irc_fold(channel) == irc_fold(self.room):
-            self.members.pop(irc_fold(who), None)
-        reaction.info(f"{who} left {sanitize(channel)}{reason}", Kind.PART, who)
-
-    def _on_quit(self, msg: Message, reaction: Reaction) -> None:
-        who = sanitize(msg.nick or "?")
-        reason = sanitize(msg.params[0]) if msg.params and msg.params[0] else "no reason given"
-        self.members.pop(irc_fold(who), None)
-        reaction.info(f"{who} quit ({reason})", Kind.QUIT, who)
-
-    def _on_nick(self, msg: Message, reaction: Reaction) -> None:
-        old, new = sanitize(msg.nick or "?"), sanitize(msg.params[0] if msg.params else "?")
-        if self.members.pop(irc_fold(old), None) is not None:
-            self.members[irc_fold(new)] = new
-        if self.is_me(msg.nick) and msg.params and is_safe_name(msg.params[0]):
-            self.nick = new
-            reaction.info(f"You are now known as {new}", Kind.NICK, new)
-        else:
-            reaction.info(f"{old} is now known as {new}", Kind.NICK, new)
-
-    def _on_privmsg(self, msg: Message, reaction: Reaction) -> None:
-        if len(msg.params) < 2:
-            return
-        target, text = msg.params[0], msg.params[1]
-        who = sanitize(msg.nick or msg.prefix or "?")
-        private = not target.startswith(("#", "&"))
-        if text.startswith(CTCP_MARK):
-            verb, _, body = text.strip(CTCP_MARK).partition(" ")
-            if verb.upper() != "ACTION":
-                reaction.info(f"{who} sent a CTCP {sanitize(verb)} request (not answered)")
-                return
-            kind = Kind.PRIVATE_IN if private else Kind.ACTION
-            shown = f"* {sanitize(body)}" if private else sanitize(body)
-            reaction.info(shown, kind, who)
-            return
-        reaction.info(sanitize(text), Kind.PRIVATE_IN if private else Kind.CHAT, who)
-
-    def _on_notice(self, msg: Message, reaction: Reaction) -> None:
-        if len(msg.params) < 2:
-            return
-        who = sanitize(msg.nick or msg.prefix or "server")
-        reaction.info(sanitize(msg.params[1].strip(CTCP_MARK)), Kind.NOTICE, who)
-
-    def _on_topic(self, msg: Message, reaction: Reaction) -> None:
-        who = sanitize(msg.nick or "?")
-        topic = sanitize(msg.params[-1]) if len(msg.params) > 1 else ""
-        reaction.info(f"{who} set the topic: {topic}")
-
-    def _on_topic_reply(self, msg: Message, reaction: Reaction) -> None:
-        if len(msg.params) > 2:
-            reaction.info(f"Topic of {sanitize(msg.params[1])}: {sanitize(msg.params[2])}")
-
-    def _on_names(self, msg: Message, reaction: Reaction) -> None:
-        if len(msg.params) < 4 or irc_fold(msg.params[2]) != irc_fold(self.room):
-            return
-        if self._names is None:
-            self._names = {}
-        for name in msg.params[3].split():
-            name = sanitize(name.lstrip(NAME_PREFIXES))
-            if name:
-                self._names[irc_fold(name)] = name
-
-    def _on_end_of_names(self, msg: Message, reaction: Reaction) -> None:
-        if len(msg.params) < 2 or irc_fold(msg.params[1]) != irc_fold(self.room):
-            return
-        if self._names is not None and self.in_room:
-            self.members = self._names
-        self._names = None
-        if self._names_wanted:
-            self._names_wanted = False
-            names = sorted(self.members.values(), key=str.lower)
-            reaction.info(f"{len(names)} in {sanitize(self.room)}: {', '.join(names)}")
-
-    def _on_other_numeric(self, msg: Message, reaction: Reaction) -> None:
-        if msg.command == "421" and len(msg.params) > 1 and msg.params[1].upper() in ("CAP", "CHATHISTORY"):
-            return  # a server without IRCv3: nothing to tell the reader
-        # params[0] is our own nick; the rest is the text the server means for a reader
-        text = " ".join(sanitize(param) for param in msg.params[1:]) or msg.command
-        kind = Kind.ERROR if msg.command[0] in "45" else Kind.INFO
-        reaction.info(text, kind)
-
-    # -- what the user typed -----------------------------------------------------------------
-
-    def user_input(self, parsed: commands.Parsed) -> Reaction:
-        reaction = Reaction()
-        if isinstance(parsed, commands.Say):
-            self._say(parsed.text, reaction)
-        elif isinstance(parsed, commands.Action):
-            self._act(parsed.text, reaction)
-        elif isinstance(parsed, commands.PrivateMessage):
-            self._private(parsed.target, parsed.text, reaction)
-        elif isinstance(parsed, commands.ChangeNick):
-            if self._usable(reaction):
-                reaction.send.append(format_line("NICK", parsed.nick))
-        elif isinstance(parsed, commands.ListUsers):
-            if self._usable(reaction):
-                self._names_wanted = True
-                reaction.send.append(format_line("NAMES", self.room))
-        elif isinstance(parsed, commands.ShowHelp):
-            for usage, meaning in commands.HELP:
-                reaction.info(f"{usage:<24} {meaning}")
-        elif isinstance(parsed, commands.Unknown):
-            reaction.info(
-                f"Unknown command /{sanitize(parsed.name)}. Type /help for the list, "
-                f"or //{sanitize(parsed.name)} to send it as text.",
-                Kind.ERROR,
-            )
-        elif isinstance(parsed, commands.BadUsage):
-            reaction.info(parsed.message, Kind.ERROR)
-        return reaction
-
-    def _usable(self, reaction: Reaction) -> bool:
-        if not self.registered:
-            reaction.info("Not connected yet: wait until the status line says online.", Kind.ERROR)
-            return False
-        return True
-
-    def _say(self, text: str, reaction: Reaction) -> None:
-        text = clean_typed(text)
-        if not text.strip() or not self._usable(reaction):
-            return
-        if not self.in_room:
-            reaction.info(f"You are not in {self.room} yet.", Kind.ERROR)
-            return
-        for piece in split_text(text):
-            reaction.send.append(format_line("PRIVMSG", self.room, piece))
-            reaction.info(piece, Kind.OWN, self.nick or "")
-
-    def _act(self, text: str, reaction: Reaction) -> None:
-        text = clean_typed(text)
-        if not self._usable(reaction):
-            return
-        if not self.in_room:
-            reaction.info(f"You are not in {self.room} yet.", Kind.ERROR)
-            return
-        for piece in split_text(text, MAX_TEXT_BYTES - len("\x01ACTION \x01")):
-            reaction.send.append(format_line("PRIVMSG", self.room, f"{CTCP_MARK}ACTION {piece}{CTCP_MARK}"))
-            reaction.info(piece, Kind.ACTION, self.nick or "")
-
-    def _private(self, target: str, text: str, reaction: Reaction) -> None:
-        text = clean_typed(text)
-        if not self._usable(reaction):
-            return
-        if any(char in target for char in " ,\x00\r\n") or target.startswith(":"):
-            reaction.info(f"{sanitize(target)!r} is not a name.", Kind.ERROR)
-            return
-        for piece in split_text(text):
-            reaction.send.append(format_line("PRIVMSG", target, piece))
-            reaction.info(piece, Kind.PRIVATE_OUT, sanitize(target))
-
-    def nicks_for_completion(self) -> list[str]:
-        return [nick for nick in self.members.values() if not self.is_me(nick)]

@@ -6,6 +6,9 @@ position is an anchor on an entry, not a row number: ``(entry number, rows of it
 below the pane)``, or None while following the newest message. Re-wrapping keeps the same
 entry at the bottom of the pane, and new messages never move a reader who scrolled up;
 ``more_below`` counts the entries they have not reached yet.
+
+The unread marker is a row drawn above one entry (``set_marker``), not an entry of its own,
+so moving it changes no numbers. ``find`` searches the stored text for ``/search``.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from curses_client.entries import Entry, Styled, render
+from curses_client.entries import STYLE_MARKER, Entry, Styled, render
 from curses_client.width import wrap
 
 DEFAULT_LIMIT = 20_000
 MIN_TEXT_CELLS = 10  # a hanging indent never leaves less than this for the text
+MARKER_TEXT = "─── unread ───"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Scrollback:
         self._width = 0
         self._rows: dict[int, list[Row]] = {}  # entry number -> rows at self._width
         self._anchor: tuple[int, int] | None = None  # None: follow the newest entry
+        self._marker: int | None = None  # number of the entry the unread marker sits above
 
     # -- storing -------------------------------------------------------------------------
 
@@ -76,8 +81,15 @@ class Scrollback:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _end(self) -> int:
-        return self._first + len(self._entries)  # one past the newest entry's number
+    def end(self) -> int:
+        return self._first + len(self._entries)  # one past the newest entry's number (the next one's)
+
+    def set_marker(self, number: int | None) -> None:
+        """Draw the unread marker above entry ``number`` (None: nowhere)."""
+        for old_or_new in (self._marker, number):
+            if old_or_new is not None:
+                self._rows.pop(old_or_new, None)
+        self._marker = number
 
     # -- wrapping ------------------------------------------------------------------------
 
@@ -90,6 +102,9 @@ class Scrollback:
             styled = render(self._entries[number - self._first])
             indent = min(styled.indent, max(0, width - MIN_TEXT_CELLS))
             rows = [Row(styled, start, end, row_indent) for start, end, row_indent in wrap(styled.text, width, indent)]
+            if number == self._marker:
+                marker = Styled(MARKER_TEXT, ((0, len(MARKER_TEXT), STYLE_MARKER, ""),), 0)
+                rows[:0] = [Row(marker, start, end, 0) for start, end, _ in wrap(MARKER_TEXT, width, 0)]
             self._rows[number] = rows
         return rows
 
@@ -103,7 +118,7 @@ class Scrollback:
         """The rows of a pane ``height`` rows high, oldest first; fewer if there are few."""
         if not self._entries or height <= 0:
             return []
-        number, hidden = self._anchor if self._anchor is not None else (self._end() - 1, 0)
+        number, hidden = self._anchor if self._anchor is not None else (self.end() - 1, 0)
         shown: list[Row] = []
         while number >= self._first and len(shown) < height:
             rows = self.rows_of(number, width)
@@ -117,14 +132,14 @@ class Scrollback:
         if self._anchor is None:
             return 0
         number, hidden = self._anchor
-        return self._end() - 1 - number + (1 if hidden else 0)
+        return self.end() - 1 - number + (1 if hidden else 0)
 
     # -- scrolling ---------------------------------------------------------------------------
 
     def _position(self, width: int) -> tuple[int, int]:
         """The anchor (or the newest row), with ``hidden`` cut to what the entry has now."""
         if self._anchor is None:
-            return self._end() - 1, 0
+            return self.end() - 1, 0
         number, hidden = self._anchor
         return number, min(hidden, len(self.rows_of(number, width)) - 1)
 
@@ -144,7 +159,7 @@ class Scrollback:
                 break  # the oldest row is already at the top of the pane
             number, hidden = candidate
         self._anchor = (number, hidden)
-        if self._anchor == (self._end() - 1, 0):
+        if self._anchor == (self.end() - 1, 0):
             self._anchor = None
 
     def scroll_down(self, count: int, width: int) -> None:
@@ -154,14 +169,44 @@ class Scrollback:
         for _ in range(count):
             if hidden > 0:
                 hidden -= 1
-            elif number + 1 < self._end():
+            elif number + 1 < self.end():
                 number, hidden = number + 1, len(self.rows_of(number + 1, width)) - 1
             else:
                 break
-        self._anchor = None if (number, hidden) == (self._end() - 1, 0) else (number, hidden)
+        self._anchor = None if (number, hidden) == (self.end() - 1, 0) else (number, hidden)
 
     def scroll_to_bottom(self) -> None:
         self._anchor = None
+
+    def scroll_to(self, number: int) -> None:
+        """Put entry ``number`` at the bottom of the pane (a search result: held there even if it
+        is the newest, so that the next search goes on from it)."""
+        if self._first <= number < self.end():
+            self._anchor = (number, 0)
+
+    def settle(self, width: int, height: int) -> None:
+        """Move a held position down until the pane is full (a search can hold it near the top)."""
+        if self._anchor is None:
+            return
+        number, hidden = self._position(width)
+        while not self._fills_pane((number, hidden), width, height):
+            if hidden > 0:
+                hidden -= 1
+            elif number + 1 < self.end():
+                number, hidden = number + 1, len(self.rows_of(number + 1, width)) - 1
+            else:
+                self._anchor = None
+                return
+        self._anchor = (number, hidden)
+
+    def find(self, text: str, older: bool = True, start: int | None = None) -> int | None:
+        """The number of the nearest entry holding ``text`` (any case) before entry ``start``
+        (``older``) or after it; None if there is none. Without ``start``: from the pane's bottom."""
+        needle = text.casefold()
+        bottom = start if start is not None else self._anchor[0] if self._anchor is not None else self.end()
+        numbers = range(bottom - 1, self._first - 1, -1) if older else range(bottom + 1, self.end())
+        return next((number for number in numbers
+                     if needle in self._entries[number - self._first].text.casefold()), None)
 
     def _fills_pane(self, anchor: tuple[int, int], width: int, height: int) -> bool:
         """Whether the pane is still full when ``anchor``'s row is at its bottom."""

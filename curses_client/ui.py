@@ -18,8 +18,15 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from curses_client.irc import irc_fold
-from curses_client.entries import STYLE_DIM, STYLE_ERROR, STYLE_JOIN, STYLE_PRIVATE, STYLE_TIME
+from curses_client.entries import (
+    STYLE_DIM,
+    STYLE_ERROR,
+    STYLE_HIGHLIGHT,
+    STYLE_JOIN,
+    STYLE_MARKER,
+    STYLE_PRIVATE,
+    STYLE_TIME,
+)
 from curses_client.scrollback import Row
 from curses_client.width import fit, text_width
 
@@ -44,6 +51,9 @@ class StatusLine:
     online: int | None
     link: str
     more_below: int
+    number: int = 1  # the active window's number
+    activity: tuple[tuple[int, int], ...] = ()  # (window number, windows.Activity) with something unseen
+    search: str = ""  # how the last search went
 
 
 def key_names() -> dict[int, str]:
@@ -63,8 +73,13 @@ def key_names() -> dict[int, str]:
     return names
 
 
-# ncurses reports Ctrl/Alt + arrows as extended keys known only by their terminfo names.
-EXTENDED_KEY_NAMES = {b"kLFT5": "ctrl-left", b"kRIT5": "ctrl-right", b"kLFT3": "ctrl-left", b"kRIT3": "ctrl-right"}
+# ncurses reports Ctrl/Alt + arrows and End as extended keys known only by their terminfo names.
+EXTENDED_KEY_NAMES = {b"kLFT5": "ctrl-left", b"kRIT5": "ctrl-right", b"kLFT3": "ctrl-left", b"kRIT3": "ctrl-right",
+                      b"kEND5": "scroll-end", b"kEND3": "scroll-end"}
+# Mouse wheel notches; BUTTON5 exists only with ncurses 6 (0 elsewhere: no wheel-down).
+WHEEL_UP = curses.BUTTON4_PRESSED
+WHEEL_DOWN = getattr(curses, "BUTTON5_PRESSED", 0)
+ACTIVITY_EVENT, ACTIVITY_MESSAGE, ACTIVITY_HIGHLIGHT = 1, 2, 3  # windows.Activity values
 
 
 def colour_index(nick: str, colours: int) -> int:
@@ -72,7 +87,7 @@ def colour_index(nick: str, colours: int) -> int:
 
     CRC-32 rather than ``hash()``, which Python salts differently in every process.
     """
-    return zlib.crc32(irc_fold(nick).encode("utf-8")) % colours
+    return zlib.crc32(nick.lower().encode("utf-8")) % colours
 
 
 class TerminalUnavailable(Exception):
@@ -80,7 +95,7 @@ class TerminalUnavailable(Exception):
 
 
 @contextlib.contextmanager
-def terminal() -> Iterator[curses.window]:
+def terminal(mouse: bool = True) -> Iterator[curses.window]:
     """Set the terminal up for the chat and restore it on every way out, like curses.wrapper."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise TerminalUnavailable("standard input and output must be a terminal")
@@ -101,6 +116,10 @@ def terminal() -> Iterator[curses.window]:
                 curses.use_default_colors()  # keeps the terminal's own background (-1)
             except curses.error as error:
                 log.info("no default colours (%s): drawing without colour", error)
+        if mouse:
+            # wheel notches only; the terminal still lets Shift + drag select text
+            curses.mousemask(WHEEL_UP | WHEEL_DOWN)
+            curses.mouseinterval(0)  # a wheel notch is a press, not a click to wait for
         _write_raw(BRACKETED_PASTE_ON)
         yield stdscr
     finally:
@@ -164,6 +183,8 @@ class Screen:
                 self.stdscr.timeout(KEY_TIMEOUT_MS)
         if isinstance(key, str):
             return key
+        if key == curses.KEY_MOUSE:
+            return self._mouse()
         name = self._codes.get(key)
         if name is None:
             name = EXTENDED_KEY_NAMES.get(curses.keyname(key), f"key-{key}")
@@ -172,6 +193,23 @@ class Screen:
                 curses.resize_term(0, 0)
             curses.update_lines_cols()
         return name
+
+    def _mouse(self) -> str:
+        try:
+            _, _, _, _, buttons = curses.getmouse()
+        except curses.error:
+            return "mouse"  # an event curses could not read: nothing to do
+        if buttons & WHEEL_UP:
+            return "wheel-up"
+        if WHEEL_DOWN and buttons & WHEEL_DOWN:
+            return "wheel-down"
+        return "mouse"
+
+    def beep(self) -> None:
+        try:
+            curses.beep()
+        except curses.error as error:
+            log.info("no bell: %s", error)
 
     def size(self) -> tuple[int, int]:
         return self.stdscr.getmaxyx()
@@ -187,6 +225,10 @@ class Screen:
             return curses.A_BOLD | self._pair(PAIR_ERROR)
         if style == STYLE_JOIN:
             return self._pair(PAIR_JOIN)
+        if style == STYLE_HIGHLIGHT:
+            return curses.A_BOLD | curses.A_REVERSE
+        if style == STYLE_MARKER:
+            return curses.A_BOLD | self._pair(PAIR_ERROR)
         if style in (STYLE_TIME, STYLE_DIM):
             return curses.A_DIM
         return curses.A_NORMAL
@@ -245,18 +287,35 @@ class Screen:
 
     def _draw_status(self, y: int, width: int, status: StatusLine) -> None:
         parts = [status.security] if status.security else []
-        parts += [status.nick or "(no name yet)", status.room]
+        parts += [status.nick or "(no name yet)", f"{status.number}:{status.room}"]
         if status.online is not None:
             parts.append(f"{status.online} online")
-        parts.append(status.link)
-        if status.more_below:
+        if status.more_below:  # before the link: it is what a narrow terminal must still show
             parts.append(f"{status.more_below} more below")
+        if status.search:
+            parts.append(status.search)
+        parts.append(status.link)
         text = " " + " | ".join(parts)
         if text_width(text) + text_width(status.server) + 3 <= width:
             text = f" {status.server} |{text}"  # the server name goes first when it fits
-        text = fit(text, width)
         attr = curses.A_REVERSE if not self._colours else self._pair(PAIR_STATUS) | curses.A_BOLD
-        self.stdscr.addstr(y, 0, text + " " * (width - text_width(text)), attr)
+        pieces = [(text, attr)]
+        if status.activity:  # "[Act: 2 3 4]", each number as urgent as what waits there
+            pieces.append((" | Act:", attr))
+            for number, level in status.activity:
+                look = attr & ~curses.A_BOLD if level == ACTIVITY_EVENT else attr
+                if level == ACTIVITY_HIGHLIGHT:
+                    look = curses.A_REVERSE | curses.A_BOLD | self._pair(PAIR_PRIVATE)
+                pieces.append((" ", attr))
+                pieces.append((str(number), look))
+        x = 0
+        for piece, look in pieces:
+            piece = fit(piece, width - x)
+            if piece:
+                self.stdscr.addstr(y, x, piece, look)
+                x += text_width(piece)
+        if x < width:
+            self.stdscr.addstr(y, x, " " * (width - x), attr)
 
     def _draw_input(self, y: int, width: int, prompt: str, view: tuple[str, int]) -> None:
         usable = width - 1  # the bottom-right cell is never written

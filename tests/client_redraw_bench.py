@@ -1,7 +1,7 @@
-"""Measure the client's frame time with 10,000 messages of scrollback (not a test).
+"""Measure the client's frame time with 5,000 messages of scrollback, a full window (not a test).
 
 Run ``python tests/client_redraw_bench.py``: it starts itself again inside a pseudo-terminal
-(TERM=xterm-256color, 24x80 and 50x200), where it fills a real ``ChatApp`` with 10,000
+(TERM=xterm-256color, 24x80 and 50x200), where it fills a real ``ChatApp`` with a full window of
 messages and times ``ChatApp.draw`` (wrapping, drawing, ``doupdate``) 200 times per case:
 following the newest message, scrolled back, right after a re-wrap (as after a resize, every
 visible message wrapped again), and with a new message arriving before every frame.
@@ -19,7 +19,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-MESSAGES = 10_000
+from curses_client.windows import WINDOW_LINES  # noqa: E402  (after the path is set)
+
+MESSAGES = WINDOW_LINES
 FRAMES = 200
 
 
@@ -32,9 +34,10 @@ def measure(out: Path) -> None:
     results = []
     with ui.terminal() as stdscr:
         app = ChatApp(ui.Screen(stdscr), ChatState("host:5555", "#chat", "alice"), queue.Queue(), net.Sender())
+        scrollback = app.state.current.scrollback
         for number in range(MESSAGES):
             text = f"message {number} " + "lorem ipsum dolor sit amet " * (number % 5)
-            app.scrollback.add(Entry(Kind.CHAT, text, f"user{number % 37}", time.time()))
+            scrollback.add(Entry(Kind.CHAT, text, f"user{number % 37}", time.time()))
 
         def timed(label, before=None):
             samples = []
@@ -50,12 +53,12 @@ def measure(out: Path) -> None:
 
         timed("following the newest")
         height, width = app.screen.size()
-        app.scrollback.scroll_up(MESSAGES // 2, width, height - 2)
+        scrollback.scroll_up(MESSAGES // 2, width, height - 2)
         timed("scrolled back")
-        timed("after a re-wrap", lambda: app.scrollback.rows_of(0, width + 1))  # width change empties the cache
-        app.scrollback.scroll_to_bottom()
+        timed("after a re-wrap", lambda: scrollback.rows_of(0, width + 1))  # width change empties the cache
+        scrollback.scroll_to_bottom()
         timed("a new message each frame",
-              lambda: app.scrollback.add(Entry(Kind.CHAT, "new message", "bob", time.time())))
+              lambda: scrollback.add(Entry(Kind.CHAT, "new message", "bob", time.time())))
     out.write_text("\n".join(results) + "\n")
 
 

@@ -66,7 +66,7 @@ def test_username_prompt_validates_locally_and_comes_back_on_nick_in_use(server,
     terminal.wait_screen(lambda: terminal.lines()[-1].startswith("Username:"), "the name prompt again")
     terminal.type("alice\r")
     terminal.wait_for("You joined #chat")
-    terminal.wait_screen(lambda: "| alice | #chat | 2 online | online" in terminal.text(), "status line")
+    terminal.wait_screen(lambda: "| alice | 2:#chat | 2 online | online" in terminal.text(), "status line")
     assert bottom_right_is_empty(terminal)
 
 
@@ -80,7 +80,14 @@ def test_chatting_both_ways(server, terminals, peers):
     bob.send("PRIVMSG", "alice", "a secret")
     terminal.wait_for("<bob> hello alice")
     terminal.wait_for("* bob waves")
+    # the private message opened window 3: the status line lists it as active, Alt-3 shows it
+    terminal.wait_screen(lambda: terminal.lines()[-2].rstrip().endswith("| Act: 3"), "window 3 in the activity list")
+    assert "a secret" not in terminal.text()
+    terminal.type("\x1b3")
     terminal.wait_for("*bob* a secret")
+    terminal.wait_screen(lambda: "| 3:bob |" in terminal.text() and "Act:" not in terminal.text(), "window 3 seen")
+    terminal.type("\x1b2")
+    terminal.wait_for("<bob> hello alice")
     terminal.type("hi bob\r")
     privmsg(bob, "hi bob")
     terminal.wait_for("<alice> hi bob")
@@ -89,7 +96,9 @@ def test_chatting_both_ways(server, terminals, peers):
     terminal.type("/msg bob just you\r")
     message = privmsg(bob, "just you")
     assert message.params[0] == "bob"
+    terminal.type("\x0e")  # Ctrl-N: the next window, bob's
     terminal.wait_for("-> *bob* just you")
+    terminal.type("\x10")  # Ctrl-P: back to the room
     terminal.type("//slash text\r")
     privmsg(bob, "/slash text")
     terminal.type("/users\r")
@@ -211,7 +220,7 @@ def test_scrollback_keeps_the_reader_in_place(server, terminals, peers):
     terminal.wait_screen(lambda: len(terminal.lines()[0]) == 50 and "more below" in terminal.text(), "resized")
     terminal.wait_screen(lambda: terminal.lines()[:-2] == [line[:50] for line in pane_before], "the same rows")
     terminal.type(PAGE_UP + PAGE_UP + PAGE_UP + PAGE_UP + PAGE_UP)
-    terminal.wait_for("Connected to 127.0.0.1")  # the top of the history
+    terminal.wait_screen(lambda: "You joined #chat." in terminal.lines()[0], "the top of the history")
     for _ in range(10):
         terminal.type(PAGE_DOWN)
     terminal.wait_screen(lambda: "a new message" in terminal.text() and "more below" not in terminal.text(),

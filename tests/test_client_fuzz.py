@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 from ircchat.protocol import LineFramer, encode_line, parse_message
 from curses_client import commands
 from curses_client.entries import render
+from curses_client.handle import handle
 from curses_client.model import ChatState, is_safe_name
 from curses_client.net import read_messages
 from curses_client.scrollback import Scrollback
+from curses_client.windows import MAX_MEMBERS, MAX_WINDOWS
 
 ME = "alice"
 
@@ -69,22 +71,17 @@ def server_lines(draw) -> bytes:
     return data + draw(st.sampled_from([b"\r\n", b"\n", b"\r\r\n"]))
 
 
-user_actions = st.sampled_from(
-    ["say", "me", "msg", "users", "nick", "reconnect", "prompt-nick", "prompt-password"]
-)
+TYPED = {
+    "say": "hi \x1b[2J there", "me": "/me waves", "msg": "/msg bob psst", "users": "/users", "nick": "/nick alice2",
+    "join": "/join #other", "part": "/part", "close": "/close", "query": "/query bob", "kick": "/kick bob out",
+    "op": "/op bob", "next-window": "/window 2", "first-window": "/window 1", "search": "/search hi",
+}
+user_actions = st.sampled_from([*TYPED, "reconnect", "prompt-nick", "prompt-password"])
 
 
 def act(state: ChatState, action: str):
-    if action == "say":
-        return state.user_input(commands.Say("hi \x1b[2J there"))
-    if action == "me":
-        return state.user_input(commands.Action("waves"))
-    if action == "msg":
-        return state.user_input(commands.PrivateMessage("bob", "psst"))
-    if action == "users":
-        return state.user_input(commands.ListUsers())
-    if action == "nick":
-        return state.user_input(commands.ChangeNick("alice2"))
+    if action in TYPED:
+        return commands.run(state, TYPED[action])
     if action == "reconnect":
         state.disconnected("gone")
         return state.connected()
@@ -95,8 +92,9 @@ def act(state: ChatState, action: str):
 
 def check(state: ChatState, scrollback: Scrollback, reactions, width: int) -> None:
     for reaction in reactions:
-        for entry in reaction.entries:
+        for window, entry in reaction.shown:
             scrollback.add(entry)
+            assert window is None or window in state.windows.windows
             styled = render(entry)
             assert not has_control(styled.text), styled.text
         for line in reaction.send:
@@ -105,16 +103,19 @@ def check(state: ChatState, scrollback: Scrollback, reactions, width: int) -> No
             parse_message(line)  # a line we send is a line a server can parse
     for row in scrollback.visible(width, 30):
         assert not has_control(row.styled.text[row.start : row.end])
-    for shown in (state.room, state.nick or "", *state.members.values()):
-        assert not has_control(shown)
+    for window in state.windows.windows:
+        assert len(window.members) <= MAX_MEMBERS
+        for shown in (window.name, window.topic, *(marks + nick for marks, nick in window.members.values())):
+            assert not has_control(shown)
+    assert len(state.windows.windows) <= MAX_WINDOWS and 0 <= state.windows.active < len(state.windows.windows)
     assert state.nick is None or is_safe_name(state.nick)
 
 
 def fresh_state() -> ChatState:
     state = ChatState("host:1", "#chat", ME, password="pw")
     state.connected()
-    state.handle(parse_message(f":srv 001 {ME} :Welcome"))
-    state.handle(parse_message(f":{ME}!a@h JOIN #chat"))
+    handle(state, parse_message(f":srv 001 {ME} :Welcome"))
+    handle(state, parse_message(f":{ME}!a@h JOIN #chat"))
     return state
 
 
@@ -133,7 +134,7 @@ def test_hostile_lines_and_user_actions_never_fail_or_reach_the_terminal(steps, 
             reactions = []
             for start in range(0, len(step), chunk):  # the line split across reads at random
                 for message in read_messages(framer, step[start : start + chunk]):
-                    reactions.append(state.handle(message))
+                    reactions.append(handle(state, message))
         check(state, scrollback, reactions, width)
 
 
@@ -142,7 +143,7 @@ def test_hostile_lines_and_user_actions_never_fail_or_reach_the_terminal(steps, 
 def test_random_bytes_through_the_framer_never_fail(chunks, width):
     state, scrollback, framer = fresh_state(), Scrollback(), LineFramer()
     for chunk in chunks:
-        reactions = [state.handle(message) for message in read_messages(framer, chunk)]
+        reactions = [handle(state, message) for message in read_messages(framer, chunk)]
         check(state, scrollback, reactions, width)
 
 
@@ -158,15 +159,15 @@ def test_lines_with_missing_parts_are_shown_or_ignored_never_fatal():
     state = fresh_state()
     for line in ["PRIVMSG", "PRIVMSG #chat", ":bob PRIVMSG #chat :", "NOTICE", "JOIN", "PART", ":@ QUIT", ":! NICK",
                  "001", "353", "366", "332", "433", "464", ":srv 999", "TOPIC", "ERROR", ": KICK", "\x1b[2J x"]:
-        reaction = state.handle(parse_message(line))
+        reaction = handle(state, parse_message(line))
         assert not any(has_control(entry.text + entry.sender) for entry in reaction.entries)
 
 
 def test_a_join_or_nick_that_would_break_our_own_lines_is_not_adopted():
     state = fresh_state()
-    state.handle(parse_message(f":{ME}!a@h JOIN :#a b"))
-    state.handle(parse_message(f":{ME}!a@h NICK :x y"))
-    assert state.room == "#chat" and state.nick == ME
-    assert state.user_input(commands.Say("still fine")).send == ["PRIVMSG #chat :still fine"]
+    handle(state, parse_message(f":{ME}!a@h JOIN :#a b"))
+    handle(state, parse_message(f":{ME}!a@h NICK :x y"))
+    assert [window.name for window in state.windows.windows] == ["host:1", "#chat"] and state.nick == ME
+    assert commands.run(state, "still fine").send == ["PRIVMSG #chat :still fine"]
     state.disconnected("gone")
     assert state.connected().send == ["CAP LS 302", "PASS :pw", f"NICK :{ME}", f"USER {ME} 0 * :{ME}"]

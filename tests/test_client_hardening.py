@@ -76,8 +76,10 @@ def test_tls_with_the_ca_chats_and_reconnects_over_tls(certificate, terminals, p
         terminal = terminals(["--tls", "--tls-ca", str(certificate / "ca.pem"), "--port", str(tls_port),
                               "--username", "alice", "--retry-delay", "0.05"], rows=60)
         terminal.wait_for("You joined #chat")
-        assert f"Connected to 127.0.0.1:{tls_port} over TLS." in terminal.text()
-        terminal.wait_screen(lambda: "| TLS | alice | #chat |" in terminal.text(), "TLS in the status line")
+        terminal.type("\x1b1")  # the first connection is told in the server window
+        terminal.wait_for(f"Connected to 127.0.0.1:{tls_port} over TLS.")
+        terminal.type("\x1b2")
+        terminal.wait_screen(lambda: "| TLS | alice | 2:#chat |" in terminal.text(), "TLS in the status line")
         bob = peers(plain_port, "bob")
         terminal.wait_for("bob joined #chat")
         bob.send("PRIVMSG", "#chat", "plain to tls é")
@@ -145,7 +147,9 @@ def test_tls_insecure_connects_with_a_warning(tls_server, terminals, peers):
     port = tls_server.tls_address[1]
     terminal = terminals(["--tls", "--tls-insecure", "--port", str(port), "--username", "alice"])
     terminal.wait_for("You joined #chat")
-    assert "WITHOUT checking its certificate" in terminal.text()
+    terminal.type("\x1b1")  # the first connection is told in the server window
+    terminal.wait_for("WITHOUT checking its certificate")
+    terminal.type("\x1b2")
     terminal.wait_screen(lambda: "| TLS UNVERIFIED | alice |" in terminal.text(), "the warning in the status line")
     bob = peers(tls_server.address[1], "bob")
     terminal.wait_for("bob joined")

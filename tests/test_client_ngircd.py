@@ -54,7 +54,7 @@ def test_client_registers_joins_and_chats_on_ngircd(ngircd_port):
         bob = IrcPeer(ngircd_port, "bob")
         bob.send("JOIN", "#interop")
         terminal.wait_for("bob joined #interop")
-        terminal.wait_screen(lambda: "| alice | #interop | 2 online | online" in terminal.text(), "status line")
+        terminal.wait_screen(lambda: "| alice | 2:#interop | 2 online | online" in terminal.text(), "status line")
         bob.send("PRIVMSG", "#interop", "hello from ngircd")
         terminal.wait_for("<bob> hello from ngircd")
         terminal.type("hi bob\r")
@@ -64,6 +64,52 @@ def test_client_registers_joins_and_chats_on_ngircd(ngircd_port):
         assert terminal.wait_exit() == 0
         quit_message = bob.expect(lambda m: m.command == "QUIT" and m.nick == "alice", "alice's QUIT")
         assert "Leaving" in quit_message.params[0]
+    finally:
+        terminal.close()
+        if bob is not None:
+            bob.close()
+
+
+def test_rules_from_005_and_operator_commands_on_ngircd(ngircd_port):
+    """ngircd's own rules (a dash in a nick, which our server refuses), op and voice marks
+    from its PREFIX, and the moderation commands, each answered by one readable line."""
+    terminal = Terminal(["--port", str(ngircd_port), "--username", "alice", "--room", "#ops"])
+    bob = None
+    try:
+        terminal.wait_for("You joined #ops", timeout=20)
+        terminal.type("/nick n-alice\r")
+        terminal.wait_for("You are now known as n-alice")
+        bob = IrcPeer(ngircd_port, "bob")
+        bob.send("JOIN", "#ops")
+        terminal.wait_for("bob joined #ops")
+        terminal.type("/users\r")
+        terminal.wait_for("2 in #ops: bob, @n-alice")  # the one who made the room is its operator
+        terminal.type("/op bob\r")
+        terminal.wait_for("n-alice set mode +o bob on #ops")
+        terminal.type("/voice bob\r")
+        terminal.wait_for("n-alice set mode +v bob on #ops")
+        terminal.type("/users\r")
+        terminal.wait_for("2 in #ops: @bob, @n-alice")
+        terminal.type("/whois bob\r")
+        terminal.wait_for("bob is on server irc.test.local")
+        terminal.type("/topic plans for today\r")
+        terminal.wait_for("n-alice set the topic: plans for today")
+        terminal.type("/kick bob enough\r")
+        kick = bob.expect(lambda m: m.command == "KICK", "bob's KICK")
+        assert kick.params == ("#ops", "bob", "enough")
+        terminal.wait_for("bob was kicked from #ops by n-alice (enough)")
+        terminal.wait_screen(lambda: "| 2:#ops | 1 online |" in terminal.text(), "the member count")
+        terminal.type("/mode -o n-alice\r")
+        terminal.wait_for("n-alice set mode -o n-alice on #ops")
+        terminal.type("/mode +m\r")
+        terminal.wait_for("You are not a room operator in #ops.")
+        terminal.type("/oper nobody\r")
+        terminal.wait_screen(lambda: terminal.lines()[-1].startswith("Operator password:"), "the masked prompt")
+        terminal.type("secret\r")
+        terminal.wait_screen(lambda: "The password was refused" in terminal.text()
+                             or "no operator entry" in terminal.text(), "the refusal")
+        assert "secret" not in terminal.text()
+        assert not any(line[6:9].isdigit() and line[9:10] == " " for line in terminal.lines())  # no raw numeric
     finally:
         terminal.close()
         if bob is not None:

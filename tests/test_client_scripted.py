@@ -74,7 +74,7 @@ def test_registration_autojoin_ping_and_odd_lines(scripted, terminals):
     scripted.send(":irc.test PONG irc.test :curses-client-autojoin")
     scripted.expect("JOIN :#den")  # no automatic JOIN came first: the client joins --room
     scripted.send(":alice!a@h JOIN #den", ":irc.test 353 alice = #den :alice @carol", ":irc.test 366 alice #den :End")
-    terminal.wait_screen(lambda: "| alice | #den | 2 online | online" in terminal.text(), "the status line")
+    terminal.wait_screen(lambda: "| alice | 2:#den | 2 online | online" in terminal.text(), "the status line")
     scripted.send("PING :keepalive-42")
     scripted.expect("PONG :keepalive-42")
     scripted.send(
@@ -85,8 +85,11 @@ def test_registration_autojoin_ping_and_odd_lines(scripted, terminals):
     )
     terminal.wait_for("<carol> still here")
     assert "some unknown numeric text" in terminal.text()
-    assert "-irc.test- a notice" in terminal.text()
     assert "xxxxxxxxxx" not in terminal.text()
+    terminal.type("\x1b1")  # a server's notice is in the server window, with the welcome
+    terminal.wait_for("-irc.test- a notice")
+    assert "Welcome alice" in terminal.text() and "The server supports: CHANTYPES=#" in terminal.text()
+    terminal.type("\x1b2")
     scripted.send("ERROR :Closing Link: test over")
     scripted.conn.close()
     scripted.conn = None
@@ -107,7 +110,7 @@ def test_nick_in_use_brings_the_prompt_back(scripted, terminals):
     scripted.expect("NICK :alice2")
     scripted.send(":irc.test 001 alice2 :Welcome")
     scripted.expect("PING :curses-client-autojoin")
-    terminal.wait_screen(lambda: "| alice2 | #chat |" in terminal.text(), "the new name in the status line")
+    terminal.wait_screen(lambda: "| alice2 | 1:(server) |" in terminal.text(), "the new name in the status line")
 
 
 def test_hostile_lines_leave_the_client_running_and_the_terminal_untouched(scripted, terminals):
@@ -133,5 +136,5 @@ def test_hostile_lines_leave_the_client_running_and_the_terminal_untouched(scrip
     assert "zzzzzzzzzz" not in terminal.text()
     terminal.type("still here\r")
     scripted.expect("PRIVMSG #chat :still here")  # the room and the nick were not taken over
-    terminal.wait_screen(lambda: "| alice | #chat |" in terminal.text(), "the status line unchanged")
+    terminal.wait_screen(lambda: "| alice | 2:#chat |" in terminal.text(), "the status line unchanged")
     assert terminal.process.isalive()
