@@ -77,8 +77,9 @@ def test_windows_switching_activity_bell_marker_and_search(scripted, terminals):
     terminal.wait_screen(lambda: activity_cell(terminal, 4).reverse, "window 4 highlighted")
     terminal.wait_screen(lambda: terminal.raw.count(b"\x07") == bells + 2, "one bell for the private message")
     scripted.send(":erin!e@h PRIVMSG #two :here in two")  # the window shown: no activity, no bell
-    terminal.wait_for("<erin> here in two")
-    assert "hello all" not in terminal.text() and "Act: 2 4" in status(terminal)
+    terminal.wait_screen(lambda: "<erin> here in two" in terminal.text() and "Act: 2 4" in status(terminal),
+                         "the line shown, the list unchanged")
+    assert "hello all" not in terminal.text()
     assert terminal.raw.count(b"\x07") == bells + 2
     scripted.send(":erin!e@h PRIVMSG #two :alice, still there?")  # a mention where you look: the bell too
     terminal.wait_for("<erin> alice, still there?")
@@ -168,8 +169,9 @@ def test_kick_forced_part_and_modes_update_the_window(scripted, terminals):
     terminal.type("\r")
     scripted.expect("OPER root :hunter2")
     scripted.send(":irc.test 464 alice :Password incorrect")
-    terminal.wait_for("The password was refused (Password incorrect).")
-    assert terminal.lines()[-1].startswith("> ") and "hunter2" not in terminal.text()
+    terminal.wait_screen(lambda: "The password was refused (Password incorrect)." in terminal.text()
+                         and terminal.lines()[-1].startswith("> "), "the refusal, and the chat prompt back")
+    assert "hunter2" not in terminal.text()
     scripted.send(":irc.test 482 alice #den :You're not channel operator")
     terminal.wait_for("You are not a room operator in #den.")
     scripted.send(":carol!c@h KICK #den alice :bye now")
@@ -195,8 +197,9 @@ def test_a_line_typed_offline_stays_in_the_input_and_a_lost_name_gets_a_variant(
     scripted.conn = None
     terminal.wait_for("Lost the connection")
     terminal.type("typed while away\r")
-    terminal.wait_for("Not connected: your line stays below")
-    assert terminal.lines()[-1].startswith("> typed while away")
+    # Waited for whole: the pane's line and the input line may reach the terminal in two writes.
+    terminal.wait_screen(lambda: "Not connected: your line stays below" in terminal.text()
+                         and terminal.lines()[-1].startswith("> typed while away"), "the line kept offline")
     scripted.accept()
     scripted.framer = type(scripted.framer)()
     scripted.lines.clear()
@@ -210,8 +213,8 @@ def test_a_line_typed_offline_stays_in_the_input_and_a_lost_name_gets_a_variant(
     scripted.expect("JOIN :#den")  # the room it was in
     scripted.send(":alice_!a@h JOIN #den", ":irc.test 366 alice_ #den :End")
     terminal.wait_screen(lambda: terminal.text().count("You joined #den.") == 2 and "| alice_ | 2:#den | 1 online |"
-                         in status(terminal), "joined again, under the new name")
-    assert terminal.lines()[-1].startswith("> typed while away")
+                         in status(terminal) and terminal.lines()[-1].startswith("> typed while away"),
+                         "joined again, under the new name, the line still kept")
     terminal.type("\r")
     scripted.expect("PRIVMSG #den :typed while away")
 
