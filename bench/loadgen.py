@@ -146,7 +146,7 @@ class PhaseStats:
 
 
 class Worker:
-    def __init__(self, worker_id: int, workers: int, progress, host: str, port: int,
+    def __init__(self, worker_id: int, workers: int, progress, host: str, ports: tuple[int, ...],
                  nick_prefix: str, autojoin: bool | None, quickack: bool = True) -> None:
         self.id = worker_id
         self.quickack = quickack and hasattr(socket, "TCP_QUICKACK")
@@ -154,7 +154,9 @@ class Worker:
         # RawArray('q', workers + 1): the least progress of each worker's receivers, then a
         # flag raised when a sender dies (the others would wait for its share forever)
         self.progress = progress
-        self.address = (host, port)
+        # Client idx connects to ports[idx % len(ports)]: several ports are the nodes of one
+        # chat (cluster mode), the senders and the receivers spread over all of them.
+        self.addresses = [(host, port) for port in ports]
         self.nick_prefix = nick_prefix
         self.autojoin = autojoin
         self.poller = select.epoll()  # used directly: the selectors layer costs per event
@@ -169,11 +171,12 @@ class Worker:
     def open(self, idx: int) -> Client:
         client = Client(idx, len(self.clients), f"{self.nick_prefix}{idx:05d}")
         self.clients.append(client)
-        sock = socket.socket(socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET)
+        address = self.addresses[idx % len(self.addresses)]
+        sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.sock = sock
-        code = sock.connect_ex(self.address)
+        code = sock.connect_ex(address)
         if code not in (0, errno.EINPROGRESS):
             self.fail(client, f"connect: {os.strerror(code)}")
             return client
@@ -591,10 +594,10 @@ class Worker:
         self.lat = array("q")
 
 
-def worker_main(conn, worker_id, workers, progress, host, port, nick_prefix, autojoin,
+def worker_main(conn, worker_id, workers, progress, host, ports, nick_prefix, autojoin,
                 quickack) -> None:
     raise_fd_limit()
-    worker = Worker(worker_id, workers, progress, host, port, nick_prefix, autojoin, quickack)
+    worker = Worker(worker_id, workers, progress, host, ports, nick_prefix, autojoin, quickack)
     try:
         worker.run(conn)
     except (EOFError, KeyboardInterrupt):
@@ -614,10 +617,12 @@ class PhaseResult:
 
 
 class LoadGenerator:
-    """Starts ``workers`` processes against one server and runs phases on all of them."""
+    """Starts ``workers`` processes against one server (or the nodes of one chat, on
+    ``port`` and ``more_ports``) and runs phases on all of them."""
 
     def __init__(self, host: str, port: int, workers: int = 2, nick_prefix: str = "b",
-                 autojoin: bool | None = True, quickack: bool = True) -> None:
+                 autojoin: bool | None = True, quickack: bool = True,
+                 more_ports: tuple[int, ...] = ()) -> None:
         raise_fd_limit()
         context = multiprocessing.get_context("fork")
         self.workers = workers
@@ -628,8 +633,8 @@ class LoadGenerator:
             parent, child = context.Pipe()
             proc = context.Process(
                 target=worker_main, name=f"bench-worker-{worker_id}", daemon=True,
-                args=(child, worker_id, workers, self.progress, host, port, nick_prefix, autojoin,
-                      quickack),
+                args=(child, worker_id, workers, self.progress, host, (port, *more_ports), nick_prefix,
+                      autojoin, quickack),
             )
             proc.start()
             child.close()

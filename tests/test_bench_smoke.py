@@ -29,7 +29,7 @@ def _line(sender: int, seq: int) -> bytes:
 
 
 def _receiver() -> tuple[Worker, Client]:
-    worker = Worker(0, 1, array("q", [0, 0]), "127.0.0.1", 1, "t", True, quickack=False)
+    worker = Worker(0, 1, array("q", [0, 0]), "127.0.0.1", (1,), "t", True, quickack=False)
     client = Client(idx=SENDERS, pos=0, nick="t00004")
     client.state = loadgen.READY
     worker.clients.append(client)
