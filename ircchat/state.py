@@ -1012,10 +1012,11 @@ class Hub:
             raise IRCError(ERR_CHANNELISFULL, channel.name, "Cannot join channel (+l)")
 
     def _check_not_banned_as(self, user: User, nick: str) -> None:
-        """435 if the nick ``user`` wants would be banned in one of its channels."""
+        """435 if ``user`` is banned in one of its channels, or would be under ``nick``: a
+        ban on its current nick is not shed by changing it."""
         source = f"{nick}!{user.username}@{user.host}"
         for channel in user.channels:
-            if channel.banned(user, source):
+            if channel.banned(user) or channel.banned(user, source):
                 raise IRCError(ERR_BANONCHAN, nick, channel.name, "Cannot change nickname while banned on channel")
 
     def _privileged_channel(self, user: User, name: str, need_member: bool = True) -> Channel:

@@ -471,3 +471,15 @@ def test_who_whox_and_list_show_channel_status_and_keep_secret_rooms_hidden(conn
     assert not [line for line in cat.collect_until(" 315 cat #r ") if " 352 " in line]
     bob.send("LIST #r")
     assert [line for line in bob.collect_until(" 323 bob ") if " 322 bob #r 2 " in line]
+
+
+def test_a_member_banned_by_nick_cannot_shed_the_ban_by_changing_nick(connect):
+    ann, bob = connect("ann"), connect("bob")
+    joined(ann, "#r")
+    joined(bob, "#r")
+    ann.send("MODE #r +b bob")
+    bob.expect(r"MODE #r \+b :?bob!\*@\*$")
+    bob.send("NICK bobby")  # the new nick is not banned, but bob is, while in the room
+    bob.expect(" 435 bob bobby #r ")
+    bob.send("PRIVMSG #r :still banned?")
+    bob.expect(" 404 bob #r .*banned")
