@@ -30,6 +30,7 @@ from ircchat.modes import (
     channel_state,
     load_states,
     mode_string,
+    names_one,
     restore_state,
 )
 from ircchat.numerics import (
@@ -988,6 +989,10 @@ class Hub:
                 channel.modes = {"n"}  # anyone may set its topic, until an operator sets +t
             channel.modes.discard("i")
             channel.key = channel.limit = None
+            for ban in channel.bans:  # nor a ban that could match everyone (see modes.names_one)
+                if not names_one(ban.mask):
+                    channel.bans.remove(ban.mask)
+            channel.restricted = bool(channel.bans) or "m" in channel.modes
         count = self.config.replay_lines
         # What the room said before it (re)appeared: earlier runs, or before it last emptied.
         stored = self.history.latest(irc_fold(name), count) if self.history is not None and count > 0 else []

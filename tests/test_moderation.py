@@ -3,6 +3,7 @@ server operators (OPER, KILL), the default room's rule, and channel state across
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import signal
@@ -17,9 +18,12 @@ from irc_peer import Peer
 from test_handlers import registered
 
 from chat_server import read_opers
+from ircchat.history import SqliteHistory
 from ircchat.logs import log
+from ircchat.modes import Ban, BanList, channel_state
+from ircchat.network import ChatServer
 from ircchat.protocol import parse_message
-from ircchat.state import Hub, ServerConfig
+from ircchat.state import Channel, Hub, ServerConfig
 
 SERVER = Path(__file__).resolve().parent.parent / "chat_server.py"
 OPERS = (("root", "hunter2"),)
@@ -483,3 +487,29 @@ def test_a_member_banned_by_nick_cannot_shed_the_ban_by_changing_nick(connect):
     bob.expect(" 435 bob bobby #r ")
     bob.send("PRIVMSG #r :still banned?")
     bob.expect(" 404 bob #r .*banned")
+
+
+def test_a_default_room_state_saved_under_another_room_name_shuts_nobody_out(tmp_path):
+    """#chat's state from a run where it was an ordinary room (another --room): its bans that
+    name no one nick or host go, as +i, +k and +l do, when it becomes the default room."""
+    path = str(tmp_path / "history.sqlite3")
+    room = Channel("#chat")
+    room.modes = {"i", "n", "t"}
+    room.key, room.limit = "pw", 1
+    room.bans = BanList([Ban("*!*@*", "op", 1), Ban("*!*@*.cloak", "op", 1), Ban("troll!*@*", "op", 1)])
+    store = SqliteHistory(path)
+    store.save_channel("#chat", json.dumps(channel_state(room)))
+    store.close()
+    store = SqliteHistory(path)
+    server = ChatServer(ServerConfig(), "127.0.0.1", 0, history=store)
+    server.start()
+    try:
+        ann = Peer(server.address)
+        ann.register("ann")  # the automatic join reached the end of NAMES
+        ann.send("MODE #chat b")
+        assert ann.expect(" 367 ann #chat ").params[2] == "troll!*@*"
+        ann.expect(" 368 ann #chat ")
+        ann.close()
+    finally:
+        server.shutdown()
+        store.close()
