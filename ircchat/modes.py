@@ -15,6 +15,7 @@ and a channel's state as the history keeps it across restarts (``channel_state``
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -302,7 +303,7 @@ def load_states(history: HistoryStore) -> dict[str, dict[str, Any]]:
         try:
             state = json.loads(text)
             _check_state(state)
-        except (ValueError, TypeError, KeyError) as error:
+        except (ValueError, TypeError, KeyError, RecursionError) as error:
             log.warning("saved state of %s left out: %s", target, error)
             continue
         states[target] = state
@@ -317,6 +318,13 @@ def _check_state(state: Any) -> None:
         raise ValueError("not a channel state")
     if not set(state["modes"]) <= set(FLAG_MODES):
         raise ValueError(f"unknown modes {state['modes']!r}")
+    if not math.isfinite(state["topic_time"]):
+        raise ValueError("a topic time that is no time")
+    key, limit = state["key"], state["limit"]
+    if key is not None and not (0 < len(key) <= KEY_MAX and "," not in key and _is_word(key)):
+        raise ValueError("a key no JOIN could give")
+    if limit is not None and (isinstance(limit, bool) or not 0 < limit <= LIMIT_MAX):
+        raise ValueError(f"a limit out of range: {limit!r}")
     for ban in state["bans"]:
         if not (isinstance(ban, list) and len(ban) == 3 and isinstance(ban[0], str)
                 and isinstance(ban[1], str) and isinstance(ban[2], int)):
