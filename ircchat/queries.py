@@ -61,6 +61,7 @@ USERHOST_MAX = 5  # nicks one USERHOST answers for, as the RFC has it
 ISON_MAX = 100  # nicks one ISON looks up; the rest of a longer list is ignored
 LIST_PATTERNS_MAX = 10  # masks one LIST may hold
 WHO_MASK_MAX = 500  # users a WHO by mask lists at most (a channel's WHO lists all its members)
+WHO_SCAN_PER_TOKEN = 500  # users a WHO by wildcard mask looks at per flood-control line it costs
 HIDDEN_IP = "255.255.255.255"  # WHOX's ``i`` for an address the asker may not see
 WHOX_FIELDS = "tcuihsnfdlaor"  # the order a 354 reply gives its fields in, whatever was asked
 
@@ -172,6 +173,9 @@ def _who_matches(hub: Hub, asker: User, mask: str) -> Iterable[WhoRow]:
             return [_who_row(None, found, multi, now)] if found is not None and found.registered else []
         candidates = [_who_row(None, user, multi, now) for user in hub.users
                       if user.registered and _visible(asker, user)]
+    # Each user looked at costs its asker, answered or not: WHO *zz* answers one line, but
+    # copies and matches everyone (milliseconds in a big server).
+    asker.flood_debt += len(candidates) / WHO_SCAN_PER_TOKEN
     if mask == "*":
         return candidates
     address_too = sees_addresses(asker)
