@@ -962,9 +962,14 @@ class Hub:
                 backoff.failed(address, time.monotonic())
 
     def oper_wait(self, address: str) -> float:
-        """Seconds before ``address`` may try an OPER password again (0: now)."""
+        """Seconds before ``address`` may try an OPER password again; 0: now, and this try
+        takes the address's slot, so tries from connections in parallel are spaced out too."""
         with self.lock:
-            return self.oper_backoff.pending(address, time.monotonic())
+            now = time.monotonic()
+            wait = self.oper_backoff.pending(address, now)
+            if wait == 0:
+                self.oper_backoff.reserve(address, now)
+            return wait
 
     def counts(self) -> tuple[int, int, int]:
         """(registered users, unregistered connections, channels)."""

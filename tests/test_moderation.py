@@ -513,3 +513,16 @@ def test_a_default_room_state_saved_under_another_room_name_shuts_nobody_out(tmp
     finally:
         server.shutdown()
         store.close()
+
+
+def test_parallel_oper_tries_from_one_address_are_spaced_out_too(monkeypatch):
+    """Connections from one address that try OPER at once, when its wait has run out: the
+    first takes the slot and the rest are refused unchecked, as PASS's back-off does."""
+    now = [1000.0]
+    monkeypatch.setattr("ircchat.state.time.monotonic", lambda: now[0])
+    hub = Hub(ServerConfig(opers=OPERS, password_backoff=1.0))
+    hub.password_result("203.0.113.9", False, hub.oper_backoff)
+    assert hub.oper_wait("203.0.113.9") == 1.0
+    now[0] += 1.0  # the wait has run out: one try, not one per open connection
+    assert hub.oper_wait("203.0.113.9") == 0.0
+    assert hub.oper_wait("203.0.113.9") > 0.0
