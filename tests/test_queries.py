@@ -379,7 +379,18 @@ def test_a_who_mask_matching_nobody_still_costs_its_asker_the_users_it_looked_at
             hub.nicks[f"u{i}"] = user
     asker.user.flood_debt = 0.0
     assert numerics(asker.do("WHO *zz*")) == ["315"]
-    assert asker.user.flood_debt >= 5000 / ircchat.queries.WHO_SCAN_PER_TOKEN
+    assert asker.user.flood_debt >= 5000 / ircchat.queries.SCAN_PER_TOKEN
     asker.user.flood_debt = 0.0
     asker.do("WHO ann")  # one nick, no scan: only its reply's size
     assert asker.user.flood_debt < 1
+
+
+def test_a_list_by_masks_matching_nothing_still_costs_its_asker_the_matches_it_made():
+    hub = Hub(ServerConfig())
+    asker = registered(hub, "ann")
+    with hub.lock:
+        for i in range(1000):
+            hub.channels[f"#c{i}"] = ircchat.state.Channel(f"#c{i}")
+    asker.user.flood_debt = 0.0
+    assert numerics(asker.do("LIST " + ",".join(["*zz*"] * 10))) == ["321", "323"]
+    assert asker.user.flood_debt >= 1001 * 10 / ircchat.queries.SCAN_PER_TOKEN
