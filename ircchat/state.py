@@ -794,8 +794,8 @@ class Hub:
             target = self._member(channel, nick)
             data = encode_line(format_line("KICK", channel.name, target.nick or "", reason, prefix=kicker.source))
             self._announce([channel], data, None, fanout)  # before _leave: the kicked one hears it
+            self._tell_outsider(kicker, channel, fanout)  # before _leave too: a self-kick is no outsider's
             self._leave(target, channel, fanout)
-            self._tell_outsider(kicker, channel, fanout)
         self.send(fanout, data)
 
     def invite(self, inviter: User, nick: str, name: str) -> tuple[User, Channel]:

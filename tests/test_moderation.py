@@ -526,3 +526,14 @@ def test_parallel_oper_tries_from_one_address_are_spaced_out_too(monkeypatch):
     now[0] += 1.0  # the wait has run out: one try, not one per open connection
     assert hub.oper_wait("203.0.113.9") == 0.0
     assert hub.oper_wait("203.0.113.9") > 0.0
+
+
+def test_an_operator_who_kicks_itself_hears_its_kick_once(connect):
+    ann, bob = connect("ann"), connect("bob")
+    joined(ann, "#r")
+    joined(bob, "#r")
+    ann.send("KICK #r ann :me")
+    bob.expect(r"^:ann!\S+ KICK #r ann :me$")
+    ann.sync()  # everything the server sent ann before this point
+    kicks = [line for line in ann.seen if " KICK #r ann " in line]
+    assert len(kicks) == 1, kicks
