@@ -7,8 +7,10 @@ import json
 import logging
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -537,3 +539,23 @@ def test_an_operator_who_kicks_itself_hears_its_kick_once(connect):
     ann.sync()  # everything the server sent ann before this point
     kicks = [line for line in ann.seen if " KICK #r ann " in line]
     assert len(kicks) == 1, kicks
+
+
+def test_saved_states_read_at_start_are_forgotten_oldest_first(tmp_path, monkeypatch):
+    """Past the bound, the state dropped from memory is the one saved longest ago, for the
+    states read back at start-up as for those saved since."""
+    path = str(tmp_path / "history.sqlite3")
+    SqliteHistory(path).close()  # the file, with its channels table
+    state = json.dumps(channel_state(Channel("#x")))
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO channels VALUES (?, ?, ?)",
+                       [("#old", state, int(time.time()) - 60), ("#new", state, int(time.time()))])
+    monkeypatch.setattr("ircchat.state.SAVED_CHANNELS_MAX", 2)
+    store = SqliteHistory(path)
+    try:
+        hub = Hub(ServerConfig(), history=store)
+        ann = registered(hub, "ann")
+        ann.do("JOIN #third", "TOPIC #third :changed")
+        assert sorted(hub.saved) == ["#new", "#third"]
+    finally:
+        store.close()
