@@ -192,6 +192,29 @@ def mode_string(changes: list[ModeChange]) -> list[str]:
     return [letters, *params]
 
 
+def mode_batches(changes: list[ModeChange], room: int) -> list[list[ModeChange]]:
+    """``changes`` in runs whose mode string and parameters take at most ``room`` bytes, so
+    that each run's MODE line is whole (counted generously: a sign per change, and a space
+    and a colon per parameter).
+
+    >>> [len(batch) for batch in mode_batches([ModeChange("+", "b", "x" * 10)] * 3, 30)]
+    [2, 1]
+    """
+    batches: list[list[ModeChange]] = []
+    batch: list[ModeChange] = []
+    used = 0
+    for change in changes:
+        cost = 2 + (2 + len(change.param.encode()) if change.param is not None else 0)
+        if batch and used + cost > room:
+            batches.append(batch)
+            batch, used = [], 0
+        batch.append(change)
+        used += cost
+    if batch:
+        batches.append(batch)
+    return batches
+
+
 def apply_mode(channel: Channel, change: ModeChange, setter: str, member: Callable[[str], User],
                default_room: bool) -> ModeChange | None:
     """Apply one change to ``channel``; return it as announced (parameters normalized), None

@@ -29,6 +29,7 @@ from ircchat.modes import (
     apply_mode,
     channel_state,
     load_states,
+    mode_batches,
     mode_string,
     names_one,
     restore_state,
@@ -842,7 +843,12 @@ class Hub:
                 if done is not None:
                     applied.append(done)
             if applied:
-                data = encode_line(format_line("MODE", channel.name, *mode_string(applied), prefix=user.source))
+                # Masks grow when normalized, and the echo has the setter's source in front:
+                # a MODE that fitted one line may need several.
+                room = MAX_LINE_BYTES - 2 - len(f":{user.source} MODE {channel.name} ".encode())
+                data = b"".join(
+                    encode_line(format_line("MODE", channel.name, *mode_string(batch), prefix=user.source))
+                    for batch in mode_batches(applied, room))
                 self._announce([channel], data, None, fanout)
                 self._tell_outsider(user, channel, fanout)
                 if any(change.letter not in PREFIXES for change in applied):

@@ -559,3 +559,21 @@ def test_saved_states_read_at_start_are_forgotten_oldest_first(tmp_path, monkeyp
         assert sorted(hub.saved) == ["#new", "#third"]
     finally:
         store.close()
+
+
+def test_a_mode_echo_too_long_for_one_line_is_split_never_cut(connect):
+    """Six long bare-nick bans fit the MODE that sets them, but not the echo, where each is
+    normalized (``!*@*``) behind the setter's source: the echo is split, each line whole."""
+    ann, bob = connect("ann"), connect("bob")
+    joined(ann, "#r")
+    joined(bob, "#r")
+    nicks = [f"{letter}" * 76 for letter in "abcdef"]
+    line = "MODE #r +bbbbbb " + " ".join(nicks)
+    assert len(line) <= 510
+    ann.send(line)
+    masks: list[str] = []
+    while len(masks) < 6:
+        echo = bob.expect(r"^:ann!\S+ MODE #r \+b+ ")
+        assert len(bob.seen[-1].encode()) + 2 <= 512
+        masks += echo.params[2:]
+    assert masks == [nick + "!*@*" for nick in nicks]
