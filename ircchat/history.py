@@ -258,13 +258,14 @@ class SqliteHistory:
             self._queued.notify()
 
     def load_channels(self) -> dict[str, str]:
-        """Every kept room state, after dropping those saved more than ``max_age_days`` ago."""
+        """Every kept room state, after dropping those saved more than ``max_age_days`` ago;
+        the least recently saved first (the order in which the server forgets them)."""
         oldest = int(time.time() - self.max_age_days * 86400)
         with self._read_lock:
             rows = self._reader_db.execute(
                 "SELECT target, state FROM channels WHERE saved_at >= ? ORDER BY saved_at DESC LIMIT ?",
                 (oldest, SAVED_CHANNELS_MAX)).fetchall()
-        return dict(rows)
+        return dict(reversed(rows))
 
     def settle(self, timeout: float) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ and a channel's state as the history keeps it across restarts (``channel_state``
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -191,6 +192,29 @@ def mode_string(changes: list[ModeChange]) -> list[str]:
     return [letters, *params]
 
 
+def mode_batches(changes: list[ModeChange], room: int) -> list[list[ModeChange]]:
+    """``changes`` in runs whose mode string and parameters take at most ``room`` bytes, so
+    that each run's MODE line is whole (counted generously: a sign per change, and a space
+    and a colon per parameter).
+
+    >>> [len(batch) for batch in mode_batches([ModeChange("+", "b", "x" * 10)] * 3, 30)]
+    [2, 1]
+    """
+    batches: list[list[ModeChange]] = []
+    batch: list[ModeChange] = []
+    used = 0
+    for change in changes:
+        cost = 2 + (2 + len(change.param.encode()) if change.param is not None else 0)
+        if batch and used + cost > room:
+            batches.append(batch)
+            batch, used = [], 0
+        batch.append(change)
+        used += cost
+    if batch:
+        batches.append(batch)
+    return batches
+
+
 def apply_mode(channel: Channel, change: ModeChange, setter: str, member: Callable[[str], User],
                default_room: bool) -> ModeChange | None:
     """Apply one change to ``channel``; return it as announced (parameters normalized), None
@@ -302,7 +326,7 @@ def load_states(history: HistoryStore) -> dict[str, dict[str, Any]]:
         try:
             state = json.loads(text)
             _check_state(state)
-        except (ValueError, TypeError, KeyError) as error:
+        except (ValueError, TypeError, KeyError, RecursionError) as error:
             log.warning("saved state of %s left out: %s", target, error)
             continue
         states[target] = state
@@ -317,6 +341,13 @@ def _check_state(state: Any) -> None:
         raise ValueError("not a channel state")
     if not set(state["modes"]) <= set(FLAG_MODES):
         raise ValueError(f"unknown modes {state['modes']!r}")
+    if not math.isfinite(state["topic_time"]):
+        raise ValueError("a topic time that is no time")
+    key, limit = state["key"], state["limit"]
+    if key is not None and not (0 < len(key) <= KEY_MAX and "," not in key and _is_word(key)):
+        raise ValueError("a key no JOIN could give")
+    if limit is not None and (isinstance(limit, bool) or not 0 < limit <= LIMIT_MAX):
+        raise ValueError(f"a limit out of range: {limit!r}")
     for ban in state["bans"]:
         if not (isinstance(ban, list) and len(ban) == 3 and isinstance(ban[0], str)
                 and isinstance(ban[1], str) and isinstance(ban[2], int)):

@@ -61,6 +61,7 @@ USERHOST_MAX = 5  # nicks one USERHOST answers for, as the RFC has it
 ISON_MAX = 100  # nicks one ISON looks up; the rest of a longer list is ignored
 LIST_PATTERNS_MAX = 10  # masks one LIST may hold
 WHO_MASK_MAX = 500  # users a WHO by mask lists at most (a channel's WHO lists all its members)
+SCAN_PER_TOKEN = 500  # matches a WHO or LIST by mask makes per flood-control line it costs
 HIDDEN_IP = "255.255.255.255"  # WHOX's ``i`` for an address the asker may not see
 WHOX_FIELDS = "tcuihsnfdlaor"  # the order a 354 reply gives its fields in, whatever was asked
 
@@ -172,6 +173,9 @@ def _who_matches(hub: Hub, asker: User, mask: str) -> Iterable[WhoRow]:
             return [_who_row(None, found, multi, now)] if found is not None and found.registered else []
         candidates = [_who_row(None, user, multi, now) for user in hub.users
                       if user.registered and _visible(asker, user)]
+    # Each user looked at costs its asker, answered or not: WHO *zz* answers one line, but
+    # copies and matches everyone (milliseconds in a big server).
+    asker.flood_debt += len(candidates) / SCAN_PER_TOKEN
     if mask == "*":
         return candidates
     address_too = sees_addresses(asker)
@@ -302,6 +306,7 @@ def cmd_list(hub: Hub, user: User, msg: Message) -> None:
         channels = [(channel.name, len(channel.members), channel.topic)
                     for channel in hub.channels.values()
                     if "s" not in channel.modes or user in channel.members or sees_addresses(user)]
+    user.flood_debt += len(channels) * len(masks) / SCAN_PER_TOKEN  # as WHO's: matched or not
     lines = [hub.numeric_line(user, RPL_LISTSTART, "Channel", "Users  Name")]
     lines += [hub.numeric_line(user, RPL_LIST, name, str(count), topic)
               for name, count, topic in channels if any(glob_match(mask, name) for mask in masks)]

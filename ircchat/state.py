@@ -29,7 +29,9 @@ from ircchat.modes import (
     apply_mode,
     channel_state,
     load_states,
+    mode_batches,
     mode_string,
+    names_one,
     restore_state,
 )
 from ircchat.numerics import (
@@ -793,8 +795,8 @@ class Hub:
             target = self._member(channel, nick)
             data = encode_line(format_line("KICK", channel.name, target.nick or "", reason, prefix=kicker.source))
             self._announce([channel], data, None, fanout)  # before _leave: the kicked one hears it
+            self._tell_outsider(kicker, channel, fanout)  # before _leave too: a self-kick is no outsider's
             self._leave(target, channel, fanout)
-            self._tell_outsider(kicker, channel, fanout)
         self.send(fanout, data)
 
     def invite(self, inviter: User, nick: str, name: str) -> tuple[User, Channel]:
@@ -841,7 +843,12 @@ class Hub:
                 if done is not None:
                     applied.append(done)
             if applied:
-                data = encode_line(format_line("MODE", channel.name, *mode_string(applied), prefix=user.source))
+                # Masks grow when normalized, and the echo has the setter's source in front:
+                # a MODE that fitted one line may need several.
+                room = MAX_LINE_BYTES - 2 - len(f":{user.source} MODE {channel.name} ".encode())
+                data = b"".join(
+                    encode_line(format_line("MODE", channel.name, *mode_string(batch), prefix=user.source))
+                    for batch in mode_batches(applied, room))
                 self._announce([channel], data, None, fanout)
                 self._tell_outsider(user, channel, fanout)
                 if any(change.letter not in PREFIXES for change in applied):
@@ -961,9 +968,14 @@ class Hub:
                 backoff.failed(address, time.monotonic())
 
     def oper_wait(self, address: str) -> float:
-        """Seconds before ``address`` may try an OPER password again (0: now)."""
+        """Seconds before ``address`` may try an OPER password again; 0: now, and this try
+        takes the address's slot, so tries from connections in parallel are spaced out too."""
         with self.lock:
-            return self.oper_backoff.pending(address, time.monotonic())
+            now = time.monotonic()
+            wait = self.oper_backoff.pending(address, now)
+            if wait == 0:
+                self.oper_backoff.reserve(address, now)
+            return wait
 
     def counts(self) -> tuple[int, int, int]:
         """(registered users, unregistered connections, channels)."""
@@ -988,6 +1000,10 @@ class Hub:
                 channel.modes = {"n"}  # anyone may set its topic, until an operator sets +t
             channel.modes.discard("i")
             channel.key = channel.limit = None
+            for ban in channel.bans:  # nor a ban that could match everyone (see modes.names_one)
+                if not names_one(ban.mask):
+                    channel.bans.remove(ban.mask)
+            channel.restricted = bool(channel.bans) or "m" in channel.modes
         count = self.config.replay_lines
         # What the room said before it (re)appeared: earlier runs, or before it last emptied.
         stored = self.history.latest(irc_fold(name), count) if self.history is not None and count > 0 else []
@@ -1012,10 +1028,11 @@ class Hub:
             raise IRCError(ERR_CHANNELISFULL, channel.name, "Cannot join channel (+l)")
 
     def _check_not_banned_as(self, user: User, nick: str) -> None:
-        """435 if the nick ``user`` wants would be banned in one of its channels."""
+        """435 if ``user`` is banned in one of its channels, or would be under ``nick``: a
+        ban on its current nick is not shed by changing it."""
         source = f"{nick}!{user.username}@{user.host}"
         for channel in user.channels:
-            if channel.banned(user, source):
+            if channel.banned(user) or channel.banned(user, source):
                 raise IRCError(ERR_BANONCHAN, nick, channel.name, "Cannot change nickname while banned on channel")
 
     def _privileged_channel(self, user: User, name: str, need_member: bool = True) -> Channel:

@@ -3,11 +3,14 @@ server operators (OPER, KILL), the default room's rule, and channel state across
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,9 +20,12 @@ from irc_peer import Peer
 from test_handlers import registered
 
 from chat_server import read_opers
+from ircchat.history import SqliteHistory
 from ircchat.logs import log
+from ircchat.modes import Ban, BanList, channel_state
+from ircchat.network import ChatServer
 from ircchat.protocol import parse_message
-from ircchat.state import Hub, ServerConfig
+from ircchat.state import Channel, Hub, ServerConfig
 
 SERVER = Path(__file__).resolve().parent.parent / "chat_server.py"
 OPERS = (("root", "hunter2"),)
@@ -471,3 +477,103 @@ def test_who_whox_and_list_show_channel_status_and_keep_secret_rooms_hidden(conn
     assert not [line for line in cat.collect_until(" 315 cat #r ") if " 352 " in line]
     bob.send("LIST #r")
     assert [line for line in bob.collect_until(" 323 bob ") if " 322 bob #r 2 " in line]
+
+
+def test_a_member_banned_by_nick_cannot_shed_the_ban_by_changing_nick(connect):
+    ann, bob = connect("ann"), connect("bob")
+    joined(ann, "#r")
+    joined(bob, "#r")
+    ann.send("MODE #r +b bob")
+    bob.expect(r"MODE #r \+b :?bob!\*@\*$")
+    bob.send("NICK bobby")  # the new nick is not banned, but bob is, while in the room
+    bob.expect(" 435 bob bobby #r ")
+    bob.send("PRIVMSG #r :still banned?")
+    bob.expect(" 404 bob #r .*banned")
+
+
+def test_a_default_room_state_saved_under_another_room_name_shuts_nobody_out(tmp_path):
+    """#chat's state from a run where it was an ordinary room (another --room): its bans that
+    name no one nick or host go, as +i, +k and +l do, when it becomes the default room."""
+    path = str(tmp_path / "history.sqlite3")
+    room = Channel("#chat")
+    room.modes = {"i", "n", "t"}
+    room.key, room.limit = "pw", 1
+    room.bans = BanList([Ban("*!*@*", "op", 1), Ban("*!*@*.cloak", "op", 1), Ban("troll!*@*", "op", 1)])
+    store = SqliteHistory(path)
+    store.save_channel("#chat", json.dumps(channel_state(room)))
+    store.close()
+    store = SqliteHistory(path)
+    server = ChatServer(ServerConfig(), "127.0.0.1", 0, history=store)
+    server.start()
+    try:
+        ann = Peer(server.address)
+        ann.register("ann")  # the automatic join reached the end of NAMES
+        ann.send("MODE #chat b")
+        assert ann.expect(" 367 ann #chat ").params[2] == "troll!*@*"
+        ann.expect(" 368 ann #chat ")
+        ann.close()
+    finally:
+        server.shutdown()
+        store.close()
+
+
+def test_parallel_oper_tries_from_one_address_are_spaced_out_too(monkeypatch):
+    """Connections from one address that try OPER at once, when its wait has run out: the
+    first takes the slot and the rest are refused unchecked, as PASS's back-off does."""
+    now = [1000.0]
+    monkeypatch.setattr("ircchat.state.time.monotonic", lambda: now[0])
+    hub = Hub(ServerConfig(opers=OPERS, password_backoff=1.0))
+    hub.password_result("203.0.113.9", False, hub.oper_backoff)
+    assert hub.oper_wait("203.0.113.9") == 1.0
+    now[0] += 1.0  # the wait has run out: one try, not one per open connection
+    assert hub.oper_wait("203.0.113.9") == 0.0
+    assert hub.oper_wait("203.0.113.9") > 0.0
+
+
+def test_an_operator_who_kicks_itself_hears_its_kick_once(connect):
+    ann, bob = connect("ann"), connect("bob")
+    joined(ann, "#r")
+    joined(bob, "#r")
+    ann.send("KICK #r ann :me")
+    bob.expect(r"^:ann!\S+ KICK #r ann :me$")
+    ann.sync()  # everything the server sent ann before this point
+    kicks = [line for line in ann.seen if " KICK #r ann " in line]
+    assert len(kicks) == 1, kicks
+
+
+def test_saved_states_read_at_start_are_forgotten_oldest_first(tmp_path, monkeypatch):
+    """Past the bound, the state dropped from memory is the one saved longest ago, for the
+    states read back at start-up as for those saved since."""
+    path = str(tmp_path / "history.sqlite3")
+    SqliteHistory(path).close()  # the file, with its channels table
+    state = json.dumps(channel_state(Channel("#x")))
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO channels VALUES (?, ?, ?)",
+                       [("#old", state, int(time.time()) - 60), ("#new", state, int(time.time()))])
+    monkeypatch.setattr("ircchat.state.SAVED_CHANNELS_MAX", 2)
+    store = SqliteHistory(path)
+    try:
+        hub = Hub(ServerConfig(), history=store)
+        ann = registered(hub, "ann")
+        ann.do("JOIN #third", "TOPIC #third :changed")
+        assert sorted(hub.saved) == ["#new", "#third"]
+    finally:
+        store.close()
+
+
+def test_a_mode_echo_too_long_for_one_line_is_split_never_cut(connect):
+    """Six long bare-nick bans fit the MODE that sets them, but not the echo, where each is
+    normalized (``!*@*``) behind the setter's source: the echo is split, each line whole."""
+    ann, bob = connect("ann"), connect("bob")
+    joined(ann, "#r")
+    joined(bob, "#r")
+    nicks = [f"{letter}" * 76 for letter in "abcdef"]
+    line = "MODE #r +bbbbbb " + " ".join(nicks)
+    assert len(line) <= 510
+    ann.send(line)
+    masks: list[str] = []
+    while len(masks) < 6:
+        echo = bob.expect(r"^:ann!\S+ MODE #r \+b+ ")
+        assert len(bob.seen[-1].encode()) + 2 <= 512
+        masks += echo.params[2:]
+    assert masks == [nick + "!*@*" for nick in nicks]

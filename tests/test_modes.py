@@ -178,3 +178,21 @@ def test_a_saved_state_that_does_not_read_back_is_left_out(caplog):
                     "#ban": json.dumps({**good, "bans": [["m", "s"]]})}
     assert list(load_states(Store())) == ["#ok"]
     assert sum("left out" in record.getMessage() for record in caplog.records) == 3
+
+
+def test_hostile_saved_states_are_left_out_not_crashed_on(caplog):
+    """Rows the server could not have written: nested past the recursion limit, a time that
+    is no number (333 would raise), a limit or key no JOIN could meet."""
+    good = channel_state(Channel("#ok"))
+    rows = {"#ok": json.dumps(good), "#deep": "[" * 100_000 + "]" * 100_000,
+            "#inf": json.dumps({**good, "topic_time": float("inf")}),
+            "#nan": json.dumps({**good, "topic_time": float("nan")}),
+            "#neg": json.dumps({**good, "limit": -1}), "#bool": json.dumps({**good, "limit": True}),
+            "#key": json.dumps({**good, "key": "two words"})}
+
+    class Store:
+        @staticmethod
+        def load_channels():
+            return rows
+    assert list(load_states(Store())) == ["#ok"]
+    assert sum("left out" in record.getMessage() for record in caplog.records) == len(rows) - 1

@@ -365,3 +365,32 @@ def test_extended_join_gives_account_and_realname_to_those_that_asked(start_serv
         server.shutdown()
         if store is not None:
             store.close()
+
+
+def test_a_who_mask_matching_nobody_still_costs_its_asker_the_users_it_looked_at():
+    """WHO *zz* answers one line but matches every user's nick, username, host and realname:
+    that work is charged to the asker's flood control, as a long reply's size is."""
+    hub = Hub(ServerConfig())
+    asker = registered(hub, "ann")
+    with hub.lock:
+        for i in range(5000):
+            user = ircchat.state.User(host="h", nick=f"u{i}", username="~u", registered=True)
+            hub.users.add(user)
+            hub.nicks[f"u{i}"] = user
+    asker.user.flood_debt = 0.0
+    assert numerics(asker.do("WHO *zz*")) == ["315"]
+    assert asker.user.flood_debt >= 5000 / ircchat.queries.SCAN_PER_TOKEN
+    asker.user.flood_debt = 0.0
+    asker.do("WHO ann")  # one nick, no scan: only its reply's size
+    assert asker.user.flood_debt < 1
+
+
+def test_a_list_by_masks_matching_nothing_still_costs_its_asker_the_matches_it_made():
+    hub = Hub(ServerConfig())
+    asker = registered(hub, "ann")
+    with hub.lock:
+        for i in range(1000):
+            hub.channels[f"#c{i}"] = ircchat.state.Channel(f"#c{i}")
+    asker.user.flood_debt = 0.0
+    assert numerics(asker.do("LIST " + ",".join(["*zz*"] * 10))) == ["321", "323"]
+    assert asker.user.flood_debt >= 1001 * 10 / ircchat.queries.SCAN_PER_TOKEN
