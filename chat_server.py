@@ -30,7 +30,7 @@ import time
 from ircchat.history import HistoryError, SqliteHistory
 from ircchat.logs import log
 from ircchat.network import ChatServer
-from ircchat.protocol import CHANNEL_RE
+from ircchat.protocol import CHANNEL_RE, irc_fold
 from ircchat.state import ServerConfig
 
 DEFAULT_HISTORY = "chat_history.sqlite3"  # in the working directory
@@ -165,7 +165,7 @@ def open_history(args: argparse.Namespace) -> SqliteHistory | None:
     if args.no_history:
         return None
     return SqliteHistory(args.history, max_age_days=args.history_days,
-                         max_per_room=args.history_max_messages)
+                         max_per_room=args.history_max_messages, pinned_channels=(irc_fold(args.room),))
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

@@ -214,8 +214,12 @@ class SqliteHistory:
     """
 
     def __init__(self, path: str, *, max_age_days: float = 30.0, max_per_room: int = 10_000,
-                 prune_every: int = 1000) -> None:
+                 prune_every: int = 1000, pinned_channels: tuple[str, ...] = ()) -> None:
         self.path = path
+        # Rooms whose state is never forgotten, by age or by count (the default room: its bans
+        # must not go because throwaway rooms were saved after it).
+        self.pinned_channels = tuple(pinned_channels)
+        self._pinned_list = f"({', '.join('?' * len(self.pinned_channels))})"  # SQLite takes ()
         self.max_age_days = max_age_days
         self.max_per_room = max_per_room
         self.prune_every = prune_every  # entries committed between two passes over their rooms
@@ -258,13 +262,15 @@ class SqliteHistory:
             self._queued.notify()
 
     def load_channels(self) -> dict[str, str]:
-        """Every kept room state, after dropping those saved more than ``max_age_days`` ago;
-        the least recently saved first (the order in which the server forgets them)."""
+        """Every kept room state, after dropping those saved more than ``max_age_days`` ago
+        (but the pinned ones); the least recently saved first (the order in which the server
+        forgets them)."""
         oldest = int(time.time() - self.max_age_days * 86400)
         with self._read_lock:
             rows = self._reader_db.execute(
-                "SELECT target, state FROM channels WHERE saved_at >= ? ORDER BY saved_at DESC LIMIT ?",
-                (oldest, SAVED_CHANNELS_MAX)).fetchall()
+                f"SELECT target, state FROM channels WHERE saved_at >= ? OR target IN {self._pinned_list} "
+                "ORDER BY saved_at DESC LIMIT ?",
+                (oldest, *self.pinned_channels, SAVED_CHANNELS_MAX + len(self.pinned_channels))).fetchall()
         return dict(reversed(rows))
 
     def settle(self, timeout: float) -> None:
@@ -329,11 +335,12 @@ class SqliteHistory:
                 self._writer_db.executemany(
                     "INSERT OR REPLACE INTO channels (target, state, saved_at) VALUES (?, ?, ?)",
                     [(target, state, now) for target, state in saves.items()])
-                self._writer_db.execute("DELETE FROM channels WHERE saved_at < ?",
-                                        (int(now - self.max_age_days * 86400),))
+                pinned = self.pinned_channels
+                self._writer_db.execute(f"DELETE FROM channels WHERE saved_at < ? AND target NOT IN {self._pinned_list}",
+                                        (int(now - self.max_age_days * 86400), *pinned))
                 self._writer_db.execute(
-                    "DELETE FROM channels WHERE target NOT IN "
-                    "(SELECT target FROM channels ORDER BY saved_at DESC LIMIT ?)", (SAVED_CHANNELS_MAX,))
+                    f"DELETE FROM channels WHERE target NOT IN {self._pinned_list} AND target NOT IN "
+                    "(SELECT target FROM channels ORDER BY saved_at DESC LIMIT ?)", (*pinned, SAVED_CHANNELS_MAX))
         except sqlite3.Error as error:
             self._fail(str(error))
 

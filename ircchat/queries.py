@@ -67,7 +67,9 @@ WHOX_FIELDS = "tcuihsnfdlaor"  # the order a 354 reply gives its fields in, what
 
 
 def sees_addresses(user: User) -> bool:
-    """Server operators see real addresses where others see cloaks."""
+    """Server operators may see real addresses: in WHOIS (378) and WHOX's ``i``, and WHO masks
+    match them. Host fields stay the cloaks even for them, so that a ban built from one (as
+    irssi's and WeeChat's /ban do) matches what bans are checked against."""
     return "o" in user.modes
 
 
@@ -188,7 +190,7 @@ def _who_matches(hub: Hub, asker: User, mask: str) -> Iterable[WhoRow]:
 def _who_line(hub: Hub, asker: User, query: WhoQuery, row: WhoRow) -> bytes:
     flags = ("G" if row.away else "H") + ("*" if row.operator else "") + row.prefix
     oper = sees_addresses(asker)
-    host = row.address if oper else row.host
+    host = row.host
     server = hub.config.server_name
     if query.fields is None:
         return hub.numeric_line(asker, RPL_WHOREPLY, row.channel, row.username, host, server,
@@ -249,8 +251,7 @@ def cmd_whowas(hub: Hub, user: User, msg: Message) -> None:
     if not entries:
         hub.reply(user, ERR_WASNOSUCHNICK, nick, "There was no such nickname")
     for entry in entries:
-        host = entry.address if sees_addresses(user) else entry.host
-        hub.reply(user, RPL_WHOWASUSER, entry.nick, entry.username, host, "*", entry.realname)
+        hub.reply(user, RPL_WHOWASUSER, entry.nick, entry.username, entry.host, "*", entry.realname)
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry.when))
         hub.reply(user, RPL_WHOISSERVER, entry.nick, hub.config.server_name, when)
     hub.reply(user, RPL_ENDOFWHOWAS, nick, "End of WHOWAS")
@@ -263,7 +264,7 @@ def cmd_userhost(hub: Hub, user: User, msg: Message) -> None:
                    if (found := hub.find_user(nick)) is not None]
     replies = []
     for found in found_users:
-        host = found.address if found is user or sees_addresses(user) else found.host
+        host = found.address if found is user else found.host  # the cloak, as bans see it
         operator = "*" if "o" in found.modes else ""
         away = "-" if found.away is not None else "+"
         replies.append(f"{found.nick}{operator}={away}{found.username}@{host}")

@@ -314,7 +314,6 @@ class WhowasEntry(NamedTuple):
     nick: str
     username: str
     host: str
-    address: str  # for server operators only, as in WHOIS
     realname: str
     when: float  # wall clock
 
@@ -1068,8 +1067,9 @@ class Hub:
         folded = irc_fold(channel.name)
         state = channel_state(channel)
         self.saved.pop(folded, None)  # re-inserted last: the most recently changed
-        if len(self.saved) >= SAVED_CHANNELS_MAX:
-            del self.saved[next(iter(self.saved))]
+        if len(self.saved) >= SAVED_CHANNELS_MAX:  # forget the oldest, never the default room's
+            default = irc_fold(self.config.room)
+            del self.saved[next(name for name in self.saved if name != default)]
         self.saved[folded] = state
         self.history.save_channel(folded, json.dumps(state))
 
@@ -1124,8 +1124,8 @@ class Hub:
         """Keep the nick ``user`` gives up (quit or nick change) for WHOWAS."""
         folded = irc_fold(user.nick or "")
         entries = self.whowas.pop(folded, None) or collections.deque(maxlen=WHOWAS_PER_NICK)
-        entries.appendleft(WhowasEntry(user.nick or "", user.username or "", user.host, user.address,
-                                       user.realname, time.time()))
+        entries.appendleft(WhowasEntry(user.nick or "", user.username or "", user.host, user.realname,
+                                       time.time()))
         self.whowas[folded] = entries  # re-inserted last: the most recently given up
         if len(self.whowas) > WHOWAS_NICKS:
             self.whowas.popitem(last=False)

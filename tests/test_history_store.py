@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import ircchat.history
 from ircchat.history import HistoryEntry, HistoryError, MessageRef, SqliteHistory, format_timestamp
 
 T0 = int(time.time() * 1000) - 3_600_000  # an hour ago, in ms: inside the retention
@@ -232,4 +233,30 @@ def test_channel_states_are_kept_replaced_and_forgotten_after_max_age(tmp_path):
         db.execute("INSERT INTO channels VALUES ('#old', '{}', ?)", (int(time.time()) - 3 * 86400,))
     store = opened(path, max_age_days=1)
     assert store.load_channels() == {"#a": '{"v": 2}', "#b": '{"v": 3}'}
+    store.close()
+
+
+def test_a_pinned_channel_state_outlives_the_count_and_age_limits(tmp_path, monkeypatch):
+    """The default room's state is pinned: throwaway rooms saved after it, or a month without
+    a change, must not take its bans away."""
+    monkeypatch.setattr(ircchat.history, "SAVED_CHANNELS_MAX", 3)
+    path = tmp_path / "h.sqlite3"
+    store = opened(path, max_age_days=1, pinned_channels=("#chat",))
+    store.save_channel("#chat", '{"bans": 1}')
+    store.close()
+    now = int(time.time())
+    with sqlite3.connect(path) as db:  # saved long ago, then three rooms after it
+        db.execute("UPDATE channels SET saved_at = ?", (now - 3 * 86400,))
+        db.executemany("INSERT INTO channels VALUES (?, '{}', ?)", [("#a", now - 40), ("#b", now - 30), ("#c", now - 20)])
+    store = opened(path, max_age_days=1, pinned_channels=("#chat",))
+    store.save_channel("#d", "{}")  # the limits are applied as a save is written
+    store.close()
+    store = opened(path, max_age_days=1, pinned_channels=("#chat",))
+    assert store.load_channels() == {"#chat": '{"bans": 1}', "#b": "{}", "#c": "{}", "#d": "{}"}
+    store.close()
+    store = opened(path, max_age_days=1)  # not pinned: the count and the age both drop it
+    store.save_channel("#e", "{}")
+    store.close()
+    store = opened(path, max_age_days=1)
+    assert store.load_channels() == {"#c": "{}", "#d": "{}", "#e": "{}"}
     store.close()

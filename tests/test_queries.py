@@ -125,8 +125,11 @@ def test_operators_see_addresses_and_are_flagged():
     bob.user.modes.add("o")
     assert ann.do("WHO bob")[0] == ":irc.test 352 ann * ~bob 10.0.0.1 irc.test bob H* :0 bob Real"
     assert ann.do("WHO bob %ihnf")[0] == ":irc.test 354 ann 255.255.255.255 10.0.0.1 bob :H*"
-    ann.user.modes.add("o")  # an operator sees the real address, and matches masks on it
-    assert ann.do("WHO bob %ihnf")[0] == ":irc.test 354 ann 198.51.100.7 198.51.100.7 bob :H*"
+    ann.user.modes.add("o")  # an operator sees the real address (the host stays the cloak,
+    # which bans are checked against), and matches masks on it
+    assert ann.do("WHO bob %ihnf")[0] == ":irc.test 354 ann 198.51.100.7 10.0.0.1 bob :H*"
+    assert ann.do("WHO bob")[0] == ":irc.test 352 ann * ~bob 10.0.0.1 irc.test bob H* :0 bob Real"
+    assert ann.do("USERHOST bob")[0] == ":irc.test 302 ann :bob*=+~bob@10.0.0.1"
     assert ann.do("WHO 198.51.*")[0].split()[7] == "bob"
     assert " 313 ann bob :is an IRC operator" in "\n".join(ann.do("WHOIS bob"))
     ann.user.modes.discard("o")
