@@ -198,6 +198,7 @@ def _try_register(hub: Hub, user: User) -> None:
     with hub.lock:
         user.registered = True
         hub.registered += 1
+        hub.bus.registered(user)
     log.info("%s registered from %s", user.source, user.address)
     config = hub.config
     hub.reply(user, RPL_WELCOME, f"Welcome to the {config.network} IRC network, {user.source}")

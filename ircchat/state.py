@@ -17,9 +17,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ircchat.history import SAVED_CHANNELS_MAX, HistoryEntry, HistoryStore
+
+if TYPE_CHECKING:
+    from ircchat.cluster import ClusterBus
 from ircchat.ircv3 import Stamped, Stamper, Variant, add_tags
 from ircchat.modes import (
     PREFIXES,
@@ -297,6 +300,7 @@ class User:
     last_message: float = field(default_factory=time.monotonic)  # for WHOIS idle time
     last_seen: float = field(default_factory=time.monotonic)  # any line; for pings
     ping_sent: float | None = None
+    node: str | None = None  # cluster mode: the node serving a replica of another node's user
     # Flood-control tokens this user's commands cost beyond one per line (extra targets, long
     # replies); the reader charges them to its token bucket and resets this to 0.
     flood_debt: float = 0.0
@@ -413,8 +417,12 @@ class Hub:
 
     def __init__(self, config: ServerConfig,
                  on_append: Callable[[list[RoomLog]], None] | None = None,
-                 history: HistoryStore | None = None) -> None:
+                 history: HistoryStore | None = None, bus: ClusterBus | None = None) -> None:
+        # Imported here: the cluster module builds on this one.
+        from ircchat.cluster import ClusterBus
         self.config = config
+        # The other nodes, in cluster mode: told of every change our own users make.
+        self.bus = bus if bus is not None else ClusterBus()
         self.on_append = on_append  # the pump's: these logs have new lines
         self.history = history  # None: no history (--no-history)
         if history is not None:
@@ -429,6 +437,7 @@ class Hub:
         self.lock = threading.Lock()
         self.users: set[User] = set()  # every connection, registered or not
         self.registered = 0  # how many of them are registered
+        self.remote_users = 0  # cluster mode: replicas of other nodes' users (see ircchat.cluster)
         self.nicks: dict[str, User] = {}  # folded nick -> user, claimed at NICK
         self.channels: dict[str, Channel] = {}
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
@@ -619,9 +628,11 @@ class Hub:
     def remove(self, user: User, line: bytes | None = None) -> None:
         """Forget a user; ``line`` (its QUIT) goes once to everyone who shared a channel."""
         with self.lock:
-            if user in self.users and user.registered:
-                self.registered -= 1
+            if user.registered and (user in self.users or user.node is not None):
+                self.registered -= user.node is None  # a replica's count is the Mirror's
                 self._remember_nick(user)
+            if user in self.users:
+                self.bus.quit(user, line)
             self.users.discard(user)
             if user.nick and self.nicks.get(irc_fold(user.nick)) is user:
                 del self.nicks[irc_fold(user.nick)]
@@ -642,17 +653,19 @@ class Hub:
         data = line() if line is not None else b""
         fanout = Fanout()
         with self.lock:
-            holder = self.nicks.get(folded)
-            if holder is not None and holder is not user:
-                raise IRCError(ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
-            if line is not None:
-                self._check_not_banned_as(user, nick)
+            self._check_nick_free(user, nick)
+        # In a cluster, the claim that counts: outside the lock, for it asks the other nodes.
+        if user.node is None and not self.bus.claim_nick(user, nick):
+            raise IRCError(ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
+        with self.lock:
+            self._check_nick_free(user, nick)
             old = user.nick
             if old is not None:
-                del self.nicks[irc_fold(old)]
+                if self.nicks.get(irc_fold(old)) is user:
+                    del self.nicks[irc_fold(old)]
                 if user.registered:
                     self._remember_nick(user)
-            self.nicks[folded] = user
+            self.nicks[folded] = user  # over a replica's hold, if the cluster has let it go
             user.nick = nick
             if line is not None:
                 for channel in user.channels:
@@ -664,6 +677,15 @@ class Hub:
         if line is not None:
             self.send(fanout, data)
         return old
+
+    def _check_nick_free(self, user: User, nick: str) -> None:
+        """433 if a user of this node holds ``nick``, 435 if it is banned where ``user`` is
+        (``lock`` held). A replica holding it is the cluster's to judge (``ClusterBus``)."""
+        holder = self.nicks.get(irc_fold(nick))
+        if holder is not None and holder is not user and (holder.node is None or user.node is not None):
+            raise IRCError(ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
+        if user.registered and user.node is None:
+            self._check_not_banned_as(user, nick)
 
     def join(self, user: User, name: str, replay: Replay | None = None,
              keys: tuple[str, ...] = ()) -> Channel | None:
@@ -681,13 +703,15 @@ class Hub:
                 return None
             if len(user.channels) >= self.config.max_channels:
                 raise IRCError(ERR_TOOMANYCHANNELS, name, "You have joined too many channels")
+            local = user.node is None  # a replica's join was checked by its own node
             if channel is None:
                 channel = self._new_channel(name)
-                self._check_entry(user, channel, keys)  # a saved state's bans and key hold
+                if local:
+                    self._check_entry(user, channel, keys)  # a saved state's bans and key hold
                 self.channels[irc_fold(name)] = channel
                 if not self._is_default(channel):
                     channel.ops.add(user)
-            else:
+            elif local:
                 self._check_entry(user, channel, keys)
             channel.invited.pop(user, None)
             channel.members[user] = None
@@ -700,7 +724,7 @@ class Hub:
             if outbox is not None and outbox.cursor is None and _reads_room_logs(user):
                 outbox.follow(channel.log)
                 channel.log.followers[outbox] = None
-            else:
+            elif local:
                 channel.others[user] = None
             if channel.names is not None:
                 self._add_name(channel.names, channel.names_room, channel.prefix(user) + (user.nick or ""))
@@ -724,6 +748,8 @@ class Hub:
                     fanout.direct = [member for member in fanout.direct if member is not user]
                     user.deliver(data)
                 replay(self, user, channel, list(channel.recent))
+            if local:
+                self.bus.joined(user, channel)
         self.send(fanout, data)
         for member in extended:
             member.deliver(extended_data)
@@ -736,6 +762,8 @@ class Hub:
         channels that asked for away-notify, each once."""
         with self.lock:
             user.away = text
+            if user.node is None:
+                self.bus.user_changed(user)
             watchers = self._cap_holders(list(user.channels), "away-notify", user)
             line = _away_line(user)
         for watcher in watchers:
@@ -772,6 +800,8 @@ class Hub:
             data = encode_line(format_line("PART", channel.name, *reason, prefix=user.source))
             self._announce([channel], data, None, fanout)
             self._leave(user, channel, fanout)
+            if user.node is None:
+                self.bus.parted(user, channel, reason)
         self.send(fanout, data)
 
     def set_topic(self, user: User, name: str, topic: str) -> Channel:
@@ -795,6 +825,8 @@ class Hub:
             self._announce([channel], data, None, fanout)  # before _leave: the kicked one hears it
             self._leave(target, channel, fanout)
             self._tell_outsider(kicker, channel, fanout)
+            if kicker.node is None:
+                self.bus.kicked(kicker, channel, target, reason)
         self.send(fanout, data)
 
     def invite(self, inviter: User, nick: str, name: str) -> tuple[User, Channel]:
@@ -846,12 +878,15 @@ class Hub:
                 self._tell_outsider(user, channel, fanout)
                 if any(change.letter not in PREFIXES for change in applied):
                     self._save(channel)
+                if user.node is None:
+                    self.bus.modes_changed(user, channel, applied)
         self.send(fanout, data)
         return refusals
 
     def become_oper(self, user: User) -> None:
         with self.lock:
             user.modes.add("o")
+            self.bus.user_changed(user)
 
     def set_user_modes(self, user: User, wanted: dict[str, bool]) -> str:
         """Set or unset a user's own modes (letter -> on); return what changed, as +x-y."""
@@ -863,6 +898,8 @@ class Hub:
                     mark = "+" if on else "-"
                     applied += (mark if mark != sign else "") + letter
                     sign = mark
+            if applied:
+                self.bus.user_changed(user)
         return applied
 
     def visible_channels(self, viewer: User, target: User) -> list[str]:
@@ -968,7 +1005,7 @@ class Hub:
     def counts(self) -> tuple[int, int, int]:
         """(registered users, unregistered connections, channels)."""
         with self.lock:
-            return self.registered, len(self.users) - self.registered, len(self.channels)
+            return self.registered + self.remote_users, len(self.users) - self.registered, len(self.channels)
 
     def snapshot_users(self) -> list[User]:
         with self.lock:
