@@ -52,6 +52,7 @@ from ircchat.history import HistoryEntry, MessageRef, OnCommit
 from ircchat.ircv3 import Stamped, Variant
 from ircchat.logs import log
 from ircchat.modes import PREFIXES, ModeChange
+from ircchat.numerics import IRCError
 from ircchat.protocol import encode_line, format_line, irc_fold
 from ircchat.state import Channel, Hub, RoomLine, User
 
@@ -137,6 +138,9 @@ class RedisBus(ClusterBus):
         self.node_timeout = node_timeout
         self.history_max = history_max
         self._block_ms = max(10, int(min(READ_BLOCK, socket_timeout / 2) * 1000))
+        # A claim waits for the writer's pipeline: at most a socket timeout for the batch
+        # before it and one for its own.
+        self._claim_wait = 2 * socket_timeout + 1.0
         self.redis = redis.Redis.from_url(url, socket_timeout=socket_timeout,
                                           socket_connect_timeout=socket_timeout)
         try:
@@ -257,7 +261,8 @@ class RedisBus(ClusterBus):
         event = {"t": "nick", "nick": nick} if user.registered else None
         claim = _Claim()
         self._put(owner, event, rec=rec, claim=irc_fold(nick), release=old, waiter=claim)
-        claim.done.wait()
+        if not claim.done.wait(self._claim_wait):
+            log.error("cluster: no answer to the claim of %s in time; granted here for now", nick)
         return claim.granted
 
     def registered(self, user: User) -> None:
@@ -378,16 +383,18 @@ class RedisBus(ClusterBus):
             for keys, args, _ in batch:
                 self._share(keys=keys, args=args, client=pipe)
             try:
-                results = pipe.execute()
-            except redis.RedisError as error:
+                results = pipe.execute(raise_on_error=False)
+            except redis.RedisError as error:  # the connection, not one call
                 for _, _, waiter in batch:
                     if waiter is not None:
                         waiter.done.set()
                 self._fail(error)
                 continue
-            for (_, _, waiter), result in zip(batch, results):
+            for (_, args, waiter), result in zip(batch, results):
+                if isinstance(result, redis.ResponseError):  # this call alone failed: refused
+                    log.error("cluster: Redis refused a change of %s: %s", args[2], result)
                 if waiter is not None:
-                    waiter.granted = result != 0
+                    waiter.granted = result not in (0, None) and not isinstance(result, Exception)
                     waiter.done.set()
             with self._lock:
                 self._settled.notify_all()
@@ -425,8 +432,8 @@ class RedisBus(ClusterBus):
             line = fields.get(b"l", b"")
             try:
                 room_line = self._handle(event, line, event_id)
-            except (KeyError, TypeError, ValueError) as error:  # a malformed event: skip it
-                log.error("cluster: skipped event %s: %r", event_id, error)
+            except Exception:  # a malformed event, or a bug: this node must go on following
+                log.exception("cluster: error applying event %s; skipped", event_id)
                 continue
             if room_line is not None:
                 lines.append(room_line)
@@ -509,6 +516,9 @@ class RedisBus(ClusterBus):
             self._up = False
             waiting = list(self._pending.values())
             self._pending.clear()
+            for _, _, waiter in self._queue:
+                if waiter is not None:
+                    waiter.done.set()  # granted for now, like every claim while Redis is away
             self._queue.clear()
             self._settled.notify_all()
         log.error("cluster: lost Redis at %s (%s); serving this node's users alone, retrying", self.url, error)
@@ -554,7 +564,7 @@ class RedisBus(ClusterBus):
                 claim = _Claim()
                 event = {"t": "user", "rec": rec} if user.registered else None
                 self._put(self._owner(user), event, rec=rec, claim=rec["f"], waiter=claim)
-                claim.done.wait()
+                claim.done.wait(self._claim_wait)
                 if claim.granted:
                     break
                 self._rename(user)
@@ -566,10 +576,11 @@ class RedisBus(ClusterBus):
         user.deliver(self.hub.server_line(
             "NOTICE", old, f"While this server was cut off, someone on another one took the nick {old}: "
                            f"you are now {new}."))
+        line = (lambda: encode_line(format_line("NICK", new, prefix=user.source))) if user.registered else None
         try:
-            self.hub.claim_nick(user, new, lambda: encode_line(format_line("NICK", new, prefix=user.source)))
-        except redis.RedisError as error:
-            log.warning("cluster: could not rename %s: %s", old, error)
+            self.hub.claim_nick(user, new, line)
+        except IRCError as error:  # taken too: the caller tries another
+            log.warning("cluster: could not rename %s to %s: %s", old, new, error.numeric)
 
     def _tell_everyone(self, text: str) -> None:
         assert self.hub is not None

@@ -672,7 +672,8 @@ class Hub:
                     channel.names = None  # rebuilt by the next NAMES
                     channel.ban_verdicts.pop(user, None)
                 self._announce(list(user.channels), data, None, fanout)
-                if not self._reaches(user, fanout) and user not in fanout.direct:
+                # The user itself hears it too; a replica's own node has told it already.
+                if user.node is None and not self._reaches(user, fanout) and user not in fanout.direct:
                     fanout.direct = [*fanout.direct, user]
         if line is not None:
             self.send(fanout, data)
@@ -1077,8 +1078,9 @@ class Hub:
 
     @staticmethod
     def _tell_outsider(user: User, channel: Channel, fanout: Fanout) -> None:
-        """A server operator acting on a channel it is not in hears the line too."""
-        if user not in channel.members:
+        """A server operator acting on a channel it is not in hears the line too (from its
+        own node, if it is a replica)."""
+        if user not in channel.members and user.node is None:
             fanout.direct = [*fanout.direct, user]
 
     def _save(self, channel: Channel) -> None:

@@ -6,6 +6,7 @@ Skipped as a whole only when redis-server is not installed (``.ci/run`` installs
 from __future__ import annotations
 
 import re
+import signal
 import threading
 import time
 
@@ -186,16 +187,30 @@ def test_join_part_nick_and_topic_reach_the_other_node(cluster, peers):
     jay = peers(a, "jay1")
     kim = peers(b, "kim1")
     jay.send("JOIN #side")
+    jay.expect(" 366 ")
+    caught_up(jay, kim, "made #side")  # kim's node knows #side: kim joins it, not makes it
     kim.send("JOIN #side")
     wait_for_member(jay, "kim1", "#side")
     jay.send("TOPIC #side :side talk")
     assert kim.expect("TOPIC #side").params[1] == "side talk"
     kim.send("NICK kim2")
     assert jay.expect(r"NICK :?kim2").prefix.startswith("kim1!")
+    jay.send("MODE #side +m")  # jay made #side: its operator, on every node
+    kim.expect(r"MODE #side :?\+m")
+    assert sum(" NICK " in line for line in kim.seen) == 1  # from its own node only
+    kim.send("PRIVMSG #side :may I?")
+    kim.expect(" 404 ")  # refused on kim's own node, which applied jay's mode
     kim.send("PART #side :bye")
     assert jay.expect("PART #side").prefix.startswith("kim2!")
     kim.send("TOPIC #side")
     kim.expect(" 332 ")  # a channel kim left: its topic, from the replica of #side
+    kim.send("JOIN #side")
+    wait_for_member(jay, "kim2", "#side")
+    jay.send("KICK #side kim2 :out")
+    assert kim.expect("KICK #side kim2").params[-1] == "out"
+    kim.send("NAMES #side")
+    names = [line for line in kim.collect_until(" 366 ") if " 353 " in line]
+    assert "kim2" not in names[0].split(" :", 1)[1]
 
 
 def test_a_killed_node_is_announced_lost_and_frees_its_nicks(cluster, peers, tmp_path):
@@ -215,6 +230,30 @@ def test_a_killed_node_is_announced_lost_and_frees_its_nicks(cluster, peers, tmp
         again.expect(" 001 ")
     finally:
         doomed.stop()
+
+
+def test_a_frozen_node_is_taken_for_lost_and_renames_a_user_whose_nick_was_taken(cluster, peers, tmp_path):
+    server, (a, _) = cluster
+    frozen = Node.start(server.url, *NODE_FLAGS, log_dir=str(tmp_path))
+    try:
+        watcher = peers(a, "quin1")
+        sleeper = peers(frozen, "rex1")
+        wait_for_member(watcher, "rex1")
+        frozen.proc.send_signal(signal.SIGSTOP)  # no heartbeat: the others take it for lost
+        assert watcher.expect(r"^:rex1!\S+ QUIT").params == ("node lost",)
+        thief = peers(a)
+        thief.send("NICK rex1", "USER x 0 * :x")
+        thief.expect(" 001 ")
+        frozen.proc.send_signal(signal.SIGCONT)  # it learns it was taken for lost, and rejoins
+        sleeper.expect("Lost contact with the other servers")
+        sleeper.expect("someone on another one took the nick rex1")
+        renamed = sleeper.expect(r"^:rex1!\S+ NICK").params[0]
+        assert renamed.startswith("rex1_")
+        wait_for_member(watcher, renamed)  # back in the cluster, under its new nick
+        sleeper.expect("Back in contact")
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+        frozen.stop()
 
 
 def test_a_restarted_node_does_not_replay_old_lines_as_new(cluster, peers, tmp_path):
