@@ -70,6 +70,10 @@ class ClusterBus:
     def modes_changed(self, user: User, channel: Channel, applied: list[ModeChange]) -> None:
         """``user`` changed ``channel``'s modes (lock held)."""
 
+    def invited(self, inviter: User, target: User, channel: Channel) -> None:
+        """``inviter`` let ``target`` into ``channel`` past +i and +l (lock held): on every
+        node, so it holds on the target's."""
+
     def user_changed(self, user: User) -> None:
         """``user``'s away message or user modes changed (lock held)."""
 
@@ -278,6 +282,8 @@ class Mirror:
                 target = hub.find_user(change.param or "") if change.letter in PREFIXES else None
                 if target is not None and target.node is None:
                     self._rewrite(target)
+        elif kind == "invite":
+            self._quietly(hub.invite, replica, event["k"], event["c"])
         elif kind == "umode":
             hub.set_away(replica, event.get("away"))
             with hub.lock:

@@ -289,6 +289,9 @@ class RedisBus(ClusterBus):
             if target is not None and target.node is None:
                 self._put(self._owner(target), None, rec=record(target))
 
+    def invited(self, inviter: User, target: User, channel: Channel) -> None:
+        self._put(self._owner(inviter), {"t": "invite", "c": channel.name, "k": target.nick})
+
     def user_changed(self, user: User) -> None:
         if user.registered:
             self._put(self._owner(user), {"t": "umode", "away": user.away, "modes": "".join(sorted(user.modes))},

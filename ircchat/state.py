@@ -853,6 +853,8 @@ class Hub:
             if len(invited) >= MAX_INVITES:
                 del invited[next(iter(invited))]
             invited[target] = now + INVITE_TTL
+            if inviter.node is None:
+                self.bus.invited(inviter, target, channel)
             return target, channel
 
     def change_modes(self, user: User, name: str, changes: list[ModeChange]) -> list[IRCError]:

@@ -21,7 +21,7 @@ pytestmark = [
 redis = pytest.importorskip("redis", reason="the redis package is not installed (pip install redis)")
 
 # Quick fault handling for tests: a lost node is noticed in about 2 s, a silent Redis in 0.5 s.
-NODE_FLAGS = ("--node-timeout", "2", "--redis-timeout", "0.5")
+NODE_FLAGS = ("--node-timeout", "2", "--redis-timeout", "0.5", "--oper", "root:secret")
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +180,26 @@ def test_private_messages_cross_nodes(cluster, peers):
     caught_up(ivy, hal, "brb")
     hal.send("PRIVMSG ivy1 :still there?")
     assert hal.expect(" 301 ").params[1:] == ("ivy1", "lunch")
+
+
+def test_invite_and_kill_reach_the_other_node(cluster, peers):
+    _, (a, b) = cluster
+    uma, vic = peers(a, "uma1"), peers(b, "vic1")
+    uma.send("JOIN #closed", "MODE #closed +i")
+    uma.expect(r"MODE #closed :?\+i")
+    caught_up(uma, vic, "closing")
+    vic.send("JOIN #closed")
+    vic.expect(" 473 ")
+    uma.send("INVITE vic1 #closed")
+    uma.expect(" 341 ")
+    vic.expect("INVITE vic1 :?#closed")
+    vic.send("JOIN #closed")
+    wait_for_member(uma, "vic1", "#closed")
+    uma.send("OPER root secret")
+    uma.expect(" 381 ")
+    uma.send("KILL vic1 :enough")
+    assert "Killed (uma1 (enough))" in vic.expect("^ERROR").params[0]
+    assert uma.expect(r"^:vic1!\S+ QUIT").params[0].startswith("Killed")
 
 
 def test_join_part_nick_and_topic_reach_the_other_node(cluster, peers):
