@@ -50,6 +50,10 @@ class ClusterBus:
 
     node: str | None = None  # this node's id in a cluster
 
+    def servers(self) -> int:
+        """How many nodes serve the chat, this one included (as LUSERS says)."""
+        return 1
+
     def claim_nick(self, user: User, nick: str) -> bool:
         """Claim ``nick`` for ``user`` across the cluster (lock not held); False if another
         user anywhere holds it. For a registered user the change is announced too."""

@@ -165,6 +165,7 @@ class RedisBus(ClusterBus):
         self._local: dict[str, User] = {}  # ...and back
         self._next_uid = 0
         self._epoch = ""
+        self._nodes = 1  # in the set of nodes at the last heartbeat
         self.last_id = "0-0"  # the last stream id read: the reader's thread only
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=loop, name=name, daemon=True) for loop, name in
@@ -242,6 +243,7 @@ class RedisBus(ClusterBus):
                     records[fields[field].decode()] = rec
             others[reply[index].decode()] = records
         assert self.mirror is not None
+        self._nodes = len(others) + 1
         self.mirror.forget_all_but({(node, uid) for node, records in others.items() for uid in records},
                                    "Lost in a netsplit")
         for node, records in others.items():
@@ -288,6 +290,9 @@ class RedisBus(ClusterBus):
             target = self.hub.nicks.get(irc_fold(change.param or "")) if change.letter in PREFIXES else None
             if target is not None and target.node is None:
                 self._put(self._owner(target), None, rec=record(target))
+
+    def servers(self) -> int:
+        return max(1, self._nodes)
 
     def invited(self, inviter: User, target: User, channel: Channel) -> None:
         self._put(self._owner(inviter), {"t": "invite", "c": channel.name, "k": target.nick})
@@ -495,6 +500,7 @@ class RedisBus(ClusterBus):
         pipe.set(self._key("alive", self.node), "1", px=int(self.node_timeout * 1000))
         pipe.smembers(nodes_key)
         _, nodes = pipe.execute()
+        self._nodes = len(nodes)
         if self.node.encode() not in nodes:
             self._fail(redis.RedisError("the other nodes took this one for lost"))
             return

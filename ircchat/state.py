@@ -1005,10 +1005,11 @@ class Hub:
         with self.lock:
             return self.oper_backoff.pending(address, time.monotonic())
 
-    def counts(self) -> tuple[int, int, int]:
-        """(registered users, unregistered connections, channels)."""
+    def counts(self) -> tuple[int, int, int, int]:
+        """(registered users in the whole chat, of them here, unregistered connections, channels)."""
         with self.lock:
-            return self.registered + self.remote_users, len(self.users) - self.registered, len(self.channels)
+            return (self.registered + self.remote_users, self.registered, len(self.users) - self.registered,
+                    len(self.channels))
 
     def snapshot_users(self) -> list[User]:
         with self.lock:
