@@ -13,7 +13,8 @@ I/O is ever done under it. A line for a channel is encoded once and appended onc
 lock, to the channel's ``RoomLog``, which its members' outboxes follow from offsets of their
 own; a line for one client goes to its ``deliver``, which only queues it in that client's
 bounded ``Outbox``. With history on, room lines reach the log from the history's writer
-thread, after their commit. Only the pump thread sends on or closes a client socket.
+thread, after their commit; in cluster mode (``--redis``), from the cluster's reader thread,
+in the order of the shared stream. Only the pump thread sends on or closes a client socket.
 """
 
 from __future__ import annotations

@@ -154,6 +154,9 @@ class RedisBus(ClusterBus):
         self.hub: Hub | None = None
         self.mirror: Mirror | None = None
         self._lock = threading.Lock()
+        # Held while room lines go out here directly (Redis away): the lines that were waiting
+        # for the stream go first, then the new ones, in order. Taken before ``_lock``.
+        self._local_order = threading.Lock()
         self._queued = threading.Condition(self._lock)
         self._queue: list[tuple[list[str], list[Any], _Claim | None]] = []
         self._settled = threading.Condition(self._lock)
@@ -337,7 +340,8 @@ class RedisBus(ClusterBus):
                 seq = self._seq
                 self._pending[seq] = payload
         if down:
-            self.history.on_commit([payload._replace(entry=None)], True)
+            with self._local_order:
+                self.history.on_commit([payload._replace(entry=None)], True)
             return True
         event = {"t": "msg", "c": entry.room, "cmd": entry.command, "text": entry.text, "s": seq}
         stored = {"s": entry.source, "c": entry.command, "r": entry.room, "x": entry.text}
@@ -518,21 +522,22 @@ class RedisBus(ClusterBus):
     def _fail(self, error: Exception) -> None:
         """Redis is unreachable: serve our own users alone until it is back (see the docstring)."""
         assert self.hub is not None
-        with self._lock:
-            if not self._up or self._stopping:
+        with self._local_order:
+            with self._lock:
+                if not self._up or self._stopping:
+                    self._up = False
+                    return
                 self._up = False
-                return
-            self._up = False
-            waiting = list(self._pending.values())
-            self._pending.clear()
-            for _, _, waiter in self._queue:
-                if waiter is not None:
-                    waiter.done.set()  # granted for now, like every claim while Redis is away
-            self._queue.clear()
-            self._settled.notify_all()
+                waiting = list(self._pending.values())
+                self._pending.clear()
+                for _, _, waiter in self._queue:
+                    if waiter is not None:
+                        waiter.done.set()  # granted for now, like every claim while Redis is away
+                self._queue.clear()
+                self._settled.notify_all()
+            if waiting:
+                self.hub.history.on_commit([line._replace(entry=None) for line in waiting], True)
         log.error("cluster: lost Redis at %s (%s); serving this node's users alone, retrying", self.url, error)
-        if waiting:
-            self.hub.history.on_commit([line._replace(entry=None) for line in waiting], True)
         self._tell_everyone("Lost contact with the other servers: you can still talk with the users on "
                             "this one. Reconnecting...")
 

@@ -413,6 +413,9 @@ class Hub:
     other threads read. Hold it briefly; never do socket I/O under it. A line for a channel is
     appended once to its log (its followers read it from there) and handed one by one only to
     the members that do not follow that log.
+
+    In cluster mode the Hub holds other nodes' users too, as replicas (``User.node`` set; see
+    ``ircchat.cluster``), and tells its ``bus`` of every change its own users make.
     """
 
     def __init__(self, config: ServerConfig,
