@@ -181,15 +181,13 @@ class RedisBus(ClusterBus):
     def _key(*parts: str) -> str:
         return PREFIX + ":".join(parts)
 
-    def _owner(self, user: User) -> str:
-        """``node/uid`` of one of our users, given an id on first use (``_lock`` not held)."""
+    def _give_id(self, user: User) -> None:
+        """Give one of our users its id on the bus, at its first nick claim."""
         with self._lock:
-            uid = self._uids.get(user)
-            if uid is None:
+            if user not in self._uids:
                 self._next_uid += 1
                 uid = self._uids[user] = str(self._next_uid)
                 self._local[uid] = user
-        return f"{self.node}/{uid}"
 
     # -- start and stop --------------------------------------------------------------------------
 
@@ -257,7 +255,7 @@ class RedisBus(ClusterBus):
     # -- the hooks the Hub calls (see ClusterBus) ------------------------------------------------
 
     def claim_nick(self, user: User, nick: str) -> bool:
-        owner = self._owner(user)
+        self._give_id(user)
         assert self.hub is not None
         with self.hub.lock:
             rec = record(user)
@@ -265,66 +263,63 @@ class RedisBus(ClusterBus):
         rec["nick"], rec["f"] = nick, irc_fold(nick)
         event = {"t": "nick", "nick": nick} if user.registered else None
         claim = _Claim()
-        self._put(owner, event, rec=rec, claim=irc_fold(nick), release=old, waiter=claim)
+        self._put(user, event, rec=rec, claim=irc_fold(nick), release=old, waiter=claim)
         if not claim.done.wait(self._claim_wait):
             log.error("cluster: no answer to the claim of %s in time; granted here for now", nick)
         return claim.granted
 
     def registered(self, user: User) -> None:
         rec = record(user)
-        self._put(self._owner(user), {"t": "user", "rec": rec}, rec=rec)
+        self._put(user, {"t": "user", "rec": rec}, rec=rec)
 
     def joined(self, user: User, channel: Channel) -> None:
-        self._put(self._owner(user), {"t": "join", "c": channel.name, "op": user in channel.ops},
-                  rec=record(user))
+        self._put(user, {"t": "join", "c": channel.name, "op": user in channel.ops}, rec=record(user))
 
     def parted(self, user: User, channel: Channel, reason: tuple[str, ...]) -> None:
-        self._put(self._owner(user), {"t": "part", "c": channel.name, "r": list(reason)}, rec=record(user))
+        self._put(user, {"t": "part", "c": channel.name, "r": list(reason)}, rec=record(user))
 
     def kicked(self, kicker: User, channel: Channel, target: User, reason: str) -> None:
-        self._put(self._owner(kicker), {"t": "kick", "c": channel.name, "k": target.nick, "r": reason})
+        self._put(kicker, {"t": "kick", "c": channel.name, "k": target.nick, "r": reason})
         if target.node is None:
-            self._put(self._owner(target), None, rec=record(target))
+            self._put(target, None, rec=record(target))
 
     def modes_changed(self, user: User, channel: Channel, applied: list[ModeChange]) -> None:
-        self._put(self._owner(user), {"t": "mode", "c": channel.name, "m": [list(change) for change in applied]})
+        self._put(user, {"t": "mode", "c": channel.name, "m": [list(change) for change in applied]})
         assert self.hub is not None
         for change in applied:
             target = self.hub.nicks.get(irc_fold(change.param or "")) if change.letter in PREFIXES else None
             if target is not None and target.node is None:
-                self._put(self._owner(target), None, rec=record(target))
+                self._put(target, None, rec=record(target))
 
     def servers(self) -> int:
         return max(1, self._nodes)
 
     def invited(self, inviter: User, target: User, channel: Channel) -> None:
-        self._put(self._owner(inviter), {"t": "invite", "c": channel.name, "k": target.nick})
+        self._put(inviter, {"t": "invite", "c": channel.name, "k": target.nick})
 
     def user_changed(self, user: User) -> None:
         if user.registered:
-            self._put(self._owner(user), {"t": "umode", "away": user.away, "modes": "".join(sorted(user.modes))},
+            self._put(user, {"t": "umode", "away": user.away, "modes": "".join(sorted(user.modes))},
                       rec=record(user))
 
     def quit(self, user: User, line: bytes | None) -> None:
-        with self._lock:
+        event = {"t": "quit", "r": _quit_reason(line)} if line is not None else None
+        self._put(user, event, rec_delete=True, release=irc_fold(user.nick or ""))
+        with self._lock:  # from here on, nothing more about it is sent
             uid = self._uids.pop(user, None)
             if uid is not None:
                 del self._local[uid]
-        if uid is None:
-            return  # never claimed a nick: nothing of it is in Redis
-        event = {"t": "quit", "r": _quit_reason(line)} if line is not None else None
-        self._put(f"{self.node}/{uid}", event, rec_delete=True, release=irc_fold(user.nick or ""))
 
     def _rewrite(self, user: User) -> None:
         """Store one of our users' record again (another node changed its channels)."""
         assert self.hub is not None
         with self.hub.lock:
             rec = record(user)
-        self._put(self._owner(user), None, rec=rec)
+        self._put(user, None, rec=rec)
 
     def _to_node(self, node: str, event: dict[str, Any], line: bytes) -> None:
         """An event for one node alone: a line for one of its users, or a KILL."""
-        self._put(f"{self.node}/", {**event, "dest": node}, line=line)
+        self._put(None, {**event, "dest": node}, line=line)
 
     # -- room lines (RedisHistory.append) --------------------------------------------------------
 
@@ -345,7 +340,7 @@ class RedisBus(ClusterBus):
             return True
         event = {"t": "msg", "c": entry.room, "cmd": entry.command, "text": entry.text, "s": seq}
         stored = {"s": entry.source, "c": entry.command, "r": entry.room, "x": entry.text}
-        self._put(self._owner(payload.sender), event, line=payload.stamped.line_for(Variant.PLAIN),
+        self._put(payload.sender, event, line=payload.stamped.line_for(Variant.PLAIN),
                   history=(entry.target, stored))
         return True
 
@@ -355,18 +350,26 @@ class RedisBus(ClusterBus):
             self._settled.wait_for(lambda: not self._pending or next(iter(self._pending)) > wanted, timeout)
 
     def save_channel(self, target: str, state: str) -> None:
-        self._put(f"{self.node}/", None, channel=(target, state))
+        self._put(None, None, channel=(target, state))
 
     # -- the writer --------------------------------------------------------------------------------
 
-    def _put(self, owner: str, event: dict[str, Any] | None, *, rec: dict[str, Any] | None = None,
+    def _put(self, user: User | None, event: dict[str, Any] | None, *, rec: dict[str, Any] | None = None,
              rec_delete: bool = False, claim: str = "", release: str = "", line: bytes = b"",
              history: tuple[str, dict[str, Any]] | None = None, channel: tuple[str, str] | None = None,
              waiter: _Claim | None = None) -> None:
-        """Queue one call of the share script (never waits: the Hub may hold its lock)."""
-        node, _, uid = owner.partition("/")
+        """Queue one call of the share script about ``user`` (None: about no user); never
+        waits, for the Hub may hold its lock. Nothing is sent about a user without an id: one
+        that never claimed a nick, or is gone (so no record outlives its user)."""
+        with self._lock:
+            uid = "" if user is None else self._uids.get(user)
+        if uid is None:
+            if waiter is not None:
+                waiter.done.set()
+            return
+        owner = f"{self.node}/{uid}"
         if event is not None:
-            event = {**event, "n": node, "u": uid}
+            event = {**event, "n": self.node, "u": uid}
         history_key = self._key("history", history[0]) if history else self._key("events")
         keys = [self._key("events"), self._key("nicks"), self._key("users", self.node), history_key,
                 self._key("channels")]
@@ -577,7 +580,7 @@ class RedisBus(ClusterBus):
                     rec = record(user)
                 claim = _Claim()
                 event = {"t": "user", "rec": rec} if user.registered else None
-                self._put(self._owner(user), event, rec=rec, claim=rec["f"], waiter=claim)
+                self._put(user, event, rec=rec, claim=rec["f"], waiter=claim)
                 claim.done.wait(self._claim_wait)
                 if claim.granted:
                     break

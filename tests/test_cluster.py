@@ -324,7 +324,10 @@ def test_redis_away_and_back(tmp_path, peers):
     server = RedisProcess.start()
     nodes = []
     try:
-        nodes = [Node.start(server.url, *NODE_FLAGS, log_dir=str(tmp_path)) for _ in range(2)]
+        # A node timeout well over the outage: no node is taken for lost meanwhile (that case
+        # is the frozen node's test), however slow the machine.
+        flags = ("--node-timeout", "30", "--redis-timeout", "0.5")
+        nodes = [Node.start(server.url, *flags, log_dir=str(tmp_path)) for _ in range(2)]
         a, b = nodes
         ann, cat = peers(a, "ann"), peers(a, "cat")
         bob = peers(b, "bob")
