@@ -367,6 +367,14 @@ class RedisBus(ClusterBus):
             if waiter is not None:
                 waiter.done.set()
             return
+        self._send(uid, event, rec=rec, rec_delete=rec_delete, claim=claim, release=release, line=line,
+                   history=history, channel=channel, waiter=waiter)
+
+    def _send(self, uid: str, event: dict[str, Any] | None, *, rec: dict[str, Any] | None = None,
+              rec_delete: bool = False, claim: str = "", release: str = "", line: bytes = b"",
+              history: tuple[str, dict[str, Any]] | None = None, channel: tuple[str, str] | None = None,
+              waiter: _Claim | None = None) -> None:
+        """``_put`` for the user with id ``uid`` on this node ("": none)."""
         owner = f"{self.node}/{uid}"
         if event is not None:
             event = {**event, "n": self.node, "u": uid}
@@ -559,21 +567,27 @@ class RedisBus(ClusterBus):
             else:
                 self._load_snapshot()
                 how = f"Redis had lost its data: a new snapshot, the stream from {self.last_id}"
+            stored = self.redis.hgetall(self._key("users", self.node))
         except redis.RedisError as error:
             log.debug("cluster: Redis still unreachable: %s", error)
             return
         with self._lock:
             self._up = True
         log.warning("cluster: Redis is back; rejoined (%s)", how)
-        self._reassert()
+        self._reassert(stored)
         self._tell_everyone("Back in contact with the other servers.")
 
-    def _reassert(self) -> None:
+    def _reassert(self, stored: dict[bytes, bytes]) -> None:
         """Claim our users' nicks again and publish their records (renaming any whose nick
-        was taken meanwhile)."""
+        was taken meanwhile); announce as gone the users in ``stored`` (our records as Redis
+        has them) that left while it was away."""
         assert self.hub is not None
         with self._lock:
             users = list(self._local.values())
+            gone = [(uid.decode(), data) for uid, data in stored.items() if uid.decode() not in self._local]
+        for uid, data in gone:
+            rec = decode_record(data) or {}
+            self._send(uid, {"t": "quit", "r": "Quit"}, rec_delete=True, release=str(rec.get("f", "")))
         for user in users:
             for _ in range(5):
                 with self.hub.lock:

@@ -329,7 +329,7 @@ def test_redis_away_and_back(tmp_path, peers):
         flags = ("--node-timeout", "30", "--redis-timeout", "0.5")
         nodes = [Node.start(server.url, *flags, log_dir=str(tmp_path)) for _ in range(2)]
         a, b = nodes
-        ann, cat = peers(a, "ann"), peers(a, "cat")
+        ann, cat, dan = peers(a, "ann"), peers(a, "cat"), peers(a, "dan")
         bob = peers(b, "bob")
         wait_for_member(ann, "bob")
         ann.send("PRIVMSG #chat :before")
@@ -342,9 +342,15 @@ def test_redis_away_and_back(tmp_path, peers):
             peer.expect("Lost contact with the other servers")
         if not any(line.endswith(" :while away") for line in cat.seen):  # before or after the notice
             cat.expect(" :while away$")
+        dan.send("QUIT :gone while away")
+        dan.expect_closed()
         server.resume()
         for peer in (ann, cat, bob):
             peer.expect("Back in contact", timeout=10)
+        bob.expect(r"^:dan!\S+ QUIT")  # its node told the others when it was back
+        heir = peers(b)
+        heir.send("NICK dan", "USER x 0 * :x")
+        heir.expect(" 001 ")
         ann.send("PRIVMSG #chat :after")
         bob.expect("after")
         cat_lines = cat.collect_until("after")
