@@ -234,6 +234,14 @@ class RedisBus(ClusterBus):
             keys=[self._key("events"), self._key("nodes"), self._key("epoch"), self._key("alive", self.node)],
             args=[self.node, self._key("users", ""), secrets.token_hex(8), int(self.node_timeout * 1000)])
         self._epoch, self.last_id = reply[0].decode(), reply[1].decode()
+        assert self.hub is not None
+        with self.hub.lock:  # the channels made before this position was known: the default room
+            channels = list(self.hub.channels.values())
+        for channel in channels:
+            entries = self.history.latest(irc_fold(channel.name), self.hub.config.replay_lines)
+            with self.hub.lock:
+                channel.recent.clear()
+                channel.recent.extend(entries)
         others: dict[str, dict[str, dict[str, Any]]] = {}
         for index in range(3, len(reply), 2):
             fields = reply[index + 1]
@@ -670,13 +678,16 @@ class RedisHistory:
     # -- queries: (ms, seq) keys; a timestamp sits before every line of its millisecond ---------
 
     def latest(self, target: str, limit: int, after: MessageRef | None = None) -> list[HistoryEntry]:
+        """The latest lines this node has read from the stream: what a new channel's recent
+        lines start from (the reader appends each later one as it delivers it, so none is
+        missing or twice; before the node has joined, none)."""
         low = "-"
         if after is not None:
             key = self._key_of(target, after)
             if key is None:
                 return []
             low = _above(key)
-        return self._range(target, low, "+", limit, newest_first=True)
+        return self._range(target, low, self._bus.last_id, limit, newest_first=True)
 
     def before(self, target: str, ref: MessageRef, limit: int) -> list[HistoryEntry]:
         key = self._key_of(target, ref)
