@@ -5,10 +5,12 @@ Skipped as a whole only when redis-server is not installed (``.ci/run`` installs
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from cluster_harness import REDIS_SERVER, Node, RedisProcess
@@ -374,3 +376,39 @@ def test_redis_away_and_back(tmp_path, peers):
         for node in nodes:
             node.stop()
         server.stop()
+
+
+def test_history_in_redis_answers_every_query_as_the_sqlite_store_does(cluster):
+    """RedisHistory's queries on a room stream written here, against the same expectations as
+    tests/test_history_store.py's first test (a stream id is the msgid)."""
+    from ircchat.history import MessageRef
+    from ircchat.redisbus import RedisHistory  # here: it needs the redis package, maybe skipped
+
+    server, _ = cluster
+    client = redis.Redis.from_url(server.url)
+    start = 1_700_000_000_000
+    ids = []
+    for index in range(10):
+        stored = {"s": "ann!~a@h", "c": "PRIVMSG", "r": "#q", "x": f"line {index}"}
+        ids.append(client.xadd("chat:history:#q", {"e": json.dumps(stored)}, id=f"{start + 10 * index}-{index}").decode())
+    client.close()
+    store = RedisHistory(SimpleNamespace(redis=redis.Redis.from_url(server.url), up=True, last_id="+"))
+
+    def texts(entries):
+        return [entry.text for entry in entries]
+
+    ref = MessageRef(msgid=ids[5])
+    assert texts(store.latest("#q", 3)) == ["line 7", "line 8", "line 9"]
+    assert texts(store.latest("#q", 3, after=MessageRef(msgid=ids[8]))) == ["line 9"]
+    assert texts(store.before("#q", ref, 2)) == ["line 3", "line 4"]
+    assert texts(store.after("#q", ref, 2)) == ["line 6", "line 7"]
+    assert texts(store.around("#q", ref, 4)) == ["line 3", "line 4", "line 5", "line 6"]
+    assert texts(store.between("#q", MessageRef(msgid=ids[2]), MessageRef(msgid=ids[6]), 10)) == \
+        ["line 3", "line 4", "line 5"]
+    assert texts(store.between("#q", MessageRef(msgid=ids[6]), MessageRef(msgid=ids[1]), 2)) == ["line 4", "line 5"]
+    by_time = MessageRef(time_ms=start + 50)  # the time of line 5: "before" excludes it, "after" keeps it
+    assert texts(store.before("#q", by_time, 1)) == ["line 4"]
+    assert texts(store.after("#q", by_time, 1)) == ["line 5"]
+    assert store.after("#q", MessageRef(msgid="nope"), 5) == []
+    assert store.after("#q", MessageRef(msgid="1-1"), 5) == []  # no such line in this room
+    assert store.latest("#q", 3)[0].msgid == ids[7] and store.latest("#q", 1)[0].time_ms == start + 90
