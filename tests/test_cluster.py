@@ -382,7 +382,9 @@ def test_history_in_redis_answers_every_query_as_the_sqlite_store_does(cluster):
     """RedisHistory's queries on a room stream written here, against the same expectations as
     tests/test_history_store.py's first test (a stream id is the msgid)."""
     from ircchat.history import MessageRef
-    from ircchat.redisbus import RedisHistory  # here: it needs the redis package, maybe skipped
+    from ircchat.redisbus import (
+        RedisHistory,  # here: it needs the redis package, maybe skipped
+    )
 
     server, _ = cluster
     client = redis.Redis.from_url(server.url)
