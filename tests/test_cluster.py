@@ -16,6 +16,8 @@ import pytest
 from cluster_harness import REDIS_SERVER, Node, RedisProcess
 from irc_peer import Peer
 
+from ircchat.history import MessageRef
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)"),
@@ -381,10 +383,8 @@ def test_redis_away_and_back(tmp_path, peers):
 def test_history_in_redis_answers_every_query_as_the_sqlite_store_does(cluster):
     """RedisHistory's queries on a room stream written here, against the same expectations as
     tests/test_history_store.py's first test (a stream id is the msgid)."""
-    from ircchat.history import MessageRef
-    from ircchat.redisbus import (
-        RedisHistory,  # here: it needs the redis package, maybe skipped
-    )
+    # Imported here: it needs the redis package, which this module may have skipped for.
+    from ircchat.redisbus import RedisHistory
 
     server, _ = cluster
     client = redis.Redis.from_url(server.url)
