@@ -447,7 +447,7 @@ class Hub:
         # Channels' saved topics, modes and bans (folded name -> state), read once from the
         # history here, so no SQLite read happens under ``lock``; kept up to date under it.
         self.saved: dict[str, dict[str, Any]] = load_states(history) if history is not None else {}
-        self.channels[irc_fold(config.room)] = self._new_channel(config.room)
+        self.channels[irc_fold(config.room)] = self._new_channel(config.room, self._stored_lines(config.room))
         self.password_backoff = PasswordBackoff(config.password_backoff)
         # Folded nick -> its last users, newest first; the nick given up longest ago first.
         self.whowas: collections.OrderedDict[str, collections.deque[WhowasEntry]] = collections.OrderedDict()
@@ -701,6 +701,9 @@ class Hub:
         lock is let go, so what it queues for the joiner comes after its JOIN and before any
         line said after it: nothing missing, nothing twice.
         """
+        # A channel about to be made starts with what it said before, read before taking the
+        # lock (from a file, or Redis): under it only if the channel vanished meanwhile.
+        stored = self._stored_lines(name) if irc_fold(name) not in self.channels else None
         with self.lock:
             channel = self.channels.get(irc_fold(name))
             if channel is not None and user in channel.members:
@@ -709,7 +712,7 @@ class Hub:
                 raise IRCError(ERR_TOOMANYCHANNELS, name, "You have joined too many channels")
             local = user.node is None  # a replica's join was checked by its own node
             if channel is None:
-                channel = self._new_channel(name)
+                channel = self._new_channel(name, stored if stored is not None else self._stored_lines(name))
                 if local:
                     self._check_entry(user, channel, keys)  # a saved state's bans and key hold
                 self.channels[irc_fold(name)] = channel
@@ -1020,7 +1023,13 @@ class Hub:
 
     # -- helpers that expect the lock held -------------------------------------------------
 
-    def _new_channel(self, name: str) -> Channel:
+    def _stored_lines(self, name: str) -> list[HistoryEntry]:
+        """What a room said before it (re)appeared (earlier runs, or before it last emptied),
+        as many lines as a joiner is replayed."""
+        count = self.config.replay_lines
+        return self.history.latest(irc_fold(name), count) if self.history is not None and count > 0 else []
+
+    def _new_channel(self, name: str, stored: list[HistoryEntry]) -> Channel:
         # Room for names on a 353 line: 512 bytes less CRLF, the longest nick's prefix and ours.
         head = f":{self.config.server_name} {RPL_NAMREPLY} {'x' * 20} = {name} :"
         channel = Channel(name, names_room=MAX_LINE_BYTES - 2 - len(head.encode()))
@@ -1032,10 +1041,7 @@ class Hub:
                 channel.modes = {"n"}  # anyone may set its topic, until an operator sets +t
             channel.modes.discard("i")
             channel.key = channel.limit = None
-        count = self.config.replay_lines
-        # What the room said before it (re)appeared: earlier runs, or before it last emptied.
-        stored = self.history.latest(irc_fold(name), count) if self.history is not None and count > 0 else []
-        channel.recent = collections.deque(stored, maxlen=max(count, 0))
+        channel.recent = collections.deque(stored, maxlen=max(self.config.replay_lines, 0))
         return channel
 
     def _is_default(self, channel: Channel) -> bool:
