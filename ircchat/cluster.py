@@ -151,10 +151,9 @@ class Mirror:
     kicked it or changed its channel prefixes.
     """
 
-    def __init__(self, hub: Hub, node: str, send_to_node: Callable[[str, dict[str, Any], bytes], None],
+    def __init__(self, hub: Hub, send_to_node: Callable[[str, dict[str, Any], bytes], None],
                  rewrite: Callable[[User], None]) -> None:
         self.hub = hub
-        self.node = node
         self.replicas: dict[tuple[str, str], User] = {}  # (node, user id) -> replica
         self._send_to_node = send_to_node
         self._rewrite = rewrite

@@ -195,7 +195,7 @@ class RedisBus(ClusterBus):
         """Join the cluster: load the snapshot into ``hub``, then follow the stream. Returns
         what to log about it."""
         self.hub = hub
-        self.mirror = Mirror(hub, self.node, self._to_node, self._rewrite)
+        self.mirror = Mirror(hub, self._to_node, self._rewrite)
         try:
             others = self._load_snapshot()
         except redis.RedisError as error:

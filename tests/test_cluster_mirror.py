@@ -3,10 +3,12 @@ asks its ClusterBus for nick claims. Users whose output lands in lists, as in te
 
 from __future__ import annotations
 
+import doctest
 from typing import Any
 
 from test_handlers import Client, numerics, registered
 
+import ircchat.cluster
 from ircchat.cluster import ClusterBus, Mirror, record
 from ircchat.state import Hub, ServerConfig, User
 
@@ -28,7 +30,7 @@ def remote_record(nick: str, channels: dict[str, str] | None = None) -> dict[str
 
 def mirror_of(hub: Hub) -> tuple[Mirror, list[tuple[str, dict[str, Any], bytes]]]:
     sent: list[tuple[str, dict[str, Any], bytes]] = []
-    return Mirror(hub, "here", lambda node, event, line: sent.append((node, event, line)), lambda user: None), sent
+    return Mirror(hub, lambda node, event, line: sent.append((node, event, line)), lambda user: None), sent
 
 
 def test_a_nick_the_cluster_holds_is_433_here():
@@ -83,3 +85,8 @@ def test_events_move_a_replica_between_channels_and_nicks():
                         b":Rob!~far@far.cloak PRIVMSG #chat :hi\r\n", "1700000000000-3")
     assert line.entry.msgid == "1700000000000-3" and line.stamped.time_ms == 1700000000000
     assert record(ann.user)["ch"] == {"#chat": ""}
+
+
+def test_doctests_pass():
+    failures, tried = doctest.testmod(ircchat.cluster)
+    assert tried > 0 and failures == 0
