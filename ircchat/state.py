@@ -20,9 +20,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ircchat.history import SAVED_CHANNELS_MAX, HistoryEntry, HistoryStore
-
-if TYPE_CHECKING:
-    from ircchat.cluster import ClusterBus
 from ircchat.ircv3 import Stamped, Stamper, Variant, add_tags
 from ircchat.modes import (
     PREFIXES,
@@ -63,6 +60,9 @@ from ircchat.protocol import (
     format_line,
     irc_fold,
 )
+
+if TYPE_CHECKING:
+    from ircchat.cluster import ClusterBus
 
 
 @dataclass(frozen=True)
@@ -632,7 +632,8 @@ class Hub:
         """Forget a user; ``line`` (its QUIT) goes once to everyone who shared a channel."""
         with self.lock:
             if user.registered and (user in self.users or user.node is not None):
-                self.registered -= user.node is None  # a replica's count is the Mirror's
+                if user.node is None:
+                    self.registered -= 1  # replicas are counted in remote_users, by the Mirror
                 self._remember_nick(user)
             if user in self.users:
                 self.bus.quit(user, line)
