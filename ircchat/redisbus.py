@@ -60,6 +60,7 @@ PREFIX = "chat:"
 EVENTS_MAX = 100_000  # events kept in the stream (approximately): a node away longer resnaps
 READ_BLOCK = 1.0  # seconds XREAD waits at most (and half the socket timeout at most)
 READ_COUNT = 500
+WRITE_BATCH = 1000  # script calls in one pipeline at most: one round trip well within the timeout
 BACKOFF_START, BACKOFF_MAX = 0.1, 5.0  # seconds between reconnection tries, doubling up to the cap
 
 # One script for every change a node makes: a nick claim (refused: 0), the user's record, the
@@ -162,6 +163,8 @@ class RedisBus(ClusterBus):
         self._settled = threading.Condition(self._lock)
         self._pending: dict[int, RoomLine] = {}  # our room lines, by sequence, until read back
         self._seq = 0
+        self._delivered = 0  # our room lines up to this sequence have gone out to our members
+        self._read_seq = 0  # the last of our room lines read back; the reader's thread only
         self._up = True  # Redis answered; False while it is unreachable
         self._stopping = False
         self._uids: dict[User, str] = {}  # our users' ids on the bus...
@@ -355,7 +358,7 @@ class RedisBus(ClusterBus):
     def settle(self, timeout: float) -> None:
         with self._lock:
             wanted = self._seq
-            self._settled.wait_for(lambda: not self._pending or next(iter(self._pending)) > wanted, timeout)
+            self._settled.wait_for(lambda: self._delivered >= wanted or not self._up, timeout)
 
     def save_channel(self, target: str, state: str) -> None:
         self._put(None, None, channel=(target, state))
@@ -409,7 +412,7 @@ class RedisBus(ClusterBus):
                     self._queued.wait(0.5)
                 if not self._queue:
                     return
-                batch, self._queue = self._queue, []
+                batch, self._queue = self._queue[:WRITE_BATCH], self._queue[WRITE_BATCH:]
             pipe = self.redis.pipeline(transaction=False)
             for keys, args, _ in batch:
                 self._share(keys=keys, args=args, client=pipe)
@@ -469,10 +472,19 @@ class RedisBus(ClusterBus):
             if room_line is not None:
                 lines.append(room_line)
             elif lines:  # anything else is applied after the lines before it have gone out
-                self.hub.history.on_commit(lines, True)
+                self._deliver(lines)
                 lines = []
         if lines:
-            self.hub.history.on_commit(lines, True)
+            self._deliver(lines)
+
+    def _deliver(self, lines: list[RoomLine]) -> None:
+        """Room lines read back out to our members; then a PART, NICK or QUIT waiting for its
+        sender's lines (``settle``) may go."""
+        assert self.hub is not None
+        self.hub.history.on_commit(lines, True)
+        with self._lock:
+            self._delivered = max(self._delivered, self._read_seq)
+            self._settled.notify_all()
 
     def _handle(self, event: dict[str, Any], line: bytes, event_id: str) -> RoomLine | None:
         assert self.hub is not None and self.mirror is not None
@@ -487,7 +499,7 @@ class RedisBus(ClusterBus):
             return None  # our own change, applied here already
         with self._lock:
             payload = self._pending.pop(event["s"], None)
-            self._settled.notify_all()
+        self._read_seq = event["s"]
         if payload is None:
             return None  # delivered already, while Redis was away
         ms, _ = split_id(event_id)
@@ -556,6 +568,8 @@ class RedisBus(ClusterBus):
                 self._settled.notify_all()
             if waiting:
                 self.hub.history.on_commit([line._replace(entry=None) for line in waiting], True)
+            with self._lock:
+                self._delivered = self._seq  # every line sent so far has gone out here
         log.error("cluster: lost Redis at %s (%s); serving this node's users alone, retrying", self.url, error)
         self._tell_everyone("Lost contact with the other servers: you can still talk with the users on "
                             "this one. Reconnecting...")

@@ -124,6 +124,19 @@ def test_every_member_sees_the_same_order_under_concurrent_senders(cluster, peer
             f"{sender.nick} {index}" for index in range(count)]
 
 
+def test_lines_before_a_part_reach_every_member_before_it(cluster, peers):
+    _, (a, b) = cluster
+    talker, near, far = peers(a, "wes1"), peers(a, "xia1"), peers(b, "yan1")
+    for peer in (talker, near, far):
+        peer.send("JOIN #talk")
+        peer.expect(" 366 ")
+    wait_for_member(talker, "yan1", "#talk")
+    talker.send(*[f"PRIVMSG #talk :line {index}" for index in range(30)], "PART #talk :done")
+    for member in (near, far):
+        lines = member.collect_until(r"^:wes1!\S+ PART #talk")
+        assert [line.rsplit(":", 1)[1] for line in privmsgs(lines)] == [f"line {index}" for index in range(30)]
+
+
 def test_nicks_are_unique_across_nodes_without_regard_to_case(cluster, peers):
     _, (a, b) = cluster
     peers(a, "Dora")
