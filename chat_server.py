@@ -13,7 +13,8 @@ I/O is ever done under it. A line for a channel is encoded once and appended onc
 lock, to the channel's ``RoomLog``, which its members' outboxes follow from offsets of their
 own; a line for one client goes to its ``deliver``, which only queues it in that client's
 bounded ``Outbox``. With history on, room lines reach the log from the history's writer
-thread, after their commit. Only the pump thread sends on or closes a client socket.
+thread, after their commit; in cluster mode (``--redis``), from the cluster's reader thread,
+in the order of the shared stream. Only the pump thread sends on or closes a client socket.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import signal
 import ssl
 import sys
 import time
+from typing import Any
 
+from ircchat.cluster import ClusterError
 from ircchat.history import HistoryError, SqliteHistory
 from ircchat.logs import log
 from ircchat.network import ChatServer
@@ -100,12 +103,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--no-cloak", action="store_true",
         help="show users' real addresses to everyone (by default others see a keyed hash; set "
              "CHAT_CLOAK_SECRET to keep the hashes the same across restarts)")
+    add("--redis", metavar="URL", default=os.environ.get("CHAT_REDIS_URL"),
+        help="cluster mode: serve one chat with every server using this Redis, such as "
+             "redis://127.0.0.1:6379/0 (or set CHAT_REDIS_URL); history then lives in Redis")
+    add("--node-timeout", type=float, default=15.0,
+        help="cluster mode: seconds without a heartbeat after which a node's users are announced as lost")
+    add("--redis-timeout", type=float, default=3.0, help="cluster mode: seconds any Redis call may take")
     add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="console log level")
     args = parser.parse_args(argv)
     if not CHANNEL_RE.match(args.room):
         parser.error(f"--room {args.room!r} is not a channel name like #chat")
     if " " in args.server_name or not args.server_name:
         parser.error("--server-name must be one word, such as chat.example.org")
+    if args.redis and args.no_history:
+        parser.error("--redis keeps history in Redis, which every server shares: drop --no-history")
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
     try:
@@ -168,6 +179,19 @@ def open_history(args: argparse.Namespace) -> SqliteHistory | None:
                          max_per_room=args.history_max_messages, pinned_channels=(irc_fold(args.room),))
 
 
+def open_cluster(args: argparse.Namespace) -> Any:
+    """The RedisBus the flags ask for (None: a single process); ClusterError if Redis cannot
+    be reached. Imported here, so a single process never needs the redis package."""
+    if not args.redis:
+        return None
+    try:
+        from ircchat.redisbus import RedisBus
+    except ImportError as error:
+        raise ClusterError("--redis needs the redis package: pip install redis") from error
+    return RedisBus(args.redis, node_timeout=args.node_timeout, socket_timeout=args.redis_timeout,
+                    history_max=args.history_max_messages)
+
+
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
     """A server context with the ssl module's modern defaults (TLS 1.2 or newer)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -184,19 +208,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)-7s %(message)s")
     try:
-        history = open_history(args)
-    except HistoryError as error:
+        bus = open_cluster(args)
+        history = bus.history if bus is not None else open_history(args)
+    except (HistoryError, ClusterError) as error:
         print(f"chat_server.py: {error}", file=sys.stderr)
         return 1
     try:
         config = config_from_args(args)
         tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
-        server = ChatServer(config, args.host, args.port, tls, args.tls_port, history)
+        server = ChatServer(config, args.host, args.port, tls, args.tls_port, history, bus)
     except OSError as error:  # ssl.SSLError included: a bad certificate or key
         print(f"chat_server.py: cannot start on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
         if history is not None:
             history.close()
         return 1
+    if bus is not None:
+        try:
+            log.info("%s", bus.start(server.hub))
+        except ClusterError as error:
+            print(f"chat_server.py: {error}", file=sys.stderr)
+            server.shutdown()
+            return 1
     try:
         # Set both explicitly: a shell starting us in the background may have ignored SIGINT.
         signal.signal(signal.SIGINT, _raise_interrupt)
@@ -215,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         server.shutdown()
+        if bus is not None:
+            bus.close()  # after the last client: its QUIT reaches the other nodes
         if history is not None:
             history.close()  # after the last client: everything they were sent is stored
     log.info("stopped")

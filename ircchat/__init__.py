@@ -15,6 +15,10 @@ Modules, read in this order:
 - ``ircv3``: capabilities, message tags, and each line in the form a client asked for.
 - ``history``: room history (SQLite by default) behind one small interface.
 - ``chathistory``: stored history sent to clients: replay on join and CHATHISTORY.
+- ``cluster``: cluster mode without I/O: ``ClusterBus``, the hooks the Hub calls (the
+  single-process default does nothing), and the ``Mirror`` of other nodes' users and events.
+- ``redisbus``: cluster mode over Redis (``--redis``, needs the ``redis`` package): the event
+  stream, nick claims, snapshots, heartbeats, outages; and ``RedisHistory``.
 - ``network``: sockets and threads: readers, the output pump, housekeeping, ``ChatServer``.
 - ``tlsbuffer``: TLS over memory buffers, shared by both (the server's outboxes, the client).
 - ``logs``: the server's logger, which escapes whatever came from the network.

@@ -198,6 +198,7 @@ def _try_register(hub: Hub, user: User) -> None:
     with hub.lock:
         user.registered = True
         hub.registered += 1
+        hub.bus.registered(user)
     log.info("%s registered from %s", user.source, user.address)
     config = hub.config
     hub.reply(user, RPL_WELCOME, f"Welcome to the {config.network} IRC network, {user.source}")
@@ -252,12 +253,13 @@ def cmd_motd(hub: Hub, user: User, msg: Message) -> None:
 
 
 def cmd_lusers(hub: Hub, user: User, msg: Message) -> None:
-    registered, unknown, channels = hub.counts()
-    hub.reply(user, RPL_LUSERCLIENT, f"There are {registered} users and 0 invisible on 1 servers")
+    everyone, here, unknown, channels = hub.counts()
+    servers = hub.bus.servers()
+    hub.reply(user, RPL_LUSERCLIENT, f"There are {everyone} users and 0 invisible on {servers} servers")
     if unknown:
         hub.reply(user, RPL_LUSERUNKNOWN, str(unknown), "unknown connection(s)")
     hub.reply(user, RPL_LUSERCHANNELS, str(channels), "channels formed")
-    hub.reply(user, RPL_LUSERME, f"I have {registered} clients and 0 servers")
+    hub.reply(user, RPL_LUSERME, f"I have {here} clients and {servers - 1} servers")
 
 
 def cmd_join(hub: Hub, user: User, msg: Message) -> None:

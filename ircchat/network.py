@@ -24,6 +24,7 @@ try:  # POSIX; only the server's slow-reader check uses them, and the client run
 except ImportError:
     fcntl = termios = None
 
+from ircchat.cluster import ClusterBus
 from ircchat.handlers import dispatch, line_from
 from ircchat.history import HistoryStore
 from ircchat.logs import log
@@ -767,9 +768,9 @@ class ChatServer:
 
     def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int = 5555,
                  tls: ssl.SSLContext | None = None, tls_port: int = 6697,
-                 history: HistoryStore | None = None) -> None:
+                 history: HistoryStore | None = None, bus: ClusterBus | None = None) -> None:
         self.config = config
-        self.hub = Hub(config, history=history)
+        self.hub = Hub(config, history=history, bus=bus)
         self.pump = OutputPump(self.hub.lock, config.room_backlog)
         self.hub.on_append = self.pump.logs_grew
         self.listener = _listen(host, port)

@@ -173,7 +173,7 @@ def _who_matches(hub: Hub, asker: User, mask: str) -> Iterable[WhoRow]:
         if "*" not in mask and "?" not in mask:
             found = hub.nicks.get(irc_fold(mask))
             return [_who_row(None, found, multi, now)] if found is not None and found.registered else []
-        candidates = [_who_row(None, user, multi, now) for user in hub.users
+        candidates = [_who_row(None, user, multi, now) for user in hub.nicks.values()
                       if user.registered and _visible(asker, user)]
     # Each user looked at costs its asker, answered or not: WHO *zz* answers one line, but
     # copies and matches everyone (milliseconds in a big server).

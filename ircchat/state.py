@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ircchat.history import SAVED_CHANNELS_MAX, HistoryEntry, HistoryStore
 from ircchat.ircv3 import Stamped, Stamper, Variant, add_tags
@@ -62,6 +62,9 @@ from ircchat.protocol import (
     format_line,
     irc_fold,
 )
+
+if TYPE_CHECKING:
+    from ircchat.cluster import ClusterBus
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,7 @@ class User:
     last_message: float = field(default_factory=time.monotonic)  # for WHOIS idle time
     last_seen: float = field(default_factory=time.monotonic)  # any line; for pings
     ping_sent: float | None = None
+    node: str | None = None  # cluster mode: the node serving a replica of another node's user
     # Flood-control tokens this user's commands cost beyond one per line (extra targets, long
     # replies); the reader charges them to its token bucket and resets this to 0.
     flood_debt: float = 0.0
@@ -410,12 +414,19 @@ class Hub:
     other threads read. Hold it briefly; never do socket I/O under it. A line for a channel is
     appended once to its log (its followers read it from there) and handed one by one only to
     the members that do not follow that log.
+
+    In cluster mode the Hub holds other nodes' users too, as replicas (``User.node`` set; see
+    ``ircchat.cluster``), and tells its ``bus`` of every change its own users make.
     """
 
     def __init__(self, config: ServerConfig,
                  on_append: Callable[[list[RoomLog]], None] | None = None,
-                 history: HistoryStore | None = None) -> None:
+                 history: HistoryStore | None = None, bus: ClusterBus | None = None) -> None:
+        # Imported here: the cluster module builds on this one.
+        from ircchat.cluster import ClusterBus
         self.config = config
+        # The other nodes, in cluster mode: told of every change our own users make.
+        self.bus = bus if bus is not None else ClusterBus()
         self.on_append = on_append  # the pump's: these logs have new lines
         self.history = history  # None: no history (--no-history)
         if history is not None:
@@ -430,13 +441,14 @@ class Hub:
         self.lock = threading.Lock()
         self.users: set[User] = set()  # every connection, registered or not
         self.registered = 0  # how many of them are registered
+        self.remote_users = 0  # cluster mode: replicas of other nodes' users (see ircchat.cluster)
         self.nicks: dict[str, User] = {}  # folded nick -> user, claimed at NICK
         self.channels: dict[str, Channel] = {}
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         # Channels' saved topics, modes and bans (folded name -> state), read once from the
         # history here, so no SQLite read happens under ``lock``; kept up to date under it.
         self.saved: dict[str, dict[str, Any]] = load_states(history) if history is not None else {}
-        self.channels[irc_fold(config.room)] = self._new_channel(config.room)
+        self.channels[irc_fold(config.room)] = self._new_channel(config.room, self._stored_lines(config.room))
         self.password_backoff = PasswordBackoff(config.password_backoff)
         # Folded nick -> its last users, newest first; the nick given up longest ago first.
         self.whowas: collections.OrderedDict[str, collections.deque[WhowasEntry]] = collections.OrderedDict()
@@ -620,9 +632,12 @@ class Hub:
     def remove(self, user: User, line: bytes | None = None) -> None:
         """Forget a user; ``line`` (its QUIT) goes once to everyone who shared a channel."""
         with self.lock:
-            if user in self.users and user.registered:
-                self.registered -= 1
+            if user.registered and (user in self.users or user.node is not None):
+                if user.node is None:
+                    self.registered -= 1  # replicas are counted in remote_users, by the Mirror
                 self._remember_nick(user)
+            if user in self.users:
+                self.bus.quit(user, line)
             self.users.discard(user)
             if user.nick and self.nicks.get(irc_fold(user.nick)) is user:
                 del self.nicks[irc_fold(user.nick)]
@@ -643,28 +658,40 @@ class Hub:
         data = line() if line is not None else b""
         fanout = Fanout()
         with self.lock:
-            holder = self.nicks.get(folded)
-            if holder is not None and holder is not user:
-                raise IRCError(ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
-            if line is not None:
-                self._check_not_banned_as(user, nick)
+            self._check_nick_free(user, nick)
+        # In a cluster, the claim that counts: outside the lock, for it asks the other nodes.
+        if user.node is None and not self.bus.claim_nick(user, nick):
+            raise IRCError(ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
+        with self.lock:
+            self._check_nick_free(user, nick)
             old = user.nick
             if old is not None:
-                del self.nicks[irc_fold(old)]
+                if self.nicks.get(irc_fold(old)) is user:
+                    del self.nicks[irc_fold(old)]
                 if user.registered:
                     self._remember_nick(user)
-            self.nicks[folded] = user
+            self.nicks[folded] = user  # over a replica's hold, if the cluster has let it go
             user.nick = nick
             if line is not None:
                 for channel in user.channels:
                     channel.names = None  # rebuilt by the next NAMES
                     channel.ban_verdicts.pop(user, None)
                 self._announce(list(user.channels), data, None, fanout)
-                if not self._reaches(user, fanout) and user not in fanout.direct:
+                # The user itself hears it too; a replica's own node has told it already.
+                if user.node is None and not self._reaches(user, fanout) and user not in fanout.direct:
                     fanout.direct = [*fanout.direct, user]
         if line is not None:
             self.send(fanout, data)
         return old
+
+    def _check_nick_free(self, user: User, nick: str) -> None:
+        """433 if a user of this node holds ``nick``, 435 if it is banned where ``user`` is
+        (``lock`` held). A replica holding it is the cluster's to judge (``ClusterBus``)."""
+        holder = self.nicks.get(irc_fold(nick))
+        if holder is not None and holder is not user and (holder.node is None or user.node is not None):
+            raise IRCError(ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
+        if user.registered and user.node is None:
+            self._check_not_banned_as(user, nick)
 
     def join(self, user: User, name: str, replay: Replay | None = None,
              keys: tuple[str, ...] = ()) -> Channel | None:
@@ -676,19 +703,24 @@ class Hub:
         lock is let go, so what it queues for the joiner comes after its JOIN and before any
         line said after it: nothing missing, nothing twice.
         """
+        # A channel about to be made starts with what it said before, read before taking the
+        # lock (from a file, or Redis): under it only if the channel vanished meanwhile.
+        stored = self._stored_lines(name) if irc_fold(name) not in self.channels else None
         with self.lock:
             channel = self.channels.get(irc_fold(name))
             if channel is not None and user in channel.members:
                 return None
             if len(user.channels) >= self.config.max_channels:
                 raise IRCError(ERR_TOOMANYCHANNELS, name, "You have joined too many channels")
+            local = user.node is None  # a replica's join was checked by its own node
             if channel is None:
-                channel = self._new_channel(name)
-                self._check_entry(user, channel, keys)  # a saved state's bans and key hold
+                channel = self._new_channel(name, stored if stored is not None else self._stored_lines(name))
+                if local:
+                    self._check_entry(user, channel, keys)  # a saved state's bans and key hold
                 self.channels[irc_fold(name)] = channel
                 if not self._is_default(channel):
                     channel.ops.add(user)
-            else:
+            elif local:
                 self._check_entry(user, channel, keys)
             channel.invited.pop(user, None)
             channel.members[user] = None
@@ -701,7 +733,7 @@ class Hub:
             if outbox is not None and outbox.cursor is None and _reads_room_logs(user):
                 outbox.follow(channel.log)
                 channel.log.followers[outbox] = None
-            else:
+            elif local:
                 channel.others[user] = None
             if channel.names is not None:
                 self._add_name(channel.names, channel.names_room, channel.prefix(user) + (user.nick or ""))
@@ -725,6 +757,8 @@ class Hub:
                     fanout.direct = [member for member in fanout.direct if member is not user]
                     user.deliver(data)
                 replay(self, user, channel, list(channel.recent))
+            if local:
+                self.bus.joined(user, channel)
         self.send(fanout, data)
         for member in extended:
             member.deliver(extended_data)
@@ -737,6 +771,8 @@ class Hub:
         channels that asked for away-notify, each once."""
         with self.lock:
             user.away = text
+            if user.node is None:
+                self.bus.user_changed(user)
             watchers = self._cap_holders(list(user.channels), "away-notify", user)
             line = _away_line(user)
         for watcher in watchers:
@@ -773,6 +809,8 @@ class Hub:
             data = encode_line(format_line("PART", channel.name, *reason, prefix=user.source))
             self._announce([channel], data, None, fanout)
             self._leave(user, channel, fanout)
+            if user.node is None:
+                self.bus.parted(user, channel, reason)
         self.send(fanout, data)
 
     def set_topic(self, user: User, name: str, topic: str) -> Channel:
@@ -796,6 +834,8 @@ class Hub:
             self._announce([channel], data, None, fanout)  # before _leave: the kicked one hears it
             self._tell_outsider(kicker, channel, fanout)  # before _leave too: a self-kick is no outsider's
             self._leave(target, channel, fanout)
+            if kicker.node is None:
+                self.bus.kicked(kicker, channel, target, reason)
         self.send(fanout, data)
 
     def invite(self, inviter: User, nick: str, name: str) -> tuple[User, Channel]:
@@ -821,6 +861,8 @@ class Hub:
             if len(invited) >= MAX_INVITES:
                 del invited[next(iter(invited))]
             invited[target] = now + INVITE_TTL
+            if inviter.node is None:
+                self.bus.invited(inviter, target, channel)
             return target, channel
 
     def change_modes(self, user: User, name: str, changes: list[ModeChange]) -> list[IRCError]:
@@ -852,12 +894,15 @@ class Hub:
                 self._tell_outsider(user, channel, fanout)
                 if any(change.letter not in PREFIXES for change in applied):
                     self._save(channel)
+                if user.node is None:
+                    self.bus.modes_changed(user, channel, applied)
         self.send(fanout, data)
         return refusals
 
     def become_oper(self, user: User) -> None:
         with self.lock:
             user.modes.add("o")
+            self.bus.user_changed(user)
 
     def set_user_modes(self, user: User, wanted: dict[str, bool]) -> str:
         """Set or unset a user's own modes (letter -> on); return what changed, as +x-y."""
@@ -869,6 +914,8 @@ class Hub:
                     mark = "+" if on else "-"
                     applied += (mark if mark != sign else "") + letter
                     sign = mark
+            if applied:
+                self.bus.user_changed(user)
         return applied
 
     def visible_channels(self, viewer: User, target: User) -> list[str]:
@@ -976,10 +1023,11 @@ class Hub:
                 self.oper_backoff.reserve(address, now)
             return wait
 
-    def counts(self) -> tuple[int, int, int]:
-        """(registered users, unregistered connections, channels)."""
+    def counts(self) -> tuple[int, int, int, int]:
+        """(registered users in the whole chat, of them here, unregistered connections, channels)."""
         with self.lock:
-            return self.registered, len(self.users) - self.registered, len(self.channels)
+            return (self.registered + self.remote_users, self.registered, len(self.users) - self.registered,
+                    len(self.channels))
 
     def snapshot_users(self) -> list[User]:
         with self.lock:
@@ -987,7 +1035,13 @@ class Hub:
 
     # -- helpers that expect the lock held -------------------------------------------------
 
-    def _new_channel(self, name: str) -> Channel:
+    def _stored_lines(self, name: str) -> list[HistoryEntry]:
+        """What a room said before it (re)appeared (earlier runs, or before it last emptied),
+        as many lines as a joiner is replayed."""
+        count = self.config.replay_lines
+        return self.history.latest(irc_fold(name), count) if self.history is not None and count > 0 else []
+
+    def _new_channel(self, name: str, stored: list[HistoryEntry]) -> Channel:
         # Room for names on a 353 line: 512 bytes less CRLF, the longest nick's prefix and ours.
         head = f":{self.config.server_name} {RPL_NAMREPLY} {'x' * 20} = {name} :"
         channel = Channel(name, names_room=MAX_LINE_BYTES - 2 - len(head.encode()))
@@ -1003,10 +1057,7 @@ class Hub:
                 if not names_one(ban.mask):
                     channel.bans.remove(ban.mask)
             channel.restricted = bool(channel.bans) or "m" in channel.modes
-        count = self.config.replay_lines
-        # What the room said before it (re)appeared: earlier runs, or before it last emptied.
-        stored = self.history.latest(irc_fold(name), count) if self.history is not None and count > 0 else []
-        channel.recent = collections.deque(stored, maxlen=max(count, 0))
+        channel.recent = collections.deque(stored, maxlen=max(self.config.replay_lines, 0))
         return channel
 
     def _is_default(self, channel: Channel) -> bool:
@@ -1056,8 +1107,9 @@ class Hub:
 
     @staticmethod
     def _tell_outsider(user: User, channel: Channel, fanout: Fanout) -> None:
-        """A server operator acting on a channel it is not in hears the line too."""
-        if user not in channel.members:
+        """A server operator acting on a channel it is not in hears the line too (from its
+        own node, if it is a replica)."""
+        if user not in channel.members and user.node is None:
             fanout.direct = [*fanout.direct, user]
 
     def _save(self, channel: Channel) -> None:

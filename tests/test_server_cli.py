@@ -69,3 +69,22 @@ def test_port_in_use_is_one_clear_error():
 def test_bad_room_is_refused():
     out = subprocess.run([sys.executable, str(SERVER), "--room", "chat"], capture_output=True, text=True, timeout=10)
     assert out.returncode == 2 and "--room" in out.stderr
+
+
+def test_redis_without_the_redis_package_says_what_to_install():
+    hide = ("import os, runpy, sys; sys.modules['redis'] = None; sys.argv = sys.argv[1:]; "
+            "sys.path.insert(0, os.path.dirname(sys.argv[0])); runpy.run_path(sys.argv[0], run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", hide, str(SERVER), "--port", "0", "--redis", "redis://127.0.0.1:1/0"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "chat_server.py: --redis needs the redis package: pip install redis"
+
+
+def test_unreachable_redis_is_one_clear_error():
+    pytest.importorskip("redis", reason="the redis package is not installed (pip install redis)")
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    out = subprocess.run([sys.executable, str(SERVER), "--port", "0", "--redis", f"redis://127.0.0.1:{port}/0",
+                          "--redis-timeout", "1"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 1
+    assert f"cannot reach Redis at redis://127.0.0.1:{port}/0" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,429 @@
+"""Cluster mode: real ``redis-server`` and chat server nodes as processes (cluster_harness).
+
+Skipped as a whole only when redis-server is not installed (``.ci/run`` installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from cluster_harness import REDIS_SERVER, Node, RedisProcess
+from irc_peer import Peer
+
+from ircchat.history import MessageRef
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)"),
+]
+redis = pytest.importorskip("redis", reason="the redis package is not installed (pip install redis)")
+
+# Quick fault handling for tests: a lost node is noticed in about 2 s, a silent Redis in 0.5 s.
+NODE_FLAGS = ("--node-timeout", "2", "--redis-timeout", "0.5", "--oper", "root:secret")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One Redis and two nodes, shared by the tests that leave them as they found them."""
+    logs = str(tmp_path_factory.mktemp("nodes"))
+    server = RedisProcess.start()
+    nodes = []
+    try:
+        nodes = [Node.start(server.url, *NODE_FLAGS, log_dir=logs) for _ in range(2)]
+        yield server, nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        server.stop()
+
+
+@pytest.fixture
+def peers():
+    """Open peers, each closed (QUIT) when the test ends."""
+    opened: list[Peer] = []
+
+    def open_peer(node: Node, nick: str | None = None) -> Peer:
+        peer = Peer(node.address)
+        opened.append(peer)
+        if nick is not None:
+            peer.register(nick)
+        return peer
+
+    yield open_peer
+    for peer in opened:
+        if not peer.closed:
+            try:
+                peer.send("QUIT :done")
+                peer.expect_closed()
+            except (AssertionError, OSError):
+                pass
+        peer.close()
+
+
+def wait_for_member(peer: Peer, nick: str, channel: str = "#chat") -> None:
+    """Until ``peer`` sees ``nick`` joined to ``channel`` (it may be on another node)."""
+    peer.expect(rf"^:{nick}!\S+ JOIN :?{channel}$")
+
+
+def caught_up(speaker: Peer, hearer: Peer, token: str) -> None:
+    """Until ``hearer``'s node has applied everything ``speaker``'s node published before:
+    a room line from ``speaker`` follows all of it on the stream."""
+    speaker.send(f"PRIVMSG #chat :{token}")
+    hearer.expect(f"PRIVMSG #chat :{token}")
+
+
+def privmsgs(lines: list[str]) -> list[str]:
+    return [line for line in lines if " PRIVMSG " in line]
+
+
+def test_chat_crosses_nodes_and_never_reaches_its_sender(cluster, peers):
+    _, (a, b) = cluster
+    ann, cat = peers(a, "ann1"), peers(a, "cat1")
+    bob = peers(b, "bob1")
+    wait_for_member(ann, "bob1")
+    ann.send("PRIVMSG #chat :hello from a")
+    assert bob.expect("PRIVMSG #chat").prefix.startswith("ann1!")
+    assert cat.expect("PRIVMSG #chat").params == ("#chat", "hello from a")
+    bob.send("PRIVMSG #chat :hello from b")
+    assert ann.expect("PRIVMSG #chat").params == ("#chat", "hello from b")
+    assert privmsgs(ann.sync()) == []  # never its own line
+    assert privmsgs(bob.sync()) == []
+
+
+def test_every_member_sees_the_same_order_under_concurrent_senders(cluster, peers):
+    _, (a, b) = cluster
+    senders = [peers(a, "sendA"), peers(b, "sendB")]
+    listeners = [peers(a, "hearA"), peers(b, "hearB")]
+    # No waiting for the other node: a user's registration precedes its lines on the stream.
+    count = 40
+
+    def flood(peer: Peer) -> None:
+        peer.send(*[f"PRIVMSG #chat :{peer.nick} {index}" for index in range(count)])
+
+    threads = [threading.Thread(target=flood, args=(sender,)) for sender in senders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    orders = []
+    for listener in listeners:
+        seen = []
+        while len(seen) < 2 * count:
+            message = listener.expect("PRIVMSG #chat")
+            seen.append(message.params[1])
+        orders.append(seen)
+    assert orders[0] == orders[1]
+    for sender in senders:  # each sender's lines in the order it sent them
+        assert [text for text in orders[0] if text.startswith(sender.nick)] == [
+            f"{sender.nick} {index}" for index in range(count)]
+
+
+def test_lines_before_a_part_reach_every_member_before_it(cluster, peers):
+    _, (a, b) = cluster
+    talker, near, far = peers(a, "wes1"), peers(a, "xia1"), peers(b, "yan1")
+    for peer in (talker, near, far):
+        peer.send("JOIN #talk")
+        peer.expect(" 366 ")
+    wait_for_member(talker, "yan1", "#talk")
+    talker.send(*[f"PRIVMSG #talk :line {index}" for index in range(30)], "PART #talk :done")
+    for member in (near, far):
+        lines = member.collect_until(r"^:wes1!\S+ PART #talk")
+        assert [line.rsplit(":", 1)[1] for line in privmsgs(lines)] == [f"line {index}" for index in range(30)]
+
+
+def test_nicks_are_unique_across_nodes_without_regard_to_case(cluster, peers):
+    _, (a, b) = cluster
+    peers(a, "Dora")
+    twin = peers(b)
+    twin.send("NICK dORA", "USER x 0 * :x")
+    assert twin.expect(r" 433 ").params[1] == "dORA"
+    twin.send("NICK dora2")
+    twin.expect(" 001 ")
+    other = peers(a, "evan1")
+    other.send("NICK DORA2")  # a registered user's change, against a user of the other node
+    assert other.expect(" 433 ").params[1] == "DORA2"
+
+
+def test_a_race_for_one_nick_on_two_nodes_has_one_winner(cluster, peers):
+    _, (a, b) = cluster
+    for round_ in range(3):
+        nick = f"racer{round_}"
+        racers = [peers(a), peers(b)]
+        threads = [threading.Thread(target=racer.send, args=(f"NICK {nick}", "USER x 0 * :x")) for racer in racers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        outcomes = [racer.expect(r" (001|433) ").command for racer in racers]
+        assert sorted(outcomes) == ["001", "433"], outcomes
+
+
+def test_names_who_whois_lusers_and_ison_cover_every_node(cluster, peers):
+    _, (a, b) = cluster
+    fay = peers(a, "fay1")
+    gus = peers(b, "gus1")
+    wait_for_member(fay, "gus1")
+    caught_up(fay, gus, "here")
+    gus.send("NAMES #chat")
+    names = " ".join(line.split(" :", 1)[1] for line in gus.collect_until(" 366 ") if " 353 " in line)
+    assert {"fay1", "gus1"} <= set(names.replace("@", "").split())
+    gus.send("WHOIS fay1")
+    assert gus.expect(" 311 ").params[1:3] == ("fay1", "~tester")
+    gus.send("WHO fay1")
+    assert gus.expect(" 352 ").params[5] == "fay1"
+    gus.send("ISON fay1 nobody")
+    assert gus.expect(" 303 ").params[-1].strip() == "fay1"
+    gus.send("LUSERS")  # on the node started second: it found the first in its snapshot
+    users, servers = map(int, re.search(r"There are (\d+) users and 0 invisible on (\d+) servers",
+                                        gus.expect(" 251 ").params[-1]).groups())
+    assert users >= 2 and servers >= 2
+
+
+def test_private_messages_cross_nodes(cluster, peers):
+    _, (a, b) = cluster
+    hal = peers(a, "hal1")
+    ivy = peers(b, "ivy1")
+    wait_for_member(hal, "ivy1")
+    hal.send("PRIVMSG ivy1 :just for you")
+    message = ivy.expect("PRIVMSG ivy1")
+    assert message.prefix.startswith("hal1!") and message.params[1] == "just for you"
+    ivy.send("AWAY :lunch")
+    ivy.expect(" 306 ")
+    caught_up(ivy, hal, "brb")
+    hal.send("PRIVMSG ivy1 :still there?")
+    assert hal.expect(" 301 ").params[1:] == ("ivy1", "lunch")
+
+
+def test_invite_and_kill_reach_the_other_node(cluster, peers):
+    _, (a, b) = cluster
+    uma, vic = peers(a, "uma1"), peers(b, "vic1")
+    uma.send("JOIN #closed", "MODE #closed +i")
+    uma.expect(r"MODE #closed :?\+i")
+    caught_up(uma, vic, "closing")
+    vic.send("JOIN #closed")
+    vic.expect(" 473 ")
+    uma.send("INVITE vic1 #closed")
+    uma.expect(" 341 ")
+    vic.expect("INVITE vic1 :?#closed")
+    vic.send("JOIN #closed")
+    wait_for_member(uma, "vic1", "#closed")
+    uma.send("OPER root secret")
+    uma.expect(" 381 ")
+    uma.send("KILL vic1 :enough")
+    assert "Killed (uma1 (enough))" in vic.expect("^ERROR").params[0]
+    assert uma.expect(r"^:vic1!\S+ QUIT").params[0].startswith("Killed")
+
+
+def test_join_part_nick_and_topic_reach_the_other_node(cluster, peers):
+    _, (a, b) = cluster
+    jay = peers(a, "jay1")
+    kim = peers(b, "kim1")
+    jay.send("JOIN #side")
+    jay.expect(" 366 ")
+    caught_up(jay, kim, "made #side")  # kim's node knows #side: kim joins it, not makes it
+    kim.send("JOIN #side")
+    wait_for_member(jay, "kim1", "#side")
+    jay.send("TOPIC #side :side talk")
+    assert kim.expect("TOPIC #side").params[1] == "side talk"
+    kim.send("NICK kim2")
+    assert jay.expect(r"NICK :?kim2").prefix.startswith("kim1!")
+    jay.send("MODE #side +m")  # jay made #side: its operator, on every node
+    kim.expect(r"MODE #side :?\+m")
+    assert sum(" NICK " in line for line in kim.seen) == 1  # from its own node only
+    kim.send("PRIVMSG #side :may I?")
+    kim.expect(" 404 ")  # refused on kim's own node, which applied jay's mode
+    kim.send("PART #side :bye")
+    assert jay.expect("PART #side").prefix.startswith("kim2!")
+    kim.send("TOPIC #side")
+    kim.expect(" 332 ")  # a channel kim left: its topic, from the replica of #side
+    kim.send("JOIN #side")
+    wait_for_member(jay, "kim2", "#side")
+    jay.send("KICK #side kim2 :out")
+    assert kim.expect("KICK #side kim2").params[-1] == "out"
+    kim.send("NAMES #side")
+    names = [line for line in kim.collect_until(" 366 ") if " 353 " in line]
+    assert "kim2" not in names[0].split(" :", 1)[1]
+
+
+def test_a_killed_node_is_announced_lost_and_frees_its_nicks(cluster, peers, tmp_path):
+    server, (a, b) = cluster
+    doomed = Node.start(server.url, *NODE_FLAGS, log_dir=str(tmp_path))
+    try:
+        watcher = peers(a, "lia1")
+        peers(doomed, "max1")
+        wait_for_member(watcher, "max1")
+        start = time.monotonic()
+        doomed.kill()
+        quit_line = watcher.expect(r"^:max1!\S+ QUIT", timeout=15)
+        assert quit_line.params == ("node lost",)
+        assert time.monotonic() - start < 15
+        again = peers(b)
+        again.send("NICK max1", "USER x 0 * :x")
+        again.expect(" 001 ")
+    finally:
+        doomed.stop()
+
+
+def test_a_frozen_node_is_taken_for_lost_and_renames_a_user_whose_nick_was_taken(cluster, peers, tmp_path):
+    server, (a, _) = cluster
+    frozen = Node.start(server.url, *NODE_FLAGS, log_dir=str(tmp_path))
+    try:
+        watcher = peers(a, "quin1")
+        sleeper = peers(frozen, "rex1")
+        wait_for_member(watcher, "rex1")
+        frozen.proc.send_signal(signal.SIGSTOP)  # no heartbeat: the others take it for lost
+        assert watcher.expect(r"^:rex1!\S+ QUIT").params == ("node lost",)
+        thief = peers(a)
+        thief.send("NICK rex1", "USER x 0 * :x")
+        thief.expect(" 001 ")
+        frozen.proc.send_signal(signal.SIGCONT)  # it learns it was taken for lost, and rejoins
+        sleeper.expect("Lost contact with the other servers")
+        sleeper.expect("someone on another one took the nick rex1")
+        renamed = sleeper.expect(r"^:rex1!\S+ NICK").params[0]
+        assert renamed.startswith("rex1_")
+        wait_for_member(watcher, renamed)  # back in the cluster, under its new nick
+        sleeper.expect("Back in contact")
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+        frozen.stop()
+
+
+def test_a_restarted_node_does_not_replay_old_lines_as_new(cluster, peers, tmp_path):
+    server, (a, b) = cluster
+    ned, hearer = peers(a, "ned1"), peers(b, "pia1")
+    ned.send("PRIVMSG #chat :said before the node started")
+    hearer.expect("said before the node started")  # read back from the stream: stored
+    late = Node.start(server.url, *NODE_FLAGS, log_dir=str(tmp_path))
+    try:
+        ola = peers(late, "ola1")
+        ola.send("PRIVMSG #chat :first on the new node")
+        ned.expect("first on the new node")
+        lines = ola.sync()
+        live = [line for line in privmsgs(lines) if line.endswith(" :said before the node started")]
+        assert live == []  # only in the replay, with its time in front
+        assert any("said before the node started" in line for line in ola.seen)
+    finally:
+        late.stop()
+
+
+def test_history_gives_the_same_answer_on_every_node(cluster, peers):
+    _, (a, b) = cluster
+    askers = []
+    for node in (a, b):
+        peer = peers(node)
+        peer.send("CAP LS 302", "CAP REQ :draft/chathistory batch message-tags server-time",
+                  f"NICK q{node.address[1]}", "USER x 0 * :x", "CAP END")
+        peer.expect(" 366 ")
+        askers.append(peer)
+    pat = peers(a, "pat1")
+    pat.send("PRIVMSG #chat :for the record")
+    answers = []
+    for peer in askers:
+        live = peer.expect("PRIVMSG #chat :for the record")
+        peer.send("CHATHISTORY LATEST #chat * 5")
+        lines = peer.collect_until(r"BATCH :?-")
+        answers.append([re.search(r"msgid=([^; ]+)", line).group(1) + line.split(" PRIVMSG ", 1)[1]
+                        for line in lines if " PRIVMSG " in line])
+        assert dict(live.tags)["msgid"] in answers[-1][-1]  # the live line's msgid is the stored one
+    assert answers[0] == answers[1] and answers[0][-1].endswith("for the record")
+
+
+def test_redis_away_and_back(tmp_path, peers):
+    """Paused Redis: each node serves its own users and says so once; back, it rejoins with
+    nothing lost, doubled or reordered. Restarted Redis (its data gone): nodes rejoin and
+    reclaim their users' nicks."""
+    server = RedisProcess.start()
+    nodes = []
+    try:
+        # A node timeout well over the outage: no node is taken for lost meanwhile (that case
+        # is the frozen node's test), however slow the machine.
+        flags = ("--node-timeout", "30", "--redis-timeout", "0.5")
+        nodes = [Node.start(server.url, *flags, log_dir=str(tmp_path)) for _ in range(2)]
+        a, b = nodes
+        ann, cat, dan = peers(a, "ann"), peers(a, "cat"), peers(a, "dan")
+        bob = peers(b, "bob")
+        wait_for_member(ann, "bob")
+        ann.send("PRIVMSG #chat :before")
+        bob.expect("before")
+        cat.expect("before")
+
+        server.pause()
+        ann.send("PRIVMSG #chat :while away")
+        for peer in (ann, cat, bob):
+            peer.expect("Lost contact with the other servers")
+        if not any(line.endswith(" :while away") for line in cat.seen):  # before or after the notice
+            cat.expect(" :while away$")
+        dan.send("QUIT :gone while away")
+        dan.expect_closed()
+        server.resume()
+        for peer in (ann, cat, bob):
+            peer.expect("Back in contact", timeout=10)
+        bob.expect(r"^:dan!\S+ QUIT")  # its node told the others when it was back
+        heir = peers(b)
+        heir.send("NICK dan", "USER x 0 * :x")
+        heir.expect(" 001 ")
+        ann.send("PRIVMSG #chat :after")
+        bob.expect("after")
+        cat_lines = cat.collect_until("after")
+        assert [line for line in cat_lines if "while away" in line] == []  # not twice
+        bob_lines = privmsgs(bob.seen)
+        assert [line.rsplit(":", 1)[1] for line in bob_lines] == ["before", "after"]
+        for peer in (ann, cat, bob):
+            assert sum("Lost contact" in line for line in peer.seen) == 1
+
+        server.stop()
+        server.run()  # same port, no data
+        for peer in (ann, bob):
+            peer.expect("Back in contact", timeout=15)
+        ann.send("PRIVMSG #chat :after restart")
+        bob.expect("after restart", timeout=10)
+        twin = peers(b)
+        twin.send("NICK ANN", "USER x 0 * :x")
+        twin.expect(" 433 ")
+        assert "Redis is back" in a.log()
+    finally:
+        for node in nodes:
+            node.stop()
+        server.stop()
+
+
+def test_history_in_redis_answers_every_query_as_the_sqlite_store_does(cluster):
+    """RedisHistory's queries on a room stream written here, against the same expectations as
+    tests/test_history_store.py's first test (a stream id is the msgid)."""
+    # Imported here: it needs the redis package, which this module may have skipped for.
+    from ircchat.redisbus import RedisHistory
+
+    server, _ = cluster
+    client = redis.Redis.from_url(server.url)
+    start = 1_700_000_000_000
+    ids = []
+    for index in range(10):
+        stored = {"s": "ann!~a@h", "c": "PRIVMSG", "r": "#q", "x": f"line {index}"}
+        ids.append(client.xadd("chat:history:#q", {"e": json.dumps(stored)}, id=f"{start + 10 * index}-{index}").decode())
+    client.close()
+    store = RedisHistory(SimpleNamespace(redis=redis.Redis.from_url(server.url), up=True, last_id="+"))
+
+    def texts(entries):
+        return [entry.text for entry in entries]
+
+    ref = MessageRef(msgid=ids[5])
+    assert texts(store.latest("#q", 3)) == ["line 7", "line 8", "line 9"]
+    assert texts(store.latest("#q", 3, after=MessageRef(msgid=ids[8]))) == ["line 9"]
+    assert texts(store.before("#q", ref, 2)) == ["line 3", "line 4"]
+    assert texts(store.after("#q", ref, 2)) == ["line 6", "line 7"]
+    assert texts(store.around("#q", ref, 4)) == ["line 3", "line 4", "line 5", "line 6"]
+    assert texts(store.between("#q", MessageRef(msgid=ids[2]), MessageRef(msgid=ids[6]), 10)) == \
+        ["line 3", "line 4", "line 5"]
+    assert texts(store.between("#q", MessageRef(msgid=ids[6]), MessageRef(msgid=ids[1]), 2)) == ["line 4", "line 5"]
+    by_time = MessageRef(time_ms=start + 50)  # the time of line 5: "before" excludes it, "after" keeps it
+    assert texts(store.before("#q", by_time, 1)) == ["line 4"]
+    assert texts(store.after("#q", by_time, 1)) == ["line 5"]
+    assert store.after("#q", MessageRef(msgid="nope"), 5) == []
+    assert store.after("#q", MessageRef(msgid="1-1"), 5) == []  # no such line in this room
+    assert store.latest("#q", 3)[0].msgid == ids[7] and store.latest("#q", 1)[0].time_ms == start + 90
