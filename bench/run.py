@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import loadgen, report  # noqa: E402
 from bench.servers import (  # noqa: E402
-    NGIRCD_CONF, ExternalServer, NgircdServer, OurServer, RelayServer, RelayUnavailable, Server,
+    NGIRCD_CONF, ClusterServer, ExternalServer, NgircdServer, OurServer, RelayServer, RelayUnavailable, Server,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,9 +87,13 @@ def measured(cell: dict, phase: str, server: Server, run_phase):
     what the rest of the machine used meanwhile: other people's work shares these 2 cores,
     and a phase that ran beside it measured less than the server can do.
     """
+    redis_cpu = getattr(server, "redis_cpu_seconds", None)  # a cluster's Redis, also in the server's
     server_cpu0, busy0 = server.cpu_seconds(), machine_busy_seconds()
+    redis0 = redis_cpu() if redis_cpu else None
     result = run_phase()
     server_cpu1, busy1 = server.cpu_seconds(), machine_busy_seconds()
+    if redis0 is not None:
+        cell[f"{phase}_redis_cores"] = cores(redis_cpu() - redis0, result.elapsed)
     server_cpu = server_cpu1 - server_cpu0 if server_cpu0 is not None else 0.0
     wall, stats = result.elapsed, result.stats
     cell[f"{phase}_server_cores"] = cores(server_cpu if server_cpu0 is not None else None, wall)
@@ -120,7 +124,7 @@ def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dic
         time.sleep(0.2)  # let a freshly started server settle before its baseline RSS
         base_rss = server.rss_kb()
         with loadgen.LoadGenerator(server.host, server.port, args.workers, f"b{tag}",
-                                   server.autojoin, not args.no_quickack) as gen:
+                                   server.autojoin, not args.no_quickack, server.more_ports) as gen:
             result = measured(cell, "connect", server,
                               lambda: gen.connect(n, args.wave, args.connect_timeout))
             stats = result.stats
@@ -166,6 +170,23 @@ def run_cell(server: Server, n: int, args, tag: str, phases: bool = True) -> dic
     return cell
 
 
+def measure(servers: list, args) -> list[dict]:
+    """Every server at every N, ``args.repeats`` times, servers alternating (so that drift
+    hits them alike), then the extra runs of groups that never had the machine quiet."""
+    cells: list[dict] = []
+    run_id = 0
+    for n in args.sizes:
+        for repeat in range(args.repeats):
+            for factory in servers:
+                run_id += 1
+                cell = run_cell(factory(), n, args, f"{run_id % 100:02d}x")
+                cell["repeat"] = repeat
+                cells.append(cell)
+                print(show(cell), flush=True)
+        cells += extra_runs(servers, n, cells, args)
+    return cells
+
+
 def extra_runs(servers: list, n: int, cells: list[dict], args) -> list[dict]:
     """More runs of a server at N whose every fan-out or latency phase shared the machine.
 
@@ -201,7 +222,9 @@ def show(cell: dict) -> str:
         f" busiest {f('fanout_gen_busiest', '{:.2f}')}, other {f('fanout_other_cores', '{:.2f}')} cores)"
         f" | p50 {f('p50_ms', '{:.2f}')} p99 {f('p99_ms', '{:.2f}')} max {f('max_ms', '{:.1f}')} ms"
         f" (server {f('latency_server_cores', '{:.2f}')} / gen {f('latency_gen_cores', '{:.2f}')} cores)"
-        f" | lost {cell['lost']} miscounted {cell['miscounted']} reordered {cell['reordered']}"
+        + (f" | Redis: fan-out {f('fanout_redis_cores', '{:.2f}')}, latency {f('latency_redis_cores', '{:.2f}')} cores"
+           if "fanout_redis_cores" in cell else "")
+        + f" | lost {cell['lost']} miscounted {cell['miscounted']} reordered {cell['reordered']}"
         f" disconnected {cell['disconnected']}"
     )
     if cell.get("failures"):
@@ -242,7 +265,8 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is reported (default %(default)s)")
     parser.add_argument("--servers", default="relay,ngircd,ours",
                         help="managed servers to compare: relay (the generator's ceiling), ngircd, ours "
-                             "(without history), ours+history (default %(default)s)")
+                             "(without history), ours+history, cluster-K (K nodes sharing one redis-server; "
+                             "clients spread over them) (default %(default)s)")
     parser.add_argument("--extra-server", action="append", default=[], metavar="HOST:PORT",
                         help="also measure an IRC server already listening on this machine (repeatable)")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes (default %(default)s)")
@@ -306,6 +330,9 @@ def make_servers(names: list[str], extras: list[str], log_dir: Path, script: Pat
         if name in ("ours", "ours+history"):
             history = name == "ours+history"
             factories.append(lambda history=history: OurServer(log_dir=log_dir, script=script, history=history))
+        elif name.startswith("cluster-") and name[len("cluster-"):].isdigit():
+            nodes = int(name[len("cluster-"):])
+            factories.append(lambda nodes=nodes: ClusterServer(nodes, log_dir=log_dir, script=script))
         elif name == "ngircd":
             factories.append(lambda: NgircdServer(log_dir=log_dir))
         elif name == "relay":
@@ -316,7 +343,8 @@ def make_servers(names: list[str], extras: list[str], log_dir: Path, script: Pat
                 continue
             factories.append(lambda: RelayServer(log_dir=log_dir))
         else:
-            raise SystemExit(f"unknown server {name!r}: use ours, ours+history, ngircd, relay or --extra-server")
+            raise SystemExit(f"unknown server {name!r}: use ours, ours+history, cluster-K (K nodes on one Redis), "
+                             "ngircd, relay or --extra-server")
     for address in extras:
         factories.append(lambda address=address: ExternalServer(address))
     return factories
@@ -344,22 +372,11 @@ def main(argv=None) -> int:
     big_servers = make_servers([s for s in args.big_servers.split(",") if s], [], log_dir, script)
     commands_used = [OurServer(script=script).describe(), NgircdServer.describe_static(),
                      RelayServer.describe_static()]
-    cells: list[dict] = []
+    cells = measure(servers, args)
     big_cells: list[dict] = []
-    run_id = 0
-    for n in args.sizes:
-        for repeat in range(args.repeats):
-            for factory in servers:
-                run_id += 1
-                cell = run_cell(factory(), n, args, f"{run_id % 100:02d}x")
-                cell["repeat"] = repeat
-                cells.append(cell)
-                print(show(cell), flush=True)
-        cells += extra_runs(servers, n, cells, args)
     if args.big:
-        for factory in big_servers:
-            run_id += 1
-            cell = run_cell(factory(), args.big, args, f"{run_id % 100:02d}x", phases=False)
+        for run_id, factory in enumerate(big_servers):
+            cell = run_cell(factory(), args.big, args, f"{run_id % 100:02d}b", phases=False)
             big_cells.append(cell)
             print(show(cell), flush=True)
     elapsed = time.monotonic() - started

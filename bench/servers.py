@@ -72,6 +72,7 @@ class Server:
 
     name = "server"
     autojoin: bool | None = None  # True: the server puts users in #chat itself; None: detect
+    more_ports: tuple[int, ...] = ()  # other nodes of the same chat: clients spread over all
 
     def __init__(self) -> None:
         self.host = "127.0.0.1"
@@ -205,6 +206,81 @@ class OurServer(Server):
     def describe(self) -> str:
         args = " ".join(self.command()[2:]).replace("--port 0", "--port P")
         return f"python chat_server.py {args}"
+
+
+class ClusterNode(OurServer):
+    """One ``chat_server.py --redis`` node: ours, its history in Redis."""
+
+    def __init__(self, redis_url: str, index: int, log_dir: Path | None = None, script: Path = CHAT_SERVER) -> None:
+        super().__init__(log_dir=log_dir, script=script)
+        self.name = f"node{index}"
+        self.redis_url = redis_url
+
+    def command(self) -> list[str]:
+        return [*(word for word in super().command() if word != "--no-history"), "--redis", self.redis_url]
+
+
+class ClusterServer(Server):
+    """``nodes`` cluster nodes and the ``redis-server`` they share, all started (and stopped,
+    by PID) here. Clients are spread over the nodes; CPU and memory are the nodes' together,
+    and Redis's CPU is kept apart (``redis_cpu_seconds``)."""
+
+    autojoin = True
+
+    def __init__(self, nodes: int, log_dir: Path | None = None, script: Path = CHAT_SERVER) -> None:
+        super().__init__()
+        self.name = f"cluster-{nodes}"
+        self.count, self.log_dir, self.script = nodes, log_dir, script
+        self.redis: subprocess.Popen | None = None
+        self.nodes: list[ClusterNode] = []
+
+    def start(self) -> None:
+        redis_server = shutil.which("redis-server")
+        if redis_server is None:
+            raise RuntimeError("redis-server not found: apt-get install redis-server")
+        redis_port = free_port()
+        self.redis = subprocess.Popen(
+            [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        wait_listening("127.0.0.1", redis_port, time.monotonic() + START_TIMEOUT)
+        url = f"redis://127.0.0.1:{redis_port}/0"
+        for index in range(self.count):
+            node = ClusterNode(url, index, self.log_dir, self.script)
+            self.nodes.append(node)
+            node.start()
+        self.host, self.port = self.nodes[0].host, self.nodes[0].port
+        self.more_ports = tuple(node.port for node in self.nodes[1:])
+
+    def cpu_seconds(self) -> float | None:
+        if not self.nodes:
+            return None
+        return sum(node.cpu_seconds() or 0.0 for node in self.nodes) + (self.redis_cpu_seconds() or 0.0)
+
+    def redis_cpu_seconds(self) -> float | None:
+        return process_cpu_seconds(self.redis.pid) if self.redis is not None else None
+
+    def rss_kb(self) -> int | None:
+        return sum(node.rss_kb() or 0 for node in self.nodes) if self.nodes else None
+
+    def alive(self) -> bool:
+        return all(node.alive() for node in self.nodes) and (self.redis is None or self.redis.poll() is None)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.nodes = []
+        redis, self.redis = self.redis, None
+        if redis is not None and redis.poll() is None:
+            redis.send_signal(signal.SIGTERM)
+            try:
+                redis.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                redis.kill()  # by PID: only the process this object started
+                redis.wait(STOP_GRACE)
+
+    def describe(self) -> str:
+        return (f"redis-server --save '' --appendonly no; {self.count} x "
+                f"python chat_server.py ... --redis redis://127.0.0.1:R/0")
 
 
 class RelayUnavailable(RuntimeError):

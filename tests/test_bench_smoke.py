@@ -20,7 +20,7 @@ import pytest
 
 from bench import loadgen
 from bench.loadgen import SENDERS, Client, LoadGenerator, Worker, message_text
-from bench.servers import NgircdServer, OurServer, RelayServer, RelayUnavailable
+from bench.servers import ClusterServer, NgircdServer, OurServer, RelayServer, RelayUnavailable
 
 
 def _line(sender: int, seq: int) -> bytes:
@@ -249,14 +249,16 @@ def test_a_dropped_receiver_is_reported():
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_small(server, members: int = MEMBERS, per_sender: int = PER_SENDER) -> None:
+def _run_small(server, members: int = MEMBERS, per_sender: int = PER_SENDER, connected_check=None) -> None:
     server.start()
     try:
         with LoadGenerator(server.host, server.port, workers=2, nick_prefix="smk",
-                           autojoin=server.autojoin) as gen:
+                           autojoin=server.autojoin, more_ports=server.more_ports) as gen:
             connected = gen.connect(members, wave=4, timeout=20)
             assert connected.stats.ready == members, connected.stats.failures
             assert connected.stats.disconnected == 0
+            if connected_check is not None:
+                connected_check()
 
             fanout = gen.fanout(per_sender, window=16, timeout=20, order_sample=2)
             stats = fanout.stats
@@ -301,3 +303,26 @@ def test_small_benchmark_against_the_relay(tmp_path):
     except RelayUnavailable as error:
         pytest.skip(str(error))
     _run_small(RelayServer(log_dir=tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_small_benchmark_against_two_cluster_nodes(tmp_path):
+    """Clients spread over two nodes of one chat: every line crosses nodes, none is lost."""
+
+    class Cluster(ClusterServer):
+        def open_files(self) -> list[int]:
+            return [len(os.listdir(f"/proc/{node.pid}/fd")) for node in self.nodes]
+
+        def start(self) -> None:
+            super().start()
+            self.files_at_start = self.open_files()
+
+    server = Cluster(2, log_dir=tmp_path)
+
+    def both_nodes_have_clients() -> None:  # 5 clients: 3 on node 0, 2 on node 1
+        opened = [now - then for now, then in zip(server.open_files(), server.files_at_start)]
+        assert opened[0] >= 3 and opened[1] >= 2, opened
+
+    _run_small(server, connected_check=both_nodes_have_clients)
