@@ -1,6 +1,7 @@
 """Everything that touches curses: terminal setup and restore, key reading, drawing.
 
-Only the UI thread calls into this module. ``Screen`` draws the whole layout into the one
+Only the UI thread calls into this module. Every string goes through ``width.drawable`` on its
+way to curses, so curses' count of cells agrees with ``text_width`` (emoji sequences). ``Screen`` draws the whole layout into the one
 standard window (pane rows, status line, input line) with ``noutrefresh`` and a single
 ``doupdate``; curses itself works out which cells changed. The input line, on the bottom
 row, never uses the last column, so nothing is ever written into the bottom-right cell.
@@ -29,7 +30,7 @@ from curses_client.entries import (
     STYLE_TIME,
 )
 from curses_client.scrollback import Row
-from curses_client.width import fit, text_width
+from curses_client.width import drawable, fit, text_width
 
 if TYPE_CHECKING:
     from curses_client.net import Wakeup
@@ -292,8 +293,8 @@ class Screen:
                 cells = text_width(piece)
             if piece:
                 try:
-                    self.stdscr.addstr(y, x, piece, self.style(style, nick))
-                except curses.error:  # curses counted cells differently from us (a newer emoji?)
+                    self.stdscr.addstr(y, x, drawable(piece), self.style(style, nick))
+                except curses.error:  # curses counted cells differently from us (a character newer than its wcwidth?)
                     log.info("could not draw %r at row %d column %d", piece[:40], y, x)
                     return
             x += cells
@@ -325,7 +326,7 @@ class Screen:
         for piece, look in pieces:
             piece = fit(piece, width - x)
             if piece:
-                self.stdscr.addstr(y, x, piece, look)
+                self.stdscr.addstr(y, x, drawable(piece), look)
                 x += text_width(piece)
         if x < width:
             self.stdscr.addstr(y, x, " " * (width - x), attr)
@@ -337,7 +338,7 @@ class Screen:
         self.stdscr.addstr(y, 0, prompt, curses.A_BOLD)
         x = text_width(prompt)
         if visible:
-            self.stdscr.addstr(y, x, fit(visible, usable - x))
+            self.stdscr.addstr(y, x, drawable(fit(visible, usable - x)))
         self.stdscr.move(y, min(x + cursor, usable - 1))
 
     def input_width(self, prompt: str) -> int:
