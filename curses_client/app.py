@@ -55,9 +55,16 @@ EXIT_INTERRUPTED = 130
 EXIT_SIGNAL_BASE = 128  # exit status 128 + signal number, as shells report it
 
 
+def program_name() -> str:
+    """The command as the user typed it, for usage lines: ``chat`` when run as the installed
+    command, ``python -m curses_client`` from a clone (where argv[0] is ``__main__.py``)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m curses_client" if name in ("", "__main__.py", "-c") else name
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m curses_client",
+        prog=program_name(),
         description="Terminal chat client for the chat server (and any IRC server).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="server address (default %(default)s)")
