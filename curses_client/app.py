@@ -3,8 +3,9 @@
 ``main`` connects first (an unreachable server, or a TLS certificate that does not verify,
 is one sentence on stderr and exit status 1), then starts the network thread and enters
 the terminal. ``ChatApp.run`` is the loop:
-read keys (``get_wch`` with a short timeout, so an idle client sleeps), drain the event
-queue into the chat state, and redraw once, only when something changed. A ``Reaction`` from
+read keys (waiting a short timeout, so an idle client sleeps, or until the network thread
+rings the event queue's ``Wakeup``, so a server line is drawn as soon as it arrives), drain
+the event queue into the chat state, and redraw once, only when something changed. A ``Reaction`` from
 the state is carried out in one place (``_show``): its lines go into their windows (and the
 chat logs), the bell rings for a mention or private message, its IRC lines are sent.
 """
@@ -54,9 +55,16 @@ EXIT_INTERRUPTED = 130
 EXIT_SIGNAL_BASE = 128  # exit status 128 + signal number, as shells report it
 
 
+def program_name() -> str:
+    """The command as the user typed it, for usage lines: ``chat`` when run as the installed
+    command, ``python -m curses_client`` from a clone (where argv[0] is ``__main__.py``)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m curses_client" if name in ("", "__main__.py", "-c") else name
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m curses_client",
+        prog=program_name(),
         description="Terminal chat client for the chat server (and any IRC server).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="server address (default %(default)s)")
@@ -123,7 +131,7 @@ class ChatApp:
         self,
         screen: ui.Screen,
         state: ChatState,
-        events: queue.Queue[net.Event],
+        events: net.EventQueue,
         sender: net.Sender,
         network: net.NetworkThread | None = None,
         chat_log: ChatLog | None = None,
@@ -169,6 +177,8 @@ class ChatApp:
         for event in net.drain(self.events):
             self._on_event(event)
             changed = True
+        if changed and self.events.wakeup is not None and not self.events.empty():
+            self.events.wakeup.ring()  # more than one pass takes: draw, then come straight back
         return changed
 
     def _on_event(self, event: net.Event) -> None:
@@ -464,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Cannot connect to the chat server at {args.host}:{args.port}: {net.describe_error(error)}.",
               file=sys.stderr)
         return 1
-    events: queue.Queue[net.Event] = queue.Queue(net.EVENT_QUEUE_LIMIT)
+    events = net.EventQueue()
     sender = net.Sender()
     network = net.NetworkThread(args.host, args.port, events, sender, connection, args.retry_delay, context)
     state = ChatState(f"{args.host}:{args.port}", args.room, args.username, args.password, transport)
@@ -472,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     catch_termination()
     try:
         with ui.terminal(args.mouse) as stdscr:
-            app = ChatApp(ui.Screen(stdscr), state, events, sender, network, chat_log, args.bell)
+            app = ChatApp(ui.Screen(stdscr, events.wakeup), state, events, sender, network, chat_log, args.bell)
             try:
                 return app.run()
             except KeyboardInterrupt:  # Ctrl-C: leave as politely as /exit does

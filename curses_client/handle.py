@@ -466,7 +466,9 @@ NUMERIC_TEXT = {
     "491": "The server has no operator entry for you: /oper refused.",  # ERR_NOOPERHOST
     "501": "The server does not know that user mode.",  # ERR_UMODEUNKNOWNFLAG
     "502": "You can only change your own modes.",  # ERR_USERSDONTMATCH
+    "696": "Cannot set mode {2} on {1}: {-1}",  # ERR_INVALIDMODEPARAM
 }
+ERROR_NUMERICS = frozenset(["691", "696", "723"])  # refusals outside 400-599: STARTTLS, mode parameter, privileges
 QUIET_NUMERICS = frozenset(["315", "318", "321", "329", "333", "369"])  # ends of lists, times: nothing to read
 
 
@@ -494,7 +496,7 @@ def _numeric(state: ChatState, msg: Message, reaction: Reaction) -> None:
         target = state.window_of(params[1])  # a refusal about a room goes to its window, if open
     template = NUMERIC_TEXT.get(command)
     text = _numeric_sentence(template, params) if template is not None else None
-    kind = Kind.ERROR if command[0] in "45" else Kind.INFO
+    kind = Kind.ERROR if command[0] in "45" or command in ERROR_NUMERICS else Kind.INFO
     if text is None:
         # the server's own words, without the number: "2 operator(s) online" and, for a
         # refusal, what it is about first: "rob2: Nick change too fast"

@@ -1,7 +1,8 @@
 """Reading the keyboard: one key from curses, then everything already waiting, at once.
 
 ``Keyboard.read`` waits for a key with curses (``Screen.read_key``, which also reports
-resizes and decodes the keypad). What follows it without a pause (a paste, keys typed over
+resizes and decodes the keypad; the wait also ends early when the network wakes the UI, so
+an ESC is taken for the Esc key only after ``LONE_ESCAPE_WAIT`` without a key). What follows it without a pause (a paste, keys typed over
 a slow link) is read straight from the terminal in as few reads as the kernel allows and
 handed to ``KeyDecoder.feed_batch`` as one string: a 5 MB paste is one edit, not five
 million keys, and several lines arriving together are held as a paste, never sent line by
@@ -25,6 +26,7 @@ import os
 import select
 import sys
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from curses_client.keys import ESCAPE, Decoded, KeyDecoder, Paste
@@ -37,6 +39,7 @@ READ_BYTES = 65536
 MAX_BATCH_BYTES = 16 * 1024 * 1024  # read per pass at most; the rest comes in the next pass
 MAX_KEYS_PER_PASS = 4096  # keys read one by one (Windows) before the screen is drawn again
 UTF8_COMPLETION_WAIT = 0.2  # how long the rest of a character cut by a read may take
+LONE_ESCAPE_WAIT = 0.1  # no key this long after ESC: it was the Esc key, not a sequence's start
 
 
 class KeySource(Protocol):
@@ -46,8 +49,11 @@ class KeySource(Protocol):
 class Keyboard:
     """The decoder plus the terminal it reads: ``read`` returns what one pass of the UI handles."""
 
-    def __init__(self, fd: int | None, encoding: str = "utf-8") -> None:
+    def __init__(self, fd: int | None, encoding: str = "utf-8",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.decoder = KeyDecoder()
+        self._clock = clock
+        self._last_key = -math.inf
         self._fd = fd  # None: read through curses only
         self._text = codecs.getincrementaldecoder(encoding)(errors="replace")
         self._last_paste = -math.inf
@@ -61,7 +67,10 @@ class Keyboard:
     def read(self, screen: KeySource) -> list[Decoded]:
         key = screen.read_key()
         if key is None:
+            if self._clock() - self._last_key < LONE_ESCAPE_WAIT:
+                return []  # woken early (a line from the server): an escape may still be arriving
             return self.decoder.timeout()
+        self._last_key = self._clock()
         if self._fd is None:
             return self._read_through_curses(screen, key)
         first, out = "", []

@@ -26,11 +26,13 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import os
 import queue
 import random
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -181,6 +183,60 @@ def read_messages(framer: LineFramer, data: bytes) -> list[Message]:
         except ValueError:
             log.info("unparsable line from the server: %r", line[:80])
     return messages
+
+
+class Wakeup:
+    """A self-pipe: another thread ``ring``s it, the UI ``wait``s on it and the terminal together.
+
+    So a line from the server is drawn as soon as it arrives, not after the key-read timeout,
+    and an idle client still sleeps in ``select``. POSIX only: Windows' ``select`` takes
+    sockets, not pipes or the console.
+    """
+
+    def __init__(self) -> None:
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._rung = False  # a byte is (about to be) in the pipe: one is enough
+
+    def ring(self) -> None:
+        if self._rung:
+            return
+        self._rung = True
+        try:
+            os.write(self._write_fd, b"!")
+        except BlockingIOError:  # the pipe is full of earlier rings: the UI wakes all the same
+            pass
+
+    def wait(self, fd: int, seconds: float) -> bool:
+        """Sleep until ``fd`` is readable, a ring, or ``seconds``; True if ``fd`` is readable.
+
+        A ring is used up here: clear the flag before reading the pipe, so a ring that comes
+        after this point writes again (the event it announces is drained after this returns).
+        """
+        ready = select.select([fd, self._read_fd], [], [], seconds)[0]
+        if self._read_fd in ready:
+            self._rung = False
+            try:
+                while os.read(self._read_fd, 4096):
+                    pass
+            except BlockingIOError:  # empty: all rings read
+                pass
+        return fd in ready
+
+
+class EventQueue(queue.Queue[Event]):
+    """The bounded queue from the network thread to the UI; each put rings ``wakeup``
+    (None on Windows: the UI then looks at the queue after each key-read timeout)."""
+
+    def __init__(self, maxsize: int = EVENT_QUEUE_LIMIT) -> None:
+        super().__init__(maxsize)
+        self.wakeup = Wakeup() if sys.platform != "win32" else None
+
+    def _put(self, item: Event) -> None:  # called by put() under the queue's lock
+        super()._put(item)
+        if self.wakeup is not None:
+            self.wakeup.ring()
 
 
 def drain(events: queue.Queue[Event], limit: int = EVENTS_PER_PASS) -> Iterator[Event]:

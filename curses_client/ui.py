@@ -1,6 +1,7 @@
 """Everything that touches curses: terminal setup and restore, key reading, drawing.
 
-Only the UI thread calls into this module. ``Screen`` draws the whole layout into the one
+Only the UI thread calls into this module. Every string goes through ``width.drawable`` on its
+way to curses, so curses' count of cells agrees with ``text_width`` (emoji sequences). ``Screen`` draws the whole layout into the one
 standard window (pane rows, status line, input line) with ``noutrefresh`` and a single
 ``doupdate``; curses itself works out which cells changed. The input line, on the bottom
 row, never uses the last column, so nothing is ever written into the bottom-right cell.
@@ -17,6 +18,7 @@ import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from curses_client.entries import (
     STYLE_DIM,
@@ -28,11 +30,14 @@ from curses_client.entries import (
     STYLE_TIME,
 )
 from curses_client.scrollback import Row
-from curses_client.width import fit, text_width
+from curses_client.width import drawable, fit, text_width
+
+if TYPE_CHECKING:
+    from curses_client.net import Wakeup
 
 log = logging.getLogger(__name__)
 
-KEY_TIMEOUT_MS = 100  # how long get_wch waits: the UI loop wakes ~10 times a second at most
+KEY_TIMEOUT_MS = 100  # how long a key is waited for: an idle UI loop wakes ~10 times a second at most
 MIN_ROWS, MIN_COLUMNS = 4, 20  # smaller than this: a notice instead of the layout
 BRACKETED_PASTE_ON = "\x1b[?2004h"
 BRACKETED_PASTE_OFF = "\x1b[?2004l"
@@ -140,8 +145,9 @@ def _write_raw(sequence: str) -> None:
 class Screen:
     """Draws a frame; owns the curses colour pairs and the input line's sideways scroll."""
 
-    def __init__(self, stdscr: curses.window) -> None:
+    def __init__(self, stdscr: curses.window, wakeup: Wakeup | None = None) -> None:
         self.stdscr = stdscr
+        self.wakeup = wakeup  # rung by the network thread: stop waiting for a key, draw
         self.input_offset = 0
         self._codes = key_names()
         self._colours = curses.has_colors()
@@ -170,17 +176,18 @@ class Screen:
         """One key as a str (a character or a key name), or None if none came.
 
         With ``wait`` it waits up to KEY_TIMEOUT_MS, which is what keeps an idle client
-        asleep; without, it only takes a key that is already there.
+        asleep; a ring of ``wakeup`` ends the wait at once (POSIX: curses is asked only for
+        what it holds or what is already there, and ``select`` sleeps on the terminal and
+        the wake pipe together). Without ``wait``, it only takes a key already there.
         """
-        if not wait:
-            self.stdscr.timeout(0)
-        try:
-            key = self.stdscr.get_wch()
-        except curses.error:
-            return None  # get_wch reports its timeout as an error: no key this time
-        finally:
-            if not wait:
-                self.stdscr.timeout(KEY_TIMEOUT_MS)
+        if self.wakeup is None:
+            key = self._get_wch(KEY_TIMEOUT_MS if wait else 0)
+        else:
+            key = self._get_wch(0)  # first what curses may hold (the rest of an escape sequence)
+            if key is None and wait and self.wakeup.wait(sys.stdin.fileno(), KEY_TIMEOUT_MS / 1000):
+                key = self._get_wch(0)
+        if key is None:
+            return None
         if isinstance(key, str):
             return key
         if key == curses.KEY_MOUSE:
@@ -193,6 +200,13 @@ class Screen:
                 curses.resize_term(0, 0)
             curses.update_lines_cols()
         return name
+
+    def _get_wch(self, timeout_ms: int) -> int | str | None:
+        self.stdscr.timeout(timeout_ms)
+        try:
+            return self.stdscr.get_wch()
+        except curses.error:
+            return None  # get_wch reports its timeout as an error: no key this time
 
     def _mouse(self) -> str:
         try:
@@ -279,8 +293,8 @@ class Screen:
                 cells = text_width(piece)
             if piece:
                 try:
-                    self.stdscr.addstr(y, x, piece, self.style(style, nick))
-                except curses.error:  # curses counted cells differently from us (a newer emoji?)
+                    self.stdscr.addstr(y, x, drawable(piece), self.style(style, nick))
+                except curses.error:  # curses counted cells differently from us (a character newer than its wcwidth?)
                     log.info("could not draw %r at row %d column %d", piece[:40], y, x)
                     return
             x += cells
@@ -312,7 +326,7 @@ class Screen:
         for piece, look in pieces:
             piece = fit(piece, width - x)
             if piece:
-                self.stdscr.addstr(y, x, piece, look)
+                self.stdscr.addstr(y, x, drawable(piece), look)
                 x += text_width(piece)
         if x < width:
             self.stdscr.addstr(y, x, " " * (width - x), attr)
@@ -324,7 +338,7 @@ class Screen:
         self.stdscr.addstr(y, 0, prompt, curses.A_BOLD)
         x = text_width(prompt)
         if visible:
-            self.stdscr.addstr(y, x, fit(visible, usable - x))
+            self.stdscr.addstr(y, x, drawable(fit(visible, usable - x)))
         self.stdscr.move(y, min(x + cursor, usable - 1))
 
     def input_width(self, prompt: str) -> int:

@@ -9,6 +9,7 @@ Pure functions, no curses:
 - ``char_width`` / ``text_width``: how many terminal cells a character or string takes
   (a small wcwidth: East Asian Wide/Fullwidth = 2, combining and format marks = 0; a
   cluster in emoji presentation = 2).
+- ``drawable``: text as curses can draw it in the cells ``text_width`` gives it.
 - ``sanitize``: text from the network made safe to show: IRC formatting codes dropped,
   escape sequences removed, other control characters replaced, invisible characters that
   could disguise a message (zero-width, bidi) shown by name, so no message can move the
@@ -181,6 +182,39 @@ def text_width(text: str) -> int:
     if text.isascii():
         return len(text)
     return sum(cells for _, _, cells in clusters(text))
+
+
+def code_point_width(char: str) -> int:
+    """Cells curses counts for one code point, as the C library's ``wcwidth`` does: unlike
+    ``char_width``, a skin-tone modifier is 2 (it is wide on its own)."""
+    if unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def drawable(text: str) -> str:
+    """``text`` with each cluster curses would count differently replaced by a stand-in.
+
+    curses counts cells per code point (``wcwidth``), so a cluster of several code points that
+    the terminal draws as one (a ZWJ family, a thumb with its skin tone, a heart or a keycap
+    with the emoji selector) would take 0, 4 or 6 cells in curses' count, not the 2 we give
+    it, and shift or cut what follows on its row. Such a cluster is drawn as its first
+    character, padded with spaces to its width: what curses, the terminal and ``text_width``
+    all agree on. Flags and accented letters are drawn as they are.
+
+    >>> drawable("a👨\u200d👩\u200d👧b"), drawable("❤\ufe0f!"), drawable("👍🏽 1\ufe0f\u20e3"), drawable("🇫🇷é\u0301")
+    ('a👨b', '❤ !', '👍 1 ', '🇫🇷é\u0301')
+    """
+    if text.isascii():
+        return text
+    pieces = []
+    for start, end, cells in clusters(text):
+        cluster = text[start:end]
+        if sum(code_point_width(char) for char in cluster) != cells:
+            base = cluster[0] if code_point_width(cluster[0]) <= cells else ""  # a lone skin tone: nothing fits
+            cluster = base + " " * (cells - code_point_width(base) if base else cells)
+        pieces.append(cluster)
+    return "".join(pieces)
 
 
 def _replace_control(char: str) -> str:

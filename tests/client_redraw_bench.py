@@ -33,7 +33,7 @@ def measure(out: Path) -> None:
 
     results = []
     with ui.terminal() as stdscr:
-        app = ChatApp(ui.Screen(stdscr), ChatState("host:5555", "#chat", "alice"), queue.Queue(), net.Sender())
+        app = ChatApp(ui.Screen(stdscr), ChatState("host:5555", "#chat", "alice"), net.EventQueue(), net.Sender())
         scrollback = app.state.current.scrollback
         for number in range(MESSAGES):
             text = f"message {number} " + "lorem ipsum dolor sit amet " * (number % 5)

@@ -1,10 +1,11 @@
 """The client's command line and its TLS settings (curses_client.app.parse_args, curses_client.tls)."""
 
 import ssl
+import sys
 
 import pytest
 
-from curses_client.app import parse_args
+from curses_client.app import parse_args, program_name
 from curses_client.tls import CaFileError, client_context, describe_tls_error
 
 
@@ -63,3 +64,10 @@ def test_tls_errors_read_as_phrases():
     assert describe_tls_error(ssl.SSLEOFError(8, "the server closed the connection")) == (
         "the TLS handshake failed (the server closed the connection)"
     )
+
+
+def test_usage_names_the_command_as_it_was_run(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/home/me/.local/bin/chat", "--help"])
+    assert program_name() == "chat"
+    monkeypatch.setattr(sys, "argv", ["/clone/curses_client/__main__.py", "--help"])
+    assert program_name() == "python -m curses_client"

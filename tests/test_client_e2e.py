@@ -245,6 +245,39 @@ def test_wide_characters_take_two_cells_and_wrap_cleanly(server, terminals, peer
     privmsg(bob, "日本語テキスト")
 
 
+def cells_of(terminal, y):
+    """Row ``y`` cell by cell (a wide character's second cell is "")."""
+    return [terminal.screen.buffer[y][x].data for x in range(terminal.screen.columns)]
+
+
+def test_emoji_sequences_take_the_cells_we_measure_and_what_follows_lands_there(server, terminals, peers):
+    port = server.address[1]
+    terminal = joined_client(terminals, port)
+    bob = peers(port, "bob")
+    family, heart, thumb, keycap = "👨\u200d👩\u200d👧", "❤\ufe0f", "👍🏽", "1\ufe0f\u20e3"
+    # (no flag: pyte's wcwidth counts each regional indicator as 2 cells, the C library as 1,
+    # so pyte cannot stand for a terminal there; flags are drawn as they are)
+    message = f"a{family}b {heart}c {thumb}d {keycap}e end"
+    bob.send("PRIVMSG", "#chat", message)
+    terminal.wait_screen(lambda: any("<bob>" in line and line.rstrip().endswith("end") for line in terminal.lines()),
+                         "bob's line, to its end")
+    y = next(index for index, line in enumerate(terminal.lines()) if "<bob>" in line)
+    row = cells_of(terminal, y)
+    start = next(x for x in range(len(row)) if "".join(row[x:x + 6]) == "<bob> ") + 6
+    for letter in "abcde":  # each where our width puts it: nothing before it took more or less
+        column = start + text_width(message[:message.index(letter)])
+        assert row[column] == letter, f"{letter!r} at column {column}: {row}"
+    assert "".join(row[start + text_width(message) - 3:]).rstrip() == "end"
+    # the input line: the cursor stands where our width says, after an emoji sequence
+    terminal.type(f"{thumb}{family}x")
+    terminal.wait_screen(lambda: "x" in terminal.lines()[-1], "the typed line")
+    input_row = cells_of(terminal, terminal.screen.lines - 1)
+    assert input_row[2 + 4] == "x"  # "> ", then two clusters of two cells each
+    assert terminal.screen.cursor.x == 2 + 5
+    terminal.type("\r")
+    privmsg(bob, f"{thumb}{family}x")
+
+
 def test_escape_sequences_from_the_network_are_neutralised(server, terminals, peers):
     port = server.address[1]
     terminal = joined_client(terminals, port)

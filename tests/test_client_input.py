@@ -77,7 +77,7 @@ def test_typing_stays_responsive_and_leaving_is_prompt_when_the_server_stops_rea
         listener.close()
 
 
-def test_emoji_sequences_reach_the_screen_whole(server, terminals, peers):
+def test_emoji_sequences_reach_the_screen_as_one_character_each(server, terminals, peers):
     port = server.address[1]
     terminal = joined_client(terminals, port)
     bob = peers(port, "bob")
@@ -85,9 +85,10 @@ def test_emoji_sequences_reach_the_screen_whole(server, terminals, peers):
     bob.send("PRIVMSG", "#chat", f"{family} {flag} {thumbs} after\u200bzero")
     terminal.wait_for("after<U+200B>zero")  # an invisible character is shown by name
     row = next(line for line in terminal.lines() if "after" in line)
-    # the joiners went to the terminal as joiners (pyte drops them when it draws), not named
+    # the joiners are not named; a sequence curses would count as more cells than we do is
+    # drawn as its first character (see width.drawable), the flag as it is
     assert "<U+200D>" not in row
-    assert "<bob>\U0001F468\U0001F469\U0001F467" + flag + thumbs + "after" in row.replace(" ", "")
+    assert "<bob>\U0001F468" + flag + "\U0001F44D" + "after" in row.replace(" ", "")
     terminal.type(family + "x")  # the input line steps over the sequence as one character
     terminal.wait_for("x")
     terminal.type("\x7f\x7f")  # two backspaces: "x", then the whole family

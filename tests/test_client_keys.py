@@ -156,3 +156,14 @@ def test_without_a_terminal_to_read_keys_from_curses_still_make_a_batch():
     assert keyboard.read(FakeScreen(list("one\rtwo"))) == [Paste("one\ntwo", marked=False)]
     assert keyboard.read(FakeScreen(["a", "b", "left", "c", "\r"])) == ["char:ab", "left", "char:c", "enter"]
     assert keyboard.read(FakeScreen([])) == []
+
+
+def test_an_escape_is_the_esc_key_only_after_a_quiet_while_not_when_the_ui_is_woken_early():
+    now = [0.0]
+    keyboard = Keyboard(None, clock=lambda: now[0])
+    assert keyboard.read(FakeScreen(["\x1b"])) == []
+    assert keyboard.read(FakeScreen([])) == []  # a server line woke the UI at once: ESC may start Alt-1
+    assert keyboard.read(FakeScreen(["1"])) == ["window-1"]
+    assert keyboard.read(FakeScreen(["\x1b"])) == []
+    now[0] += 0.1  # no key for a key-read timeout: it was Esc
+    assert keyboard.read(FakeScreen([])) == ["escape"]

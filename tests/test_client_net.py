@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import select
 import socket
+import threading
 import time
 
 from client_harness import DEADLINE, wait_until
@@ -220,3 +222,33 @@ def test_a_queue_full_of_paced_lines_ends_the_connection_with_a_sentence():
     finally:
         stop_thread(thread)
         listener.close()
+
+
+def _waiting_for_the_terminal(wakeup, terminal_fd):
+    """The UI's wait for a key, in a thread, with a timeout far past the test's deadline:
+    only a ring (or the terminal) can end it in time."""
+    woken = []
+    waiter = threading.Thread(target=lambda: woken.append(wakeup.wait(terminal_fd, 600)), daemon=True)
+    waiter.start()
+    return waiter, woken
+
+
+def test_a_put_on_the_event_queue_wakes_the_ui_waiting_for_a_key():
+    events = net.EventQueue()
+    terminal_read, terminal_write = os.pipe()  # stands for the terminal: no key comes
+    try:
+        for _ in range(2):  # a ring is used up by the wait it ends; the next put rings again
+            waiter, woken = _waiting_for_the_terminal(events.wakeup, terminal_read)
+            events.put(net.Connected())
+            waiter.join(DEADLINE)
+            assert not waiter.is_alive(), "the wait for a key went on after the put"
+            assert woken == [False]  # woken by the queue, not by a key
+            assert len(list(net.drain(events))) == 1
+        events.put(net.Connected())
+        os.write(terminal_write, b"k")
+        assert events.wakeup.wait(terminal_read, 0) is True  # a key: readable (the ring read too)
+        os.read(terminal_read, 1)
+        assert events.wakeup.wait(terminal_read, 0) is False  # nothing left to wake for
+    finally:
+        os.close(terminal_read)
+        os.close(terminal_write)

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from curses_client.width import (
     REPLACEMENT,
     char_width,
+    code_point_width,
+    drawable,
     fit,
     is_boundary,
     next_boundary,
@@ -182,3 +184,15 @@ def test_a_long_url_goes_on_unindented_and_whole():
     assert rows_text(text, rows)[:3] == ["12:00 <ann> look", URL[:30], URL[30:]]
     assert [indent for _, _, indent in rows[:3]] == [0, 0, 0]  # no blanks in the middle of it
     assert all(indent == 12 for _, _, indent in rows[3:]) and len(rows) > 3  # then as before
+
+
+emoji_parts = st.sampled_from(list("ab ") + ["😀", "👨", "👩", "\u200d", "\ufe0f", "\u20e3", "❤", "1", "👍", "🏽",
+                                             "\U0001F1EB", "\U0001F1F7", "\u0301", "日", "\U000E0067"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(emoji_parts, max_size=40))
+def test_what_curses_is_given_takes_the_cells_we_measure(text):
+    """curses counts code points (the C library's wcwidth): the stand-ins make its count ours."""
+    drawn = drawable(text)
+    assert sum(code_point_width(char) for char in drawn) == text_width(text)

@@ -46,6 +46,7 @@ def test_the_commands_are_installed_and_run_from_another_directory(installed, tm
         out = subprocess.run([str(installed / command), "--help"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=30, check=False)
         assert out.returncode == 0 and usage in out.stdout, out.stderr
+    assert out.stdout.startswith("usage: chat "), out.stdout  # the name typed, not "python -m curses_client"
 
 
 @pytest.mark.timeout(60)
