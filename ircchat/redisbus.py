@@ -108,8 +108,11 @@ _REAP = """
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local fields = redis.call('HGETALL', KEYS[3])
 for i = 1, #fields, 2 do
-  local folded = cjson.decode(fields[i + 1])['f']
-  if redis.call('HGET', KEYS[4], folded) == ARGV[1] .. '/' .. fields[i] then redis.call('HDEL', KEYS[4], folded) end
+  local ok, rec = pcall(cjson.decode, fields[i + 1])  -- a record of another version may not decode
+  local folded = ok and type(rec) == 'table' and rec['f']
+  if type(folded) == 'string' and redis.call('HGET', KEYS[4], folded) == ARGV[1] .. '/' .. fields[i] then
+    redis.call('HDEL', KEYS[4], folded)
+  end
 end
 redis.call('DEL', KEYS[3])
 redis.call('SREM', KEYS[1], ARGV[1])
@@ -260,7 +263,10 @@ class RedisBus(ClusterBus):
                                    "Lost in a netsplit")
         for node, records in others.items():
             for uid, rec in records.items():
-                self.mirror.upsert(node, uid, rec)
+                try:
+                    self.mirror.upsert(node, uid, rec)
+                except (KeyError, TypeError, AttributeError, ValueError) as error:  # another version's shape
+                    log.error("cluster: skipped the malformed record of %s/%s: %r", node, uid, error)
         return others
 
     # -- the hooks the Hub calls (see ClusterBus) ------------------------------------------------

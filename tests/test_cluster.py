@@ -427,3 +427,31 @@ def test_history_in_redis_answers_every_query_as_the_sqlite_store_does(cluster):
     assert store.after("#q", MessageRef(msgid="nope"), 5) == []
     assert store.after("#q", MessageRef(msgid="1-1"), 5) == []  # no such line in this room
     assert store.latest("#q", 3)[0].msgid == ids[7] and store.latest("#q", 1)[0].time_ms == start + 90
+
+
+def test_a_node_starts_and_reaps_past_malformed_records_another_node_left(tmp_path, peers):
+    """Records an older or newer node wrote in a shape this one does not know: skipped (logged)
+    when loading the snapshot and when reaping their node, never a failed start or a Redis
+    taken for lost."""
+    server = RedisProcess.start()
+    node = None
+    try:
+        store = redis.Redis.from_url(server.url)
+        store.sadd("chat:nodes", "nold")  # no heartbeat: the new node reaps it
+        store.hset("chat:users:nold", mapping={
+            "1": json.dumps({"reg": True, "f": "zoe"}), "2": "not json", "3": json.dumps({"reg": True, "f": 7}),
+            "4": json.dumps({"f": "yan", "reg": True, "nick": "yan", "user": "~y", "host": "h", "real": "Y",
+                             "ch": {}})})
+        store.hset("chat:nicks", mapping={"zoe": "nold/1", "yan": "nold/4"})
+        node = Node.start(server.url, *NODE_FLAGS, log_dir=str(tmp_path))
+        deadline = time.monotonic() + 10
+        while store.sismember("chat:nodes", "nold") and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling Redis for the reaping, with a deadline
+        assert not store.sismember("chat:nodes", "nold")
+        assert store.hgetall("chat:nicks") == {}
+        peers(node, "zoe")  # its nick free again, and the node serving
+        assert "lost Redis" not in node.log()
+    finally:
+        if node is not None:
+            node.stop()
+        server.stop()
