@@ -201,7 +201,7 @@ class RedisBus(ClusterBus):
         """Join the cluster: load the snapshot into ``hub``, then follow the stream. Returns
         what to log about it."""
         self.hub = hub
-        self.mirror = Mirror(hub, self._to_node, self._rewrite)
+        self.mirror = Mirror(hub, self._to_node, self._rewrite, self._local_user)
         try:
             others = self._load_snapshot()
         except redis.RedisError as error:
@@ -296,15 +296,17 @@ class RedisBus(ClusterBus):
         self._put(user, {"t": "part", "c": channel.name, "r": list(reason)}, rec=record(user))
 
     def kicked(self, kicker: User, channel: Channel, target: User, reason: str) -> None:
-        self._put(kicker, {"t": "kick", "c": channel.name, "k": target.nick, "r": reason})
+        self._put(kicker, {"t": "kick", "c": channel.name, "k": target.nick, "r": reason, "ref": self._ref(target)})
         if target.node is None:
             self._put(target, None, rec=record(target))
 
     def modes_changed(self, user: User, channel: Channel, applied: list[ModeChange]) -> None:
-        self._put(user, {"t": "mode", "c": channel.name, "m": [list(change) for change in applied]})
         assert self.hub is not None
-        for change in applied:
-            target = self.hub.nicks.get(irc_fold(change.param or "")) if change.letter in PREFIXES else None
+        targets = [self.hub.nicks.get(irc_fold(change.param or "")) if change.letter in PREFIXES else None
+                   for change in applied]
+        self._put(user, {"t": "mode", "c": channel.name, "m": [list(change) for change in applied],
+                         "refs": [self._ref(target) if target is not None else None for target in targets]})
+        for target in targets:
             if target is not None and target.node is None:
                 self._put(target, None, rec=record(target))
 
@@ -312,7 +314,7 @@ class RedisBus(ClusterBus):
         return max(1, self._nodes)
 
     def invited(self, inviter: User, target: User, channel: Channel) -> None:
-        self._put(inviter, {"t": "invite", "c": channel.name, "k": target.nick})
+        self._put(inviter, {"t": "invite", "c": channel.name, "k": target.nick, "ref": self._ref(target)})
 
     def user_changed(self, user: User) -> None:
         if user.registered:
@@ -326,6 +328,22 @@ class RedisBus(ClusterBus):
             uid = self._uids.pop(user, None)
             if uid is not None:
                 del self._local[uid]
+
+    def _ref(self, user: User) -> list[str] | None:
+        """A user's [node, uid], how an event names it across renames (``Hub.lock`` held)."""
+        if user.node is not None:
+            assert self.mirror is not None
+            key = self.mirror.keys.get(user)
+            return list(key) if key is not None else None
+        with self._lock:
+            uid = self._uids.get(user)
+        return [self.node, uid] if uid is not None else None
+
+    def _local_user(self, node: str, uid: str) -> User | None:
+        if node != self.node:
+            return None
+        with self._lock:
+            return self._local.get(uid)
 
     def _rewrite(self, user: User) -> None:
         """Store one of our users' record again (another node changed its channels)."""
