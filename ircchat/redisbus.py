@@ -19,7 +19,7 @@ Keys (``chat:`` and then):
 - ``epoch``: a random value set once; another value after an outage means Redis lost its data.
 
 Threads: a writer sends queued script calls in pipelines (one round trip for everything
-queued meanwhile); a reader follows the stream (``XREAD BLOCK``, shorter than the socket
+queued meanwhile; a full queue makes room lines' senders wait); a reader follows the stream (``XREAD BLOCK``, shorter than the socket
 timeout) and, while Redis is unreachable, retries with capped backoff and then rejoins; a
 heartbeat thread refreshes our key and reaps lost nodes. Every Redis call has a timeout.
 
@@ -61,6 +61,7 @@ EVENTS_MAX = 100_000  # events kept in the stream (approximately): a node away l
 READ_BLOCK = 1.0  # seconds XREAD waits at most (and half the socket timeout at most)
 READ_COUNT = 500
 WRITE_BATCH = 1000  # script calls in one pipeline at most: one round trip well within the timeout
+QUEUE_MAX = 10 * WRITE_BATCH  # calls queued for Redis before a room line's sender waits
 BACKOFF_START, BACKOFF_MAX = 0.1, 5.0  # seconds between reconnection tries, doubling up to the cap
 
 # One script for every change a node makes: a nick claim (refused: 0), the user's record, the
@@ -362,6 +363,12 @@ class RedisBus(ClusterBus):
         """Send a room line to the stream; it is delivered here when read back. With Redis
         away, it goes to our own members at once (the Hub calls this under its order lock)."""
         with self._lock:
+            # A Redis slower than our senders: they wait here (under the Hub's order lock, never
+            # its lock) rather than the queue growing without bound. The writer makes room or
+            # finds Redis away within its timeouts; past the wait, a stuck writer is logged.
+            # (Not the reader: it may want the order lock, to stamp a private message.)
+            if not self._settled.wait_for(lambda: not self._up or len(self._queue) < QUEUE_MAX, self._claim_wait):
+                log.error("cluster: %d calls queued for Redis; sending anyway", len(self._queue))
             if not self._up:
                 down = True
             else:

@@ -455,3 +455,35 @@ def test_a_node_starts_and_reaps_past_malformed_records_another_node_left(tmp_pa
         if node is not None:
             node.stop()
         server.stop()
+
+
+def test_room_lines_wait_for_room_in_a_full_queue_to_redis(cluster, monkeypatch):
+    """A Redis slower than this node's senders (reachable, so no call fails): a room line
+    waits for the writer to make room (the senders slow down) rather than the queue growing
+    without bound."""
+    from ircchat import redisbus
+    from ircchat.history import HistoryEntry
+    from ircchat.ircv3 import Stamped
+    from ircchat.state import Channel, RoomLine, User
+
+    server, _ = cluster
+    monkeypatch.setattr(redisbus, "QUEUE_MAX", 3)
+    bus = redisbus.RedisBus(server.url, socket_timeout=0.5)  # not started: nothing takes from the queue
+    try:
+        sender = User(host="h", address="", nick="ann", username="~a", registered=True)
+        bus._give_id(sender)
+        entry = HistoryEntry("1-1", 1, "#q", sender.source, "PRIVMSG", "#q", "hi")
+        line = RoomLine(sender, Channel("#q"), Stamped(b":ann PRIVMSG #q :hi\r\n", "1-1", 1), False, None, entry)
+        for _ in range(3):
+            bus.append_line(entry, line)
+        sending = threading.Thread(target=bus.append_line, args=(entry, line), daemon=True)
+        sending.start()
+        sending.join(0.3)
+        assert sending.is_alive() and len(bus._queue) == 3
+        with bus._lock:  # what the writer does once a batch has gone
+            bus._queue.clear()
+            bus._settled.notify_all()
+        sending.join(5)
+        assert not sending.is_alive() and len(bus._queue) == 1
+    finally:
+        bus.redis.close()
