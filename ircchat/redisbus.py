@@ -66,8 +66,10 @@ BACKOFF_START, BACKOFF_MAX = 0.1, 5.0  # seconds between reconnection tries, dou
 
 # One script for every change a node makes: a nick claim (refused: 0), the user's record, the
 # event on the stream (and the room's history), a channel's state. Atomic, so a claim and its
-# event are one step.
+# event are one step. Nothing from a node the others have reaped (-1): killed before it has
+# rejoined, it would hold what it wrote forever.
 _SHARE = """
+if redis.call('SISMEMBER', KEYS[6], ARGV[13]) == 0 then return -1 end
 local owner = ARGV[3]
 if ARGV[1] ~= '' then
   local holder = redis.call('HGET', KEYS[2], ARGV[1])
@@ -422,11 +424,11 @@ class RedisBus(ClusterBus):
             event = {**event, "n": self.node, "u": uid}
         history_key = self._key("history", history[0]) if history else self._key("events")
         keys = [self._key("events"), self._key("nicks"), self._key("users", self.node), history_key,
-                self._key("channels")]
+                self._key("channels"), self._key("nodes")]
         args = [claim, release, owner, uid, "-" if rec_delete else (encode_event(rec) if rec else ""),
                 encode_event(event) if event else "", line, EVENTS_MAX,
                 encode_event(history[1]) if history else "", self.history_max,
-                channel[0] if channel else "", channel[1] if channel else ""]
+                channel[0] if channel else "", channel[1] if channel else "", self.node]
         with self._lock:
             if not self._up:
                 if waiter is not None:
@@ -458,11 +460,13 @@ class RedisBus(ClusterBus):
             for (_, args, waiter), result in zip(batch, results):
                 if isinstance(result, redis.ResponseError):  # this call alone failed: refused
                     log.error("cluster: Redis refused a change of %s: %s", args[2], result)
-                if waiter is not None:
+                if waiter is not None:  # -1 (reaped): granted for now, like with Redis away
                     waiter.granted = result not in (0, None) and not isinstance(result, Exception)
                     waiter.done.set()
             with self._lock:
                 self._settled.notify_all()
+            if -1 in results:
+                self._fail(redis.RedisError("the other nodes took this one for lost"))
 
     # -- the reader ----------------------------------------------------------------------------
 

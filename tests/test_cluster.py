@@ -487,3 +487,27 @@ def test_room_lines_wait_for_room_in_a_full_queue_to_redis(cluster, monkeypatch)
         assert not sending.is_alive() and len(bus._queue) == 1
     finally:
         bus.redis.close()
+
+
+def test_a_node_taken_for_lost_writes_nothing_until_it_has_rejoined(cluster, peers, tmp_path):
+    """Reaped while it still runs (its heartbeat late), a node must not claim nicks or store
+    records for a node the cluster no longer lists (killed then, nobody would ever free them):
+    it takes Redis for away, then rejoins."""
+    server, (a, _) = cluster
+    late = Node.start(server.url, "--node-timeout", "30", "--redis-timeout", "0.5", log_dir=str(tmp_path))
+    store = redis.Redis.from_url(server.url)
+    try:
+        watcher = peers(a, "uma1")
+        victim = peers(late, "vic1")
+        wait_for_member(watcher, "vic1")
+        node_id = store.hget("chat:nicks", "vic1").decode().partition("/")[0]
+        store.delete(f"chat:alive:{node_id}")  # its next heartbeat is seconds away: reaped first
+        watcher.expect(r"^:vic1!\S+ QUIT")
+        victim.send("NICK vic2")
+        victim.expect(r"NICK :?vic2")
+        # Read in this order: once it has rejoined (listed again), it may hold vic2 again.
+        owner = store.hget("chat:nicks", "vic2")
+        assert owner is None or owner.decode().partition("/")[0].encode() in store.smembers("chat:nodes")
+    finally:
+        late.stop()
+        store.close()
