@@ -816,7 +816,7 @@ class Hub:
     def set_topic(self, user: User, name: str, topic: str) -> Channel:
         with self.lock:
             channel = self._member_channel(user, name)
-            if "t" in channel.modes and not channel.privileged(user):
+            if "t" in channel.modes and not channel.privileged(user) and user.node is None:
                 raise IRCError(ERR_CHANOPRIVSNEEDED, channel.name, "You're not channel operator (+t)")
             channel.topic = topic
             channel.topic_setter = user.nick or ""
@@ -847,9 +847,9 @@ class Hub:
             channel = self.channels.get(irc_fold(name))
             if channel is None:
                 raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
-            if inviter not in channel.members and "o" not in inviter.modes:
+            if inviter not in channel.members and "o" not in inviter.modes and inviter.node is None:
                 raise IRCError(ERR_NOTONCHANNEL, channel.name, "You're not on that channel")
-            if "i" in channel.modes and not channel.privileged(inviter):
+            if "i" in channel.modes and not channel.privileged(inviter) and inviter.node is None:
                 raise IRCError(ERR_CHANOPRIVSNEEDED, channel.name, "You're not channel operator (+i)")
             if target in channel.members:
                 raise IRCError(ERR_USERONCHANNEL, target.nick or "", channel.name, "is already on channel")
@@ -1086,10 +1086,14 @@ class Hub:
                 raise IRCError(ERR_BANONCHAN, nick, channel.name, "Cannot change nickname while banned on channel")
 
     def _privileged_channel(self, user: User, name: str, need_member: bool = True) -> Channel:
-        """A channel ``user`` may act on as operator: 403, 442 or 482 otherwise."""
+        """A channel ``user`` may act on as operator: 403, 442 or 482 otherwise. A replica's
+        change was allowed by its own node: a deop crossing it here must not refuse it, or the
+        nodes would disagree for good."""
         channel = self.channels.get(irc_fold(name))
         if channel is None:
             raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
+        if user.node is not None:
+            return channel
         if need_member and user not in channel.members and "o" not in user.modes:
             raise IRCError(ERR_NOTONCHANNEL, channel.name, "You're not on that channel")
         if not channel.privileged(user):
