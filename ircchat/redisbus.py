@@ -7,7 +7,8 @@ Keys (``chat:`` and then):
 - ``events``: a stream of every event, in the one order every node applies them. A room line
   is delivered to a node's members when that node reads it back from here, the sender's node
   too, so every member on every node sees the same order. The stream id is the line's msgid.
-- ``history:<room>``: a room's lines, capped, with the same ids (CHATHISTORY, replay on join).
+- ``history:<room>``: a room's lines, capped, with the same ids (CHATHISTORY, replay on join);
+  gone ``history_days`` after its last line.
 - ``nicks``: folded nick -> ``node/uid``; a claim and its event are one Lua script, so of two
   registrations racing for a nick on two nodes exactly one wins.
 - ``users:<node>``: uid -> the user's record (``cluster.record``): with ``nodes`` (the set of
@@ -84,7 +85,10 @@ elseif ARGV[5] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], ARGV[5]) end
 if ARGV[12] ~= '' then redis.call('HSET', KEYS[5], ARGV[11], ARGV[12]) end
 if ARGV[6] == '' then return 1 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[8], '*', 'e', ARGV[6], 'l', ARGV[7])
-if ARGV[9] ~= '' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], id, 'e', ARGV[9]) end
+if ARGV[9] ~= '' then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], id, 'e', ARGV[9])
+  redis.call('PEXPIRE', KEYS[4], ARGV[14])
+end
 return id
 """
 
@@ -139,11 +143,12 @@ class RedisBus(ClusterBus):
     the pending room lines, the link state and our users' ids."""
 
     def __init__(self, url: str, *, node_timeout: float = 15.0, socket_timeout: float = 3.0,
-                 history_max: int = 10_000) -> None:
+                 history_max: int = 10_000, history_days: float = 30.0) -> None:
         self.url = url
         self.node = "n" + secrets.token_hex(4)
         self.node_timeout = node_timeout
         self.history_max = history_max
+        self.history_ttl_ms = max(1, int(history_days * 86_400_000))
         self._block_ms = max(10, int(min(READ_BLOCK, socket_timeout / 2) * 1000))
         # A claim waits for the writer's pipeline: at most a socket timeout for the batch
         # before it and one for its own.
@@ -428,7 +433,7 @@ class RedisBus(ClusterBus):
         args = [claim, release, owner, uid, "-" if rec_delete else (encode_event(rec) if rec else ""),
                 encode_event(event) if event else "", line, EVENTS_MAX,
                 encode_event(history[1]) if history else "", self.history_max,
-                channel[0] if channel else "", channel[1] if channel else "", self.node]
+                channel[0] if channel else "", channel[1] if channel else "", self.node, self.history_ttl_ms]
         with self._lock:
             if not self._up:
                 if waiter is not None:

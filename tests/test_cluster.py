@@ -511,3 +511,22 @@ def test_a_node_taken_for_lost_writes_nothing_until_it_has_rejoined(cluster, pee
     finally:
         late.stop()
         store.close()
+
+
+def test_a_rooms_history_in_redis_expires_after_history_days_without_a_line(cluster, peers):
+    """--history-days holds in cluster mode too: a room's stream outlives its last line by that
+    long (30 days here) and then goes, so rooms made and left do not pile up in Redis."""
+    server, (a, _) = cluster
+    speaker = peers(a, "ida1")
+    speaker.send("JOIN #aged")
+    speaker.expect(" 366 ")
+    speaker.send("PRIVMSG #aged :soon gone")
+    speaker.sync()
+    store = redis.Redis.from_url(server.url)
+    try:
+        deadline = time.monotonic() + 5
+        while not store.exists("chat:history:#aged") and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling Redis for the writer's call, with a deadline
+        assert 0 < store.pttl("chat:history:#aged") <= 30 * 86_400_000
+    finally:
+        store.close()
