@@ -20,9 +20,9 @@ Keys (``chat:`` and then):
 - ``epoch``: a random value set once; another value after an outage means Redis lost its data.
 
 Threads: a writer sends queued script calls in pipelines (one round trip for everything
-queued meanwhile; a full queue makes room lines' senders wait); a reader follows the stream (``XREAD BLOCK``, shorter than the socket
-timeout) and, while Redis is unreachable, retries with capped backoff and then rejoins; a
-heartbeat thread refreshes our key and reaps lost nodes. Every Redis call has a timeout.
+queued meanwhile; a full queue makes room lines' senders wait); a reader follows the stream
+(``XREAD BLOCK``, shorter than the socket timeout) and, while Redis is unreachable, retries
+with capped backoff and then rejoins; a heartbeat thread refreshes our key and reaps lost nodes. Every Redis call has a timeout.
 
 Redis unreachable: lines waiting for the stream and every new line are delivered to this
 node's members at once, the users are told once, and nothing is queued for later. Back, the
