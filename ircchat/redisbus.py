@@ -16,7 +16,10 @@ Keys (``chat:`` and then):
 - ``alive:<node>``: a node's heartbeat, a key with a TTL. A node whose key has expired is
   reaped by the first node to see it (one script: its users' nicks freed, a ``lost`` event
   that makes every node announce them as quitting).
-- ``channels``: folded channel name -> its saved topic, modes and bans.
+- ``channels``: folded channel name -> its saved topic, modes and bans; ``channels:saved`` the
+  time each was saved, to drop them as the SQLite store does (``history_days`` after their
+  last change, the least recently changed first past ``SAVED_CHANNELS_MAX``; never the
+  default room's).
 - ``epoch``: a random value set once; another value after an outage means Redis lost its data.
 
 Threads: a writer sends queued script calls in pipelines (one round trip for everything
@@ -49,7 +52,7 @@ from ircchat.cluster import (
     record,
     split_id,
 )
-from ircchat.history import HistoryEntry, MessageRef, OnCommit
+from ircchat.history import SAVED_CHANNELS_MAX, HistoryEntry, MessageRef, OnCommit
 from ircchat.ircv3 import Stamped, Variant
 from ircchat.logs import log
 from ircchat.modes import PREFIXES, ModeChange
@@ -82,7 +85,27 @@ if ARGV[2] ~= '' and ARGV[2] ~= ARGV[1] and redis.call('HGET', KEYS[2], ARGV[2])
 end
 if ARGV[5] == '-' then redis.call('HDEL', KEYS[3], ARGV[4])
 elseif ARGV[5] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], ARGV[5]) end
-if ARGV[12] ~= '' then redis.call('HSET', KEYS[5], ARGV[11], ARGV[12]) end
+if ARGV[12] ~= '' then
+  redis.call('HSET', KEYS[5], ARGV[11], ARGV[12])
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('ZADD', KEYS[7], ms, ARGV[11])
+  local function drop(name)
+    if name == ARGV[15] then return 0 end
+    redis.call('HDEL', KEYS[5], name)
+    redis.call('ZREM', KEYS[7], name)
+    return 1
+  end
+  for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', ms - tonumber(ARGV[14]), 'LIMIT', 0, 100)) do
+    drop(name)
+  end
+  local excess = redis.call('ZCARD', KEYS[7]) - tonumber(ARGV[16])
+  if excess > 0 then
+    for _, name in ipairs(redis.call('ZRANGE', KEYS[7], 0, excess)) do
+      if excess > 0 then excess = excess - drop(name) end
+    end
+  end
+end
 if ARGV[6] == '' then return 1 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[8], '*', 'e', ARGV[6], 'l', ARGV[7])
 if ARGV[9] ~= '' then
@@ -429,11 +452,12 @@ class RedisBus(ClusterBus):
             event = {**event, "n": self.node, "u": uid}
         history_key = self._key("history", history[0]) if history else self._key("events")
         keys = [self._key("events"), self._key("nicks"), self._key("users", self.node), history_key,
-                self._key("channels"), self._key("nodes")]
+                self._key("channels"), self._key("nodes"), self._key("channels:saved")]
         args = [claim, release, owner, uid, "-" if rec_delete else (encode_event(rec) if rec else ""),
                 encode_event(event) if event else "", line, EVENTS_MAX,
                 encode_event(history[1]) if history else "", self.history_max,
-                channel[0] if channel else "", channel[1] if channel else "", self.node, self.history_ttl_ms]
+                channel[0] if channel else "", channel[1] if channel else "", self.node, self.history_ttl_ms,
+                irc_fold(self.hub.config.room) if self.hub is not None else "", SAVED_CHANNELS_MAX + 1]
         with self._lock:
             if not self._up:
                 if waiter is not None:

@@ -530,3 +530,36 @@ def test_a_rooms_history_in_redis_expires_after_history_days_without_a_line(clus
         assert 0 < store.pttl("chat:history:#aged") <= 30 * 86_400_000
     finally:
         store.close()
+
+
+def test_channel_states_in_redis_are_capped_as_the_sqlite_store_caps_them(monkeypatch):
+    """Rooms made, moded and left do not pile up in ``chat:channels``: past the cap the least
+    recently saved go, and those unchanged for --history-days; never the default room's."""
+    from ircchat import redisbus
+
+    server = RedisProcess.start()
+    bus = None
+    try:
+        monkeypatch.setattr(redisbus, "SAVED_CHANNELS_MAX", 2)
+        bus = redisbus.RedisBus(server.url, socket_timeout=0.5)  # not started: its calls are run here
+        bus.hub = SimpleNamespace(config=SimpleNamespace(room="#chat"))
+        bus.redis.sadd("chat:nodes", bus.node)  # a member of the cluster, as start() makes it
+
+        def save(*names: str) -> None:
+            for name in names:
+                bus._send("", None, channel=(name, "{}"))
+            for keys, args, _ in bus._queue:
+                bus._share(keys=keys, args=args)
+            bus._queue.clear()
+
+        save("#chat", "#a", "#b", "#c", "#d")
+        assert sorted(bus.redis.hkeys("chat:channels")) == [b"#c", b"#chat", b"#d"]
+        bus.history_ttl_ms = 1  # --history-days: what was saved a millisecond ago has aged
+        deadline = time.monotonic() + 5
+        while bus.redis.hlen("chat:channels") > 2 and time.monotonic() < deadline:
+            save("#e")
+        assert sorted(bus.redis.hkeys("chat:channels")) == [b"#chat", b"#e"]
+    finally:
+        if bus is not None:
+            bus.redis.close()
+        server.stop()
