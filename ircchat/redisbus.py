@@ -816,8 +816,11 @@ class RedisHistory:
             if stored is None:
                 continue
             event_id = raw_id.decode()
-            entries.append(HistoryEntry(event_id, split_id(event_id)[0], target, stored["s"], stored["c"],
-                                        stored["r"], stored["x"]))
+            texts = [stored.get(field) for field in ("s", "c", "r", "x")]
+            if not all(isinstance(text, str) for text in texts):  # another version's shape
+                log.error("cluster: skipped the malformed line %s of %s", event_id, target)
+                continue
+            entries.append(HistoryEntry(event_id, split_id(event_id)[0], target, *texts))
         return entries
 
     def _call(self, query: Any) -> list[Any]:

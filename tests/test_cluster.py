@@ -563,3 +563,24 @@ def test_channel_states_in_redis_are_capped_as_the_sqlite_store_caps_them(monkey
         if bus is not None:
             bus.redis.close()
         server.stop()
+
+
+def test_a_malformed_line_in_a_rooms_history_is_skipped_not_a_failed_join(cluster, peers):
+    """A room's stream holding an entry of another version's shape: the joiner is replayed
+    the readable lines around it, and CHATHISTORY answers."""
+    server, (a, _) = cluster
+    store = redis.Redis.from_url(server.url)
+    try:
+        good = {"s": "old!~o@h", "c": "PRIVMSG", "r": "#odd", "x": "readable"}
+        # Ids before the stream's position: lines said before these nodes started.
+        store.xadd("chat:history:#odd", {"e": json.dumps({"s": "old!~o@h", "text": "another shape"})}, id="1-1")
+        store.xadd("chat:history:#odd", {"e": json.dumps(good)}, id="1-2")
+    finally:
+        store.close()
+    joiner, hearer = peers(a, "joy1"), peers(a, "kit1")
+    caught_up(joiner, hearer, "tick")  # the node has read the stream (replay reads up to there)
+    joiner.send("JOIN #odd")
+    joiner.expect(r"PRIVMSG #odd :.*readable")
+    joiner.expect(" 366 ")
+    joiner.send("CHATHISTORY LATEST #odd * 10")
+    joiner.expect(r"PRIVMSG #odd :.*readable")
