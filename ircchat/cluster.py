@@ -326,9 +326,9 @@ class Mirror:
         if channel is None:
             log.debug("cluster: a line for %s, which this node does not know", event["c"])
             return None
-        if event["cmd"] == "TOPIC":
-            self._quietly(hub.set_topic, replica, channel.name, event["text"])
         ms, _ = split_id(event_id)
+        if event["cmd"] == "TOPIC":
+            hub.apply_topic(channel, event["text"], replica.nick or "", ms / 1000)
         entry = HistoryEntry(event_id, ms, irc_fold(channel.name), replica.source, event["cmd"],
                              channel.name, event["text"])
         return RoomLine(replica, channel, Stamped(line, event_id, ms), False, None, entry)

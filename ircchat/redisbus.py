@@ -567,6 +567,9 @@ class RedisBus(ClusterBus):
         if payload is None:
             return None  # delivered already, while Redis was away
         ms, _ = split_id(event_id)
+        if payload.entry is not None and payload.entry.command == "TOPIC":  # set here already: in order now
+            self.hub.apply_topic(payload.channel, payload.entry.text, payload.entry.source.split("!", 1)[0],
+                                 ms / 1000)
         stamped = Stamped(payload.stamped.line_for(Variant.PLAIN), event_id, ms)
         entry = payload.entry._replace(msgid=event_id, time_ms=ms) if payload.entry else None
         return payload._replace(stamped=stamped, entry=entry)

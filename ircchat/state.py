@@ -816,13 +816,21 @@ class Hub:
     def set_topic(self, user: User, name: str, topic: str) -> Channel:
         with self.lock:
             channel = self._member_channel(user, name)
-            if "t" in channel.modes and not channel.privileged(user) and user.node is None:
+            if "t" in channel.modes and not channel.privileged(user):
                 raise IRCError(ERR_CHANOPRIVSNEEDED, channel.name, "You're not channel operator (+t)")
             channel.topic = topic
             channel.topic_setter = user.nick or ""
             channel.topic_time = time.time()
             self._save(channel)
             return channel
+
+    def apply_topic(self, channel: Channel, topic: str, setter: str, when: float) -> None:
+        """Cluster mode: a TOPIC line read from the shared stream sets the topic on every node,
+        its own included, with the stream's time: whatever each node set first meanwhile,
+        the last one in the stream's order is the topic everywhere."""
+        with self.lock:
+            channel.topic, channel.topic_setter, channel.topic_time = topic, setter, when
+            self._save(channel)
 
     def kick(self, kicker: User, name: str, nick: str, reason: str) -> None:
         """Put ``nick`` out of a channel, announcing it to every member, the kicked one too."""

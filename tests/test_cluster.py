@@ -584,3 +584,27 @@ def test_a_malformed_line_in_a_rooms_history_is_skipped_not_a_failed_join(cluste
     joiner.expect(" 366 ")
     joiner.send("CHATHISTORY LATEST #odd * 10")
     joiner.expect(r"PRIVMSG #odd :.*readable")
+
+
+def test_topics_set_at_once_on_two_nodes_end_the_same_on_both(cluster, peers):
+    """Each node sets its user's topic at once, before the stream has ordered it: the last
+    in the stream's order must be the topic on every node (with the same setter and time),
+    not each node's own."""
+    _, (a, b) = cluster
+    ann, bob = peers(a, "tan1"), peers(b, "tob1")
+    wait_for_member(ann, "tob1")
+    for round_ in range(5):
+        threads = [threading.Thread(target=peer.send, args=(f"TOPIC #chat :{peer.nick} {round_}",))
+                   for peer in (ann, bob)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for peer in (ann, bob):  # each hears both TOPIC lines (its own echoed): both applied
+            for _ in range(2):
+                peer.expect(rf"TOPIC #chat :\S+ {round_}$")
+        answers = []
+        for peer in (ann, bob):
+            peer.send("TOPIC #chat")
+            answers.append((peer.expect(" 332 ").params[2], peer.expect(" 333 ").params[2:]))
+        assert answers[0] == answers[1]
