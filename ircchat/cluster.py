@@ -286,19 +286,7 @@ class Mirror:
             if target is not None and target.node is None:
                 self._rewrite(target)  # ours: its stored record lost a channel
         elif kind == "mode":
-            changes = []
-            refs = event.get("refs") or [None] * len(event.get("m", ()))
-            for (sign, letter, param), ref in zip(event.get("m", ()), refs):
-                if letter in PREFIXES:
-                    param = self._current_nick(ref, param)
-                    if param is None:
-                        continue  # its target is gone
-                changes.append(ModeChange(sign, letter, param))
-            self._quietly(hub.change_modes, replica, event["c"], changes)
-            for change in changes:
-                target = hub.find_user(change.param or "") if change.letter in PREFIXES else None
-                if target is not None and target.node is None:
-                    self._rewrite(target)
+            self.apply_modes(replica, event)
         elif kind == "invite":
             nick = self._current_nick(event.get("ref"), event["k"])
             if nick is not None:
@@ -309,6 +297,24 @@ class Mirror:
                 replica.modes = set(event.get("modes", ""))
         else:
             log.debug("cluster: skipped an event of unknown type %r", kind)
+
+    def apply_modes(self, setter: User, event: dict[str, Any], ordered: bool = False) -> None:
+        """A MODE event of ``setter`` (a replica, or one of ours read back: ``ordered``, see
+        ``Hub.change_modes``)."""
+        hub = self.hub
+        changes = []
+        refs = event.get("refs") or [None] * len(event.get("m", ()))
+        for (sign, letter, param), ref in zip(event.get("m", ()), refs):
+            if letter in PREFIXES:
+                param = self._current_nick(ref, param)
+                if param is None:
+                    continue  # its target is gone
+            changes.append(ModeChange(sign, letter, param))
+        self._quietly(hub.change_modes, setter, event["c"], changes, ordered)
+        for change in changes:
+            target = hub.find_user(change.param or "") if change.letter in PREFIXES else None
+            if target is not None and target.node is None:
+                self._rewrite(target)
 
     def _current_nick(self, ref: Any, nick: str | None) -> str | None:
         """The nick now of the user an event names by ``ref`` ([node, uid]) and by the ``nick``

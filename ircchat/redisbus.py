@@ -559,6 +559,12 @@ class RedisBus(ClusterBus):
             return None
         if event.get("n") != self.node:
             return self.mirror.apply(event, line, event_id)
+        if event["t"] == "mode":  # our own change, applied here already: again, in the stream's order
+            with self._lock:
+                setter = self._local.get(event["u"])
+            if setter is not None:
+                self.mirror.apply_modes(setter, event, ordered=True)
+            return None
         if event["t"] != "msg":
             return None  # our own change, applied here already
         with self._lock:

@@ -608,3 +608,32 @@ def test_topics_set_at_once_on_two_nodes_end_the_same_on_both(cluster, peers):
             peer.send("TOPIC #chat")
             answers.append((peer.expect(" 332 ").params[2], peer.expect(" 333 ").params[2:]))
         assert answers[0] == answers[1]
+
+
+def test_modes_set_at_once_on_two_nodes_end_the_same_on_both(cluster, peers):
+    """Two operators on two nodes set the key at once: each node applied its own first, so the
+    stream's order must have the last word on both, as for topics."""
+    _, (a, b) = cluster
+    ann, bob = peers(a, "kan1"), peers(b, "kob1")
+    ann.send("JOIN #keys")
+    ann.expect(" 366 ")
+    caught_up(ann, bob, "made")  # bob's node knows #keys: bob joins it, not makes it (and its +o)
+    bob.send("JOIN #keys")
+    bob.expect(" 366 ")
+    wait_for_member(ann, "kob1", "#keys")
+    ann.send("MODE #keys +o kob1")
+    bob.expect(r"MODE #keys \+o :?kob1")
+    for round_ in range(5):
+        threads = [threading.Thread(target=peer.send, args=(f"MODE #keys +k {peer.nick}{round_}",))
+                   for peer in (ann, bob)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        caught_up(ann, bob, f"tick {round_}")
+        caught_up(bob, ann, f"tock {round_}")
+        answers = []
+        for peer in (ann, bob):
+            peer.send("MODE #keys")
+            answers.append(peer.expect(" 324 ").params[2:])
+        assert answers[0] == answers[1]
