@@ -256,11 +256,9 @@ class RedisBus(ClusterBus):
             if thread.ident is not None:
                 thread.join(timeout)
         if up:
-            try:
-                pipe = self.redis.pipeline()
-                pipe.srem(self._key("nodes"), self.node)
-                pipe.delete(self._key("alive", self.node), self._key("users", self.node))
-                pipe.execute()
+            try:  # leave as a lost node goes: a user the shutdown gave up on is announced and freed too
+                self.redis.delete(self._key("alive", self.node))
+                self._reap_node(self.node)
             except redis.RedisError as error:
                 log.warning("cluster: could not leave cleanly (%s); the others will reap this node", error)
         self.redis.close()
@@ -616,10 +614,15 @@ class RedisBus(ClusterBus):
             node = raw.decode()
             if node == self.node or self.redis.exists(self._key("alive", node)):
                 continue
-            lost = encode_event({"t": "lost", "node": node})  # no "n": the reaper applies it too
-            if self._reap(keys=[nodes_key, self._key("alive", node), self._key("users", node),
-                                self._key("nicks"), self._key("events")], args=[node, EVENTS_MAX, lost]):
+            if self._reap_node(node):
                 log.warning("cluster: node %s stopped answering; its users are announced as quitting", node)
+
+    def _reap_node(self, node: str) -> bool:
+        """Free the nicks of ``node``'s users and announce them as gone, if its heartbeat has
+        expired and no other node has done it yet."""
+        lost = encode_event({"t": "lost", "node": node})  # no "n": the reaper applies it too
+        return bool(self._reap(keys=[self._key("nodes"), self._key("alive", node), self._key("users", node),
+                                     self._key("nicks"), self._key("events")], args=[node, EVENTS_MAX, lost]))
 
     # -- Redis away, and back ----------------------------------------------------------------------
 

@@ -637,3 +637,30 @@ def test_modes_set_at_once_on_two_nodes_end_the_same_on_both(cluster, peers):
             peer.send("MODE #keys")
             answers.append(peer.expect(" 324 ").params[2:])
         assert answers[0] == answers[1]
+
+
+def test_a_node_closing_with_a_user_left_announces_it_and_frees_its_nick(cluster, peers):
+    """A shutdown that gave up on a connection (it did not close in time) leaves its user
+    unannounced: leaving the cluster must not make it a replica and a nick held for ever
+    elsewhere (a node no longer listed is never reaped)."""
+    from test_handlers import registered
+
+    from ircchat import redisbus
+    from ircchat.state import Hub, ServerConfig
+
+    server, (a, _) = cluster
+    bus = redisbus.RedisBus(server.url, node_timeout=30, socket_timeout=0.5)
+    hub = Hub(ServerConfig(server_name="irc.test", room="#chat"), history=bus.history, bus=bus)
+    bus.start(hub)
+    try:
+        watcher = peers(a, "wat1")
+        registered(hub, "lefty")  # in-process: no connection to close
+        wait_for_member(watcher, "lefty")
+    finally:
+        bus.close()
+    watcher.expect(r"^:lefty!\S+ QUIT")
+    store = redis.Redis.from_url(server.url)
+    try:
+        assert store.hget("chat:nicks", "lefty") is None
+    finally:
+        store.close()
