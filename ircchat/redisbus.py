@@ -27,6 +27,9 @@ queued meanwhile; a full queue makes room lines' senders wait); a reader follows
 (``XREAD BLOCK``, shorter than the socket timeout) and, while Redis is unreachable, retries
 with capped backoff and then rejoins; a heartbeat thread refreshes our key and reaps lost nodes. Every Redis call has a timeout.
 
+A reader that fell so far behind that the stream was trimmed past what it had read (a frozen
+node) cannot go on from there: it takes Redis for away, so that it rejoins with a snapshot.
+
 Redis unreachable: lines waiting for the stream and every new line are delivered to this
 node's members at once, the users are told once, and nothing is queued for later. Back, the
 reader resumes from the last id it read (or, if Redis lost its data, from a new snapshot) and
@@ -509,11 +512,25 @@ class RedisBus(ClusterBus):
             backoff = BACKOFF_START
             try:
                 reply = self.redis.xread({self._key("events"): self.last_id}, count=READ_COUNT, block=self._block_ms)
+                # Far behind (a full read): has the stream dropped events we have not read?
+                behind = any(len(entries) >= READ_COUNT for _, entries in reply or ()) and self._trimmed_unread()
             except redis.RedisError as error:
                 self._fail(error)
                 continue
+            if behind:  # rejoining from where we are, the stream's first id is past it: a new snapshot
+                self._fail(redis.RedisError(f"this node fell behind the stream, trimmed past {self.last_id}"))
+                continue
             for _, entries in reply or ():
                 self._apply(entries)
+
+    def _trimmed_unread(self) -> bool:
+        """Whether the stream has been trimmed and starts after the last id we read (if just
+        after it, nothing was lost, but that cannot be told apart: a snapshot is taken then
+        too, for a node far behind anyway)."""
+        info = self.redis.xinfo_stream(self._key("events"))
+        first = info.get("first-entry")
+        return (info.get("entries-added", 0) > info.get("length", 0) and first is not None
+                and split_id(first[0].decode()) > split_id(self.last_id))
 
     def _apply(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Apply a batch read from the stream, in order; room lines go out together."""

@@ -664,3 +664,29 @@ def test_a_node_closing_with_a_user_left_announces_it_and_frees_its_nick(cluster
         assert store.hget("chat:nicks", "lefty") is None
     finally:
         store.close()
+
+
+def test_a_node_that_fell_behind_a_trimmed_stream_takes_a_new_snapshot(cluster, peers, tmp_path):
+    """Frozen while the stream moved on and was trimmed past what it had read (here trimmed
+    hard, rather than by 100,000 events), a node must not go on from the trimmed stream as if
+    nothing was lost: it would never know the users who came meanwhile."""
+    server, (a, _) = cluster
+    slow = Node.start(server.url, "--node-timeout", "30", "--redis-timeout", "0.5", log_dir=str(tmp_path))
+    store = redis.Redis.from_url(server.url)
+    try:
+        hearer = peers(slow, "hea1")
+        slow.proc.send_signal(signal.SIGSTOP)
+        newcomer = peers(a, "gap1")  # its registration goes by while the node is frozen...
+        filler = json.dumps({"t": "filler", "n": "nfill", "u": "1"})
+        pipe = store.pipeline(transaction=False)
+        for _ in range(600):  # ...and out of the stream: more than a read's worth after it
+            pipe.xadd("chat:events", {"e": filler, "l": ""}, maxlen=600, approximate=False)
+        pipe.execute()
+        slow.proc.send_signal(signal.SIGCONT)
+        wait_for_member(hearer, "gap1")
+        newcomer.send("PRIVMSG #chat :can you hear me")
+        hearer.expect("can you hear me")
+    finally:
+        slow.proc.send_signal(signal.SIGCONT)
+        slow.stop()
+        store.close()
