@@ -189,7 +189,7 @@ def open_cluster(args: argparse.Namespace) -> Any:
     except ImportError as error:
         raise ClusterError("--redis needs the redis package: pip install redis") from error
     return RedisBus(args.redis, node_timeout=args.node_timeout, socket_timeout=args.redis_timeout,
-                    history_max=args.history_max_messages)
+                    history_max=args.history_max_messages, history_days=args.history_days)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

@@ -148,15 +148,18 @@ class Mirror:
     ``send_to_node(node, event, line)`` puts an event for one node on the bus: how a line for
     a replica (a private message), or a KILL of one, reaches the node that serves it.
     ``rewrite(user)`` asks the bus to store one of our users' record again: after another node
-    kicked it or changed its channel prefixes.
+    kicked it or changed its channel prefixes. ``local_user(node, uid)``: the user of ours
+    another node's event names by its id (None if it is not ours, or gone).
     """
 
     def __init__(self, hub: Hub, send_to_node: Callable[[str, dict[str, Any], bytes], None],
-                 rewrite: Callable[[User], None]) -> None:
+                 rewrite: Callable[[User], None], local_user: Callable[[str, str], User | None]) -> None:
         self.hub = hub
         self.replicas: dict[tuple[str, str], User] = {}  # (node, user id) -> replica
+        self.keys: dict[User, tuple[str, str]] = {}  # and back, under ``Hub.lock``
         self._send_to_node = send_to_node
         self._rewrite = rewrite
+        self._local_user = local_user
 
     # -- users ---------------------------------------------------------------------------------
 
@@ -205,6 +208,7 @@ class Mirror:
                 log.warning("cluster: %s on node %s holds a nick a user here holds too", replica.nick, node)
             hub.remote_users += 1
             self.replicas[key] = replica
+            self.keys[replica] = key
         return replica
 
     def _rename(self, replica: User, nick: str) -> None:
@@ -237,6 +241,7 @@ class Mirror:
         line = encode_line(format_line("QUIT", reason, prefix=replica.source))
         with self.hub.lock:
             self.hub.remote_users -= 1
+            del self.keys[replica]
         self.hub.remove(replica, line)
 
     def forget_all_but(self, alive: set[tuple[str, str]], reason: str) -> None:
@@ -274,19 +279,18 @@ class Mirror:
         elif kind == "quit":
             self.quit((replica.node or "", event["u"]), event.get("r", "Quit"))
         elif kind == "kick":
-            target = hub.find_user(event["k"])
-            self._quietly(hub.kick, replica, event["c"], event["k"], event.get("r", ""))
+            nick = self._current_nick(event.get("ref"), event["k"])
+            target = hub.find_user(nick) if nick is not None else None
+            if target is not None:
+                self._quietly(hub.kick, replica, event["c"], nick, event.get("r", ""))
             if target is not None and target.node is None:
                 self._rewrite(target)  # ours: its stored record lost a channel
         elif kind == "mode":
-            changes = [ModeChange(*change) for change in event.get("m", ())]
-            self._quietly(hub.change_modes, replica, event["c"], changes)
-            for change in changes:
-                target = hub.find_user(change.param or "") if change.letter in PREFIXES else None
-                if target is not None and target.node is None:
-                    self._rewrite(target)
+            self.apply_modes(replica, event)
         elif kind == "invite":
-            self._quietly(hub.invite, replica, event["k"], event["c"])
+            nick = self._current_nick(event.get("ref"), event["k"])
+            if nick is not None:
+                self._quietly(hub.invite, replica, nick, event["c"])
         elif kind == "umode":
             hub.set_away(replica, event.get("away"))
             with hub.lock:
@@ -294,15 +298,43 @@ class Mirror:
         else:
             log.debug("cluster: skipped an event of unknown type %r", kind)
 
+    def apply_modes(self, setter: User, event: dict[str, Any], ordered: bool = False) -> None:
+        """A MODE event of ``setter`` (a replica, or one of ours read back: ``ordered``, see
+        ``Hub.change_modes``)."""
+        hub = self.hub
+        changes = []
+        refs = event.get("refs") or [None] * len(event.get("m", ()))
+        for (sign, letter, param), ref in zip(event.get("m", ()), refs):
+            if letter in PREFIXES:
+                param = self._current_nick(ref, param)
+                if param is None:
+                    continue  # its target is gone
+            changes.append(ModeChange(sign, letter, param))
+        self._quietly(hub.change_modes, setter, event["c"], changes, ordered)
+        for change in changes:
+            target = hub.find_user(change.param or "") if change.letter in PREFIXES else None
+            if target is not None and target.node is None:
+                self._rewrite(target)
+
+    def _current_nick(self, ref: Any, nick: str | None) -> str | None:
+        """The nick now of the user an event names by ``ref`` ([node, uid]) and by the ``nick``
+        it had on the sender's node: a rename may have crossed the event, and another user
+        taken that nick. None if that user is gone; ``nick`` from a node that sends no ref."""
+        if not isinstance(ref, list) or len(ref) != 2:
+            return nick
+        node, uid = ref
+        user = self.replicas.get((node, uid)) or self._local_user(node, uid)
+        return user.nick if user is not None else None
+
     def _room_line(self, replica: User, event: dict[str, Any], line: bytes, event_id: str) -> RoomLine | None:
         hub = self.hub
         channel = hub.find_channel(event["c"])
         if channel is None:
             log.debug("cluster: a line for %s, which this node does not know", event["c"])
             return None
-        if event["cmd"] == "TOPIC":
-            self._quietly(hub.set_topic, replica, channel.name, event["text"])
         ms, _ = split_id(event_id)
+        if event["cmd"] == "TOPIC":
+            hub.apply_topic(channel, event["text"], replica.nick or "", ms / 1000)
         entry = HistoryEntry(event_id, ms, irc_fold(channel.name), replica.source, event["cmd"],
                              channel.name, event["text"])
         return RoomLine(replica, channel, Stamped(line, event_id, ms), False, None, entry)

@@ -216,12 +216,14 @@ def mode_batches(changes: list[ModeChange], room: int) -> list[list[ModeChange]]
 
 
 def apply_mode(channel: Channel, change: ModeChange, setter: str, member: Callable[[str], User],
-               default_room: bool) -> ModeChange | None:
+               default_room: bool, ordered: bool = False) -> ModeChange | None:
     """Apply one change to ``channel``; return it as announced (parameters normalized), None
     if it changed nothing, or raise IRCError (441, 401, 467, 478, 696) to refuse it.
 
     ``member(nick)`` is the member a +o/+v names (raising 401 or 441); ``setter`` goes in the
     ban list. In the default room +i, +k, +l and a ban that names neither one nick nor one host are refused.
+    ``ordered``: a change in the cluster's order (``Hub.change_modes``), which its node made:
+    a +k replaces the key (467 would leave two nodes with their own keys).
     """
     sign, letter, param = change
     adding = sign == "+"
@@ -245,8 +247,10 @@ def apply_mode(channel: Channel, change: ModeChange, setter: str, member: Callab
             if not param or len(param) > KEY_MAX or "," in param or not _is_word(param):
                 raise IRCError(ERR_INVALIDMODEPARAM, channel.name, "k", "*",
                                f"A key is 1-{KEY_MAX} characters: no spaces or commas")
-            if channel.key is not None:
+            if channel.key is not None and not ordered:
                 raise IRCError(ERR_KEYSET, channel.name, "Channel key already set")
+            if channel.key == param:
+                return None
         elif channel.key is None:
             return None
         channel.key, param = (param, param) if adding else (None, "*")

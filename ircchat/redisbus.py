@@ -7,7 +7,8 @@ Keys (``chat:`` and then):
 - ``events``: a stream of every event, in the one order every node applies them. A room line
   is delivered to a node's members when that node reads it back from here, the sender's node
   too, so every member on every node sees the same order. The stream id is the line's msgid.
-- ``history:<room>``: a room's lines, capped, with the same ids (CHATHISTORY, replay on join).
+- ``history:<room>``: a room's lines, capped, with the same ids (CHATHISTORY, replay on join);
+  gone ``history_days`` after its last line.
 - ``nicks``: folded nick -> ``node/uid``; a claim and its event are one Lua script, so of two
   registrations racing for a nick on two nodes exactly one wins.
 - ``users:<node>``: uid -> the user's record (``cluster.record``): with ``nodes`` (the set of
@@ -15,13 +16,19 @@ Keys (``chat:`` and then):
 - ``alive:<node>``: a node's heartbeat, a key with a TTL. A node whose key has expired is
   reaped by the first node to see it (one script: its users' nicks freed, a ``lost`` event
   that makes every node announce them as quitting).
-- ``channels``: folded channel name -> its saved topic, modes and bans.
+- ``channels``: folded channel name -> its saved topic, modes and bans; ``channels:saved`` the
+  time each was saved, to drop them as the SQLite store does (``history_days`` after their
+  last change, the least recently changed first past ``SAVED_CHANNELS_MAX``; never the
+  default room's).
 - ``epoch``: a random value set once; another value after an outage means Redis lost its data.
 
 Threads: a writer sends queued script calls in pipelines (one round trip for everything
-queued meanwhile); a reader follows the stream (``XREAD BLOCK``, shorter than the socket
-timeout) and, while Redis is unreachable, retries with capped backoff and then rejoins; a
-heartbeat thread refreshes our key and reaps lost nodes. Every Redis call has a timeout.
+queued meanwhile; a full queue makes room lines' senders wait); a reader follows the stream
+(``XREAD BLOCK``, shorter than the socket timeout) and, while Redis is unreachable, retries
+with capped backoff and then rejoins; a heartbeat thread refreshes our key and reaps lost nodes. Every Redis call has a timeout.
+
+A reader that fell so far behind that the stream was trimmed past what it had read (a frozen
+node) cannot go on from there: it takes Redis for away, so that it rejoins with a snapshot.
 
 Redis unreachable: lines waiting for the stream and every new line are delivered to this
 node's members at once, the users are told once, and nothing is queued for later. Back, the
@@ -48,7 +55,7 @@ from ircchat.cluster import (
     record,
     split_id,
 )
-from ircchat.history import HistoryEntry, MessageRef, OnCommit
+from ircchat.history import SAVED_CHANNELS_MAX, HistoryEntry, MessageRef, OnCommit
 from ircchat.ircv3 import Stamped, Variant
 from ircchat.logs import log
 from ircchat.modes import PREFIXES, ModeChange
@@ -61,12 +68,15 @@ EVENTS_MAX = 100_000  # events kept in the stream (approximately): a node away l
 READ_BLOCK = 1.0  # seconds XREAD waits at most (and half the socket timeout at most)
 READ_COUNT = 500
 WRITE_BATCH = 1000  # script calls in one pipeline at most: one round trip well within the timeout
+QUEUE_MAX = 10 * WRITE_BATCH  # calls queued for Redis before a room line's sender waits
 BACKOFF_START, BACKOFF_MAX = 0.1, 5.0  # seconds between reconnection tries, doubling up to the cap
 
 # One script for every change a node makes: a nick claim (refused: 0), the user's record, the
 # event on the stream (and the room's history), a channel's state. Atomic, so a claim and its
-# event are one step.
+# event are one step. Nothing from a node the others have reaped (-1): killed before it has
+# rejoined, it would hold what it wrote forever.
 _SHARE = """
+if redis.call('SISMEMBER', KEYS[6], ARGV[13]) == 0 then return -1 end
 local owner = ARGV[3]
 if ARGV[1] ~= '' then
   local holder = redis.call('HGET', KEYS[2], ARGV[1])
@@ -78,10 +88,33 @@ if ARGV[2] ~= '' and ARGV[2] ~= ARGV[1] and redis.call('HGET', KEYS[2], ARGV[2])
 end
 if ARGV[5] == '-' then redis.call('HDEL', KEYS[3], ARGV[4])
 elseif ARGV[5] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], ARGV[5]) end
-if ARGV[12] ~= '' then redis.call('HSET', KEYS[5], ARGV[11], ARGV[12]) end
+if ARGV[12] ~= '' then
+  redis.call('HSET', KEYS[5], ARGV[11], ARGV[12])
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('ZADD', KEYS[7], ms, ARGV[11])
+  local function drop(name)
+    if name == ARGV[15] then return 0 end
+    redis.call('HDEL', KEYS[5], name)
+    redis.call('ZREM', KEYS[7], name)
+    return 1
+  end
+  for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', ms - tonumber(ARGV[14]), 'LIMIT', 0, 100)) do
+    drop(name)
+  end
+  local excess = redis.call('ZCARD', KEYS[7]) - tonumber(ARGV[16])
+  if excess > 0 then
+    for _, name in ipairs(redis.call('ZRANGE', KEYS[7], 0, excess)) do
+      if excess > 0 then excess = excess - drop(name) end
+    end
+  end
+end
 if ARGV[6] == '' then return 1 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[8], '*', 'e', ARGV[6], 'l', ARGV[7])
-if ARGV[9] ~= '' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], id, 'e', ARGV[9]) end
+if ARGV[9] ~= '' then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], id, 'e', ARGV[9])
+  redis.call('PEXPIRE', KEYS[4], ARGV[14])
+end
 return id
 """
 
@@ -108,8 +141,11 @@ _REAP = """
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local fields = redis.call('HGETALL', KEYS[3])
 for i = 1, #fields, 2 do
-  local folded = cjson.decode(fields[i + 1])['f']
-  if redis.call('HGET', KEYS[4], folded) == ARGV[1] .. '/' .. fields[i] then redis.call('HDEL', KEYS[4], folded) end
+  local ok, rec = pcall(cjson.decode, fields[i + 1])  -- a record of another version may not decode
+  local folded = ok and type(rec) == 'table' and rec['f']
+  if type(folded) == 'string' and redis.call('HGET', KEYS[4], folded) == ARGV[1] .. '/' .. fields[i] then
+    redis.call('HDEL', KEYS[4], folded)
+  end
 end
 redis.call('DEL', KEYS[3])
 redis.call('SREM', KEYS[1], ARGV[1])
@@ -133,11 +169,12 @@ class RedisBus(ClusterBus):
     the pending room lines, the link state and our users' ids."""
 
     def __init__(self, url: str, *, node_timeout: float = 15.0, socket_timeout: float = 3.0,
-                 history_max: int = 10_000) -> None:
+                 history_max: int = 10_000, history_days: float = 30.0) -> None:
         self.url = url
         self.node = "n" + secrets.token_hex(4)
         self.node_timeout = node_timeout
         self.history_max = history_max
+        self.history_ttl_ms = max(1, int(history_days * 86_400_000))
         self._block_ms = max(10, int(min(READ_BLOCK, socket_timeout / 2) * 1000))
         # A claim waits for the writer's pipeline: at most a socket timeout for the batch
         # before it and one for its own.
@@ -198,7 +235,7 @@ class RedisBus(ClusterBus):
         """Join the cluster: load the snapshot into ``hub``, then follow the stream. Returns
         what to log about it."""
         self.hub = hub
-        self.mirror = Mirror(hub, self._to_node, self._rewrite)
+        self.mirror = Mirror(hub, self._to_node, self._rewrite, self._local_user)
         try:
             others = self._load_snapshot()
         except redis.RedisError as error:
@@ -222,11 +259,9 @@ class RedisBus(ClusterBus):
             if thread.ident is not None:
                 thread.join(timeout)
         if up:
-            try:
-                pipe = self.redis.pipeline()
-                pipe.srem(self._key("nodes"), self.node)
-                pipe.delete(self._key("alive", self.node), self._key("users", self.node))
-                pipe.execute()
+            try:  # leave as a lost node goes: a user the shutdown gave up on is announced and freed too
+                self.redis.delete(self._key("alive", self.node))
+                self._reap_node(self.node)
             except redis.RedisError as error:
                 log.warning("cluster: could not leave cleanly (%s); the others will reap this node", error)
         self.redis.close()
@@ -260,7 +295,10 @@ class RedisBus(ClusterBus):
                                    "Lost in a netsplit")
         for node, records in others.items():
             for uid, rec in records.items():
-                self.mirror.upsert(node, uid, rec)
+                try:
+                    self.mirror.upsert(node, uid, rec)
+                except (KeyError, TypeError, AttributeError, ValueError) as error:  # another version's shape
+                    log.error("cluster: skipped the malformed record of %s/%s: %r", node, uid, error)
         return others
 
     # -- the hooks the Hub calls (see ClusterBus) ------------------------------------------------
@@ -290,15 +328,17 @@ class RedisBus(ClusterBus):
         self._put(user, {"t": "part", "c": channel.name, "r": list(reason)}, rec=record(user))
 
     def kicked(self, kicker: User, channel: Channel, target: User, reason: str) -> None:
-        self._put(kicker, {"t": "kick", "c": channel.name, "k": target.nick, "r": reason})
+        self._put(kicker, {"t": "kick", "c": channel.name, "k": target.nick, "r": reason, "ref": self._ref(target)})
         if target.node is None:
             self._put(target, None, rec=record(target))
 
     def modes_changed(self, user: User, channel: Channel, applied: list[ModeChange]) -> None:
-        self._put(user, {"t": "mode", "c": channel.name, "m": [list(change) for change in applied]})
         assert self.hub is not None
-        for change in applied:
-            target = self.hub.nicks.get(irc_fold(change.param or "")) if change.letter in PREFIXES else None
+        targets = [self.hub.nicks.get(irc_fold(change.param or "")) if change.letter in PREFIXES else None
+                   for change in applied]
+        self._put(user, {"t": "mode", "c": channel.name, "m": [list(change) for change in applied],
+                         "refs": [self._ref(target) if target is not None else None for target in targets]})
+        for target in targets:
             if target is not None and target.node is None:
                 self._put(target, None, rec=record(target))
 
@@ -306,7 +346,7 @@ class RedisBus(ClusterBus):
         return max(1, self._nodes)
 
     def invited(self, inviter: User, target: User, channel: Channel) -> None:
-        self._put(inviter, {"t": "invite", "c": channel.name, "k": target.nick})
+        self._put(inviter, {"t": "invite", "c": channel.name, "k": target.nick, "ref": self._ref(target)})
 
     def user_changed(self, user: User) -> None:
         if user.registered:
@@ -320,6 +360,22 @@ class RedisBus(ClusterBus):
             uid = self._uids.pop(user, None)
             if uid is not None:
                 del self._local[uid]
+
+    def _ref(self, user: User) -> list[str] | None:
+        """A user's [node, uid], how an event names it across renames (``Hub.lock`` held)."""
+        if user.node is not None:
+            assert self.mirror is not None
+            key = self.mirror.keys.get(user)
+            return list(key) if key is not None else None
+        with self._lock:
+            uid = self._uids.get(user)
+        return [self.node, uid] if uid is not None else None
+
+    def _local_user(self, node: str, uid: str) -> User | None:
+        if node != self.node:
+            return None
+        with self._lock:
+            return self._local.get(uid)
 
     def _rewrite(self, user: User) -> None:
         """Store one of our users' record again (another node changed its channels)."""
@@ -338,6 +394,12 @@ class RedisBus(ClusterBus):
         """Send a room line to the stream; it is delivered here when read back. With Redis
         away, it goes to our own members at once (the Hub calls this under its order lock)."""
         with self._lock:
+            # A Redis slower than our senders: they wait here (under the Hub's order lock, never
+            # its lock) rather than the queue growing without bound. The writer makes room or
+            # finds Redis away within its timeouts; past the wait, a stuck writer is logged.
+            # (Not the reader: it may want the order lock, to stamp a private message.)
+            if not self._settled.wait_for(lambda: not self._up or len(self._queue) < QUEUE_MAX, self._claim_wait):
+                log.error("cluster: %d calls queued for Redis; sending anyway", len(self._queue))
             if not self._up:
                 down = True
             else:
@@ -391,11 +453,12 @@ class RedisBus(ClusterBus):
             event = {**event, "n": self.node, "u": uid}
         history_key = self._key("history", history[0]) if history else self._key("events")
         keys = [self._key("events"), self._key("nicks"), self._key("users", self.node), history_key,
-                self._key("channels")]
+                self._key("channels"), self._key("nodes"), self._key("channels:saved")]
         args = [claim, release, owner, uid, "-" if rec_delete else (encode_event(rec) if rec else ""),
                 encode_event(event) if event else "", line, EVENTS_MAX,
                 encode_event(history[1]) if history else "", self.history_max,
-                channel[0] if channel else "", channel[1] if channel else ""]
+                channel[0] if channel else "", channel[1] if channel else "", self.node, self.history_ttl_ms,
+                irc_fold(self.hub.config.room) if self.hub is not None else "", SAVED_CHANNELS_MAX + 1]
         with self._lock:
             if not self._up:
                 if waiter is not None:
@@ -427,11 +490,13 @@ class RedisBus(ClusterBus):
             for (_, args, waiter), result in zip(batch, results):
                 if isinstance(result, redis.ResponseError):  # this call alone failed: refused
                     log.error("cluster: Redis refused a change of %s: %s", args[2], result)
-                if waiter is not None:
+                if waiter is not None:  # -1 (reaped): granted for now, like with Redis away
                     waiter.granted = result not in (0, None) and not isinstance(result, Exception)
                     waiter.done.set()
             with self._lock:
                 self._settled.notify_all()
+            if -1 in results:
+                self._fail(redis.RedisError("the other nodes took this one for lost"))
 
     # -- the reader ----------------------------------------------------------------------------
 
@@ -447,11 +512,25 @@ class RedisBus(ClusterBus):
             backoff = BACKOFF_START
             try:
                 reply = self.redis.xread({self._key("events"): self.last_id}, count=READ_COUNT, block=self._block_ms)
+                # Far behind (a full read): has the stream dropped events we have not read?
+                behind = any(len(entries) >= READ_COUNT for _, entries in reply or ()) and self._trimmed_unread()
             except redis.RedisError as error:
                 self._fail(error)
                 continue
+            if behind:  # rejoining from where we are, the stream's first id is past it: a new snapshot
+                self._fail(redis.RedisError(f"this node fell behind the stream, trimmed past {self.last_id}"))
+                continue
             for _, entries in reply or ():
                 self._apply(entries)
+
+    def _trimmed_unread(self) -> bool:
+        """Whether the stream has been trimmed and starts after the last id we read (if just
+        after it, nothing was lost, but that cannot be told apart: a snapshot is taken then
+        too, for a node far behind anyway)."""
+        info = self.redis.xinfo_stream(self._key("events"))
+        first = info.get("first-entry")
+        return (info.get("entries-added", 0) > info.get("length", 0) and first is not None
+                and split_id(first[0].decode()) > split_id(self.last_id))
 
     def _apply(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Apply a batch read from the stream, in order; room lines go out together."""
@@ -495,6 +574,12 @@ class RedisBus(ClusterBus):
             return None
         if event.get("n") != self.node:
             return self.mirror.apply(event, line, event_id)
+        if event["t"] == "mode":  # our own change, applied here already: again, in the stream's order
+            with self._lock:
+                setter = self._local.get(event["u"])
+            if setter is not None:
+                self.mirror.apply_modes(setter, event, ordered=True)
+            return None
         if event["t"] != "msg":
             return None  # our own change, applied here already
         with self._lock:
@@ -503,6 +588,9 @@ class RedisBus(ClusterBus):
         if payload is None:
             return None  # delivered already, while Redis was away
         ms, _ = split_id(event_id)
+        if payload.entry is not None and payload.entry.command == "TOPIC":  # set here already: in order now
+            self.hub.apply_topic(payload.channel, payload.entry.text, payload.entry.source.split("!", 1)[0],
+                                 ms / 1000)
         stamped = Stamped(payload.stamped.line_for(Variant.PLAIN), event_id, ms)
         entry = payload.entry._replace(msgid=event_id, time_ms=ms) if payload.entry else None
         return payload._replace(stamped=stamped, entry=entry)
@@ -543,10 +631,15 @@ class RedisBus(ClusterBus):
             node = raw.decode()
             if node == self.node or self.redis.exists(self._key("alive", node)):
                 continue
-            lost = encode_event({"t": "lost", "node": node})  # no "n": the reaper applies it too
-            if self._reap(keys=[nodes_key, self._key("alive", node), self._key("users", node),
-                                self._key("nicks"), self._key("events")], args=[node, EVENTS_MAX, lost]):
+            if self._reap_node(node):
                 log.warning("cluster: node %s stopped answering; its users are announced as quitting", node)
+
+    def _reap_node(self, node: str) -> bool:
+        """Free the nicks of ``node``'s users and announce them as gone, if its heartbeat has
+        expired and no other node has done it yet."""
+        lost = encode_event({"t": "lost", "node": node})  # no "n": the reaper applies it too
+        return bool(self._reap(keys=[self._key("nodes"), self._key("alive", node), self._key("users", node),
+                                     self._key("nicks"), self._key("events")], args=[node, EVENTS_MAX, lost]))
 
     # -- Redis away, and back ----------------------------------------------------------------------
 
@@ -752,8 +845,11 @@ class RedisHistory:
             if stored is None:
                 continue
             event_id = raw_id.decode()
-            entries.append(HistoryEntry(event_id, split_id(event_id)[0], target, stored["s"], stored["c"],
-                                        stored["r"], stored["x"]))
+            texts = [stored.get(field) for field in ("s", "c", "r", "x")]
+            if not all(isinstance(text, str) for text in texts):  # another version's shape
+                log.error("cluster: skipped the malformed line %s of %s", event_id, target)
+                continue
+            entries.append(HistoryEntry(event_id, split_id(event_id)[0], target, *texts))
         return entries
 
     def _call(self, query: Any) -> list[Any]:

@@ -824,6 +824,14 @@ class Hub:
             self._save(channel)
             return channel
 
+    def apply_topic(self, channel: Channel, topic: str, setter: str, when: float) -> None:
+        """Cluster mode: a TOPIC line read from the shared stream sets the topic on every node,
+        its own included, with the stream's time: whatever each node set first meanwhile,
+        the last one in the stream's order is the topic everywhere."""
+        with self.lock:
+            channel.topic, channel.topic_setter, channel.topic_time = topic, setter, when
+            self._save(channel)
+
     def kick(self, kicker: User, name: str, nick: str, reason: str) -> None:
         """Put ``nick`` out of a channel, announcing it to every member, the kicked one too."""
         fanout = Fanout()
@@ -847,9 +855,9 @@ class Hub:
             channel = self.channels.get(irc_fold(name))
             if channel is None:
                 raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
-            if inviter not in channel.members and "o" not in inviter.modes:
+            if inviter not in channel.members and "o" not in inviter.modes and inviter.node is None:
                 raise IRCError(ERR_NOTONCHANNEL, channel.name, "You're not on that channel")
-            if "i" in channel.modes and not channel.privileged(inviter):
+            if "i" in channel.modes and not channel.privileged(inviter) and inviter.node is None:
                 raise IRCError(ERR_CHANOPRIVSNEEDED, channel.name, "You're not channel operator (+i)")
             if target in channel.members:
                 raise IRCError(ERR_USERONCHANNEL, target.nick or "", channel.name, "is already on channel")
@@ -865,19 +873,23 @@ class Hub:
                 self.bus.invited(inviter, target, channel)
             return target, channel
 
-    def change_modes(self, user: User, name: str, changes: list[ModeChange]) -> list[IRCError]:
+    def change_modes(self, user: User, name: str, changes: list[ModeChange],
+                     ordered: bool = False) -> list[IRCError]:
         """Apply a channel MODE's changes (an operator's), announce the ones that took, with
-        the setter as their source, to every member; return the refusals, one per change."""
+        the setter as their source, to every member; return the refusals, one per change.
+        ``ordered``: cluster mode, one of our users' changes read back from the shared stream,
+        applied again (checked and sent already) so that the stream's order has the last word
+        on every node, as other nodes' changes crossing it have."""
         fanout = Fanout()
         refusals: list[IRCError] = []
         data = b""
         with self.lock:
-            channel = self._privileged_channel(user, name, need_member=False)
+            channel = self._privileged_channel(user, name, need_member=False, checked=ordered)
             applied: list[ModeChange] = []
             for change in changes:
                 try:
                     done = apply_mode(channel, change, user.source, lambda nick: self._member(channel, nick),
-                                      self._is_default(channel))
+                                      self._is_default(channel), ordered or user.node is not None)
                 except IRCError as error:
                     refusals.append(error)
                     continue
@@ -894,7 +906,7 @@ class Hub:
                 self._tell_outsider(user, channel, fanout)
                 if any(change.letter not in PREFIXES for change in applied):
                     self._save(channel)
-                if user.node is None:
+                if user.node is None and not ordered:
                     self.bus.modes_changed(user, channel, applied)
         self.send(fanout, data)
         return refusals
@@ -1085,11 +1097,16 @@ class Hub:
             if channel.banned(user) or channel.banned(user, source):
                 raise IRCError(ERR_BANONCHAN, nick, channel.name, "Cannot change nickname while banned on channel")
 
-    def _privileged_channel(self, user: User, name: str, need_member: bool = True) -> Channel:
-        """A channel ``user`` may act on as operator: 403, 442 or 482 otherwise."""
+    def _privileged_channel(self, user: User, name: str, need_member: bool = True,
+                            checked: bool = False) -> Channel:
+        """A channel ``user`` may act on as operator: 403, 442 or 482 otherwise. A replica's
+        change was allowed by its own node (and a ``checked`` one here already): a deop
+        crossing it must not refuse it, or the nodes would disagree for good."""
         channel = self.channels.get(irc_fold(name))
         if channel is None:
             raise IRCError(ERR_NOSUCHCHANNEL, name, "No such channel")
+        if user.node is not None or checked:
+            return channel
         if need_member and user not in channel.members and "o" not in user.modes:
             raise IRCError(ERR_NOTONCHANNEL, channel.name, "You're not on that channel")
         if not channel.privileged(user):

@@ -427,3 +427,266 @@ def test_history_in_redis_answers_every_query_as_the_sqlite_store_does(cluster):
     assert store.after("#q", MessageRef(msgid="nope"), 5) == []
     assert store.after("#q", MessageRef(msgid="1-1"), 5) == []  # no such line in this room
     assert store.latest("#q", 3)[0].msgid == ids[7] and store.latest("#q", 1)[0].time_ms == start + 90
+
+
+def test_a_node_starts_and_reaps_past_malformed_records_another_node_left(tmp_path, peers):
+    """Records an older or newer node wrote in a shape this one does not know: skipped (logged)
+    when loading the snapshot and when reaping their node, never a failed start or a Redis
+    taken for lost."""
+    server = RedisProcess.start()
+    node = None
+    try:
+        store = redis.Redis.from_url(server.url)
+        store.sadd("chat:nodes", "nold")  # no heartbeat: the new node reaps it
+        store.hset("chat:users:nold", mapping={
+            "1": json.dumps({"reg": True, "f": "zoe"}), "2": "not json", "3": json.dumps({"reg": True, "f": 7}),
+            "4": json.dumps({"f": "yan", "reg": True, "nick": "yan", "user": "~y", "host": "h", "real": "Y",
+                             "ch": {}})})
+        store.hset("chat:nicks", mapping={"zoe": "nold/1", "yan": "nold/4"})
+        node = Node.start(server.url, *NODE_FLAGS, log_dir=str(tmp_path))
+        deadline = time.monotonic() + 10
+        while store.sismember("chat:nodes", "nold") and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling Redis for the reaping, with a deadline
+        assert not store.sismember("chat:nodes", "nold")
+        assert store.hgetall("chat:nicks") == {}
+        peers(node, "zoe")  # its nick free again, and the node serving
+        assert "lost Redis" not in node.log()
+    finally:
+        if node is not None:
+            node.stop()
+        server.stop()
+
+
+def test_room_lines_wait_for_room_in_a_full_queue_to_redis(cluster, monkeypatch):
+    """A Redis slower than this node's senders (reachable, so no call fails): a room line
+    waits for the writer to make room (the senders slow down) rather than the queue growing
+    without bound."""
+    from ircchat import redisbus
+    from ircchat.history import HistoryEntry
+    from ircchat.ircv3 import Stamped
+    from ircchat.state import Channel, RoomLine, User
+
+    server, _ = cluster
+    monkeypatch.setattr(redisbus, "QUEUE_MAX", 3)
+    bus = redisbus.RedisBus(server.url, socket_timeout=0.5)  # not started: nothing takes from the queue
+    try:
+        sender = User(host="h", address="", nick="ann", username="~a", registered=True)
+        bus._give_id(sender)
+        entry = HistoryEntry("1-1", 1, "#q", sender.source, "PRIVMSG", "#q", "hi")
+        line = RoomLine(sender, Channel("#q"), Stamped(b":ann PRIVMSG #q :hi\r\n", "1-1", 1), False, None, entry)
+        for _ in range(3):
+            bus.append_line(entry, line)
+        sending = threading.Thread(target=bus.append_line, args=(entry, line), daemon=True)
+        sending.start()
+        sending.join(0.3)
+        assert sending.is_alive() and len(bus._queue) == 3
+        with bus._lock:  # what the writer does once a batch has gone
+            bus._queue.clear()
+            bus._settled.notify_all()
+        sending.join(5)
+        assert not sending.is_alive() and len(bus._queue) == 1
+    finally:
+        bus.redis.close()
+
+
+def test_a_node_taken_for_lost_writes_nothing_until_it_has_rejoined(cluster, peers, tmp_path):
+    """Reaped while it still runs (its heartbeat late), a node must not claim nicks or store
+    records for a node the cluster no longer lists (killed then, nobody would ever free them):
+    it takes Redis for away, then rejoins."""
+    server, (a, _) = cluster
+    late = Node.start(server.url, "--node-timeout", "30", "--redis-timeout", "0.5", log_dir=str(tmp_path))
+    store = redis.Redis.from_url(server.url)
+    try:
+        watcher = peers(a, "uma1")
+        victim = peers(late, "vic1")
+        wait_for_member(watcher, "vic1")
+        node_id = store.hget("chat:nicks", "vic1").decode().partition("/")[0]
+        store.delete(f"chat:alive:{node_id}")  # its next heartbeat is seconds away: reaped first
+        watcher.expect(r"^:vic1!\S+ QUIT")
+        victim.send("NICK vic2")
+        victim.expect(r"NICK :?vic2")
+        # Read in this order: once it has rejoined (listed again), it may hold vic2 again.
+        owner = store.hget("chat:nicks", "vic2")
+        assert owner is None or owner.decode().partition("/")[0].encode() in store.smembers("chat:nodes")
+    finally:
+        late.stop()
+        store.close()
+
+
+def test_a_rooms_history_in_redis_expires_after_history_days_without_a_line(cluster, peers):
+    """--history-days holds in cluster mode too: a room's stream outlives its last line by that
+    long (30 days here) and then goes, so rooms made and left do not pile up in Redis."""
+    server, (a, _) = cluster
+    speaker = peers(a, "ida1")
+    speaker.send("JOIN #aged")
+    speaker.expect(" 366 ")
+    speaker.send("PRIVMSG #aged :soon gone")
+    speaker.sync()
+    store = redis.Redis.from_url(server.url)
+    try:
+        deadline = time.monotonic() + 5
+        while not store.exists("chat:history:#aged") and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling Redis for the writer's call, with a deadline
+        assert 0 < store.pttl("chat:history:#aged") <= 30 * 86_400_000
+    finally:
+        store.close()
+
+
+def test_channel_states_in_redis_are_capped_as_the_sqlite_store_caps_them(monkeypatch):
+    """Rooms made, moded and left do not pile up in ``chat:channels``: past the cap the least
+    recently saved go, and those unchanged for --history-days; never the default room's."""
+    from ircchat import redisbus
+
+    server = RedisProcess.start()
+    bus = None
+    try:
+        monkeypatch.setattr(redisbus, "SAVED_CHANNELS_MAX", 2)
+        bus = redisbus.RedisBus(server.url, socket_timeout=0.5)  # not started: its calls are run here
+        bus.hub = SimpleNamespace(config=SimpleNamespace(room="#chat"))
+        bus.redis.sadd("chat:nodes", bus.node)  # a member of the cluster, as start() makes it
+
+        def save(*names: str) -> None:
+            for name in names:
+                bus._send("", None, channel=(name, "{}"))
+            for keys, args, _ in bus._queue:
+                bus._share(keys=keys, args=args)
+            bus._queue.clear()
+
+        save("#chat", "#a", "#b", "#c", "#d")
+        assert sorted(bus.redis.hkeys("chat:channels")) == [b"#c", b"#chat", b"#d"]
+        bus.history_ttl_ms = 1  # --history-days: what was saved a millisecond ago has aged
+        deadline = time.monotonic() + 5
+        while bus.redis.hlen("chat:channels") > 2 and time.monotonic() < deadline:
+            save("#e")
+        assert sorted(bus.redis.hkeys("chat:channels")) == [b"#chat", b"#e"]
+    finally:
+        if bus is not None:
+            bus.redis.close()
+        server.stop()
+
+
+def test_a_malformed_line_in_a_rooms_history_is_skipped_not_a_failed_join(cluster, peers):
+    """A room's stream holding an entry of another version's shape: the joiner is replayed
+    the readable lines around it, and CHATHISTORY answers."""
+    server, (a, _) = cluster
+    store = redis.Redis.from_url(server.url)
+    try:
+        good = {"s": "old!~o@h", "c": "PRIVMSG", "r": "#odd", "x": "readable"}
+        # Ids before the stream's position: lines said before these nodes started.
+        store.xadd("chat:history:#odd", {"e": json.dumps({"s": "old!~o@h", "text": "another shape"})}, id="1-1")
+        store.xadd("chat:history:#odd", {"e": json.dumps(good)}, id="1-2")
+    finally:
+        store.close()
+    joiner, hearer = peers(a, "joy1"), peers(a, "kit1")
+    caught_up(joiner, hearer, "tick")  # the node has read the stream (replay reads up to there)
+    joiner.send("JOIN #odd")
+    joiner.expect(r"PRIVMSG #odd :.*readable")
+    joiner.expect(" 366 ")
+    joiner.send("CHATHISTORY LATEST #odd * 10")
+    joiner.expect(r"PRIVMSG #odd :.*readable")
+
+
+def test_topics_set_at_once_on_two_nodes_end_the_same_on_both(cluster, peers):
+    """Each node sets its user's topic at once, before the stream has ordered it: the last
+    in the stream's order must be the topic on every node (with the same setter and time),
+    not each node's own."""
+    _, (a, b) = cluster
+    ann, bob = peers(a, "tan1"), peers(b, "tob1")
+    wait_for_member(ann, "tob1")
+    for round_ in range(5):
+        threads = [threading.Thread(target=peer.send, args=(f"TOPIC #chat :{peer.nick} {round_}",))
+                   for peer in (ann, bob)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for peer in (ann, bob):  # each hears both TOPIC lines (its own echoed): both applied
+            for _ in range(2):
+                peer.expect(rf"TOPIC #chat :\S+ {round_}$")
+        answers = []
+        for peer in (ann, bob):
+            peer.send("TOPIC #chat")
+            answers.append((peer.expect(" 332 ").params[2], peer.expect(" 333 ").params[2:]))
+        assert answers[0] == answers[1]
+
+
+def test_modes_set_at_once_on_two_nodes_end_the_same_on_both(cluster, peers):
+    """Two operators on two nodes set the key at once: each node applied its own first, so the
+    stream's order must have the last word on both, as for topics."""
+    _, (a, b) = cluster
+    ann, bob = peers(a, "kan1"), peers(b, "kob1")
+    ann.send("JOIN #keys")
+    ann.expect(" 366 ")
+    caught_up(ann, bob, "made")  # bob's node knows #keys: bob joins it, not makes it (and its +o)
+    bob.send("JOIN #keys")
+    bob.expect(" 366 ")
+    wait_for_member(ann, "kob1", "#keys")
+    ann.send("MODE #keys +o kob1")
+    bob.expect(r"MODE #keys \+o :?kob1")
+    for round_ in range(5):
+        threads = [threading.Thread(target=peer.send, args=(f"MODE #keys +k {peer.nick}{round_}",))
+                   for peer in (ann, bob)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        caught_up(ann, bob, f"tick {round_}")
+        caught_up(bob, ann, f"tock {round_}")
+        answers = []
+        for peer in (ann, bob):
+            peer.send("MODE #keys")
+            answers.append(peer.expect(" 324 ").params[2:])
+        assert answers[0] == answers[1]
+
+
+def test_a_node_closing_with_a_user_left_announces_it_and_frees_its_nick(cluster, peers):
+    """A shutdown that gave up on a connection (it did not close in time) leaves its user
+    unannounced: leaving the cluster must not make it a replica and a nick held for ever
+    elsewhere (a node no longer listed is never reaped)."""
+    from test_handlers import registered
+
+    from ircchat import redisbus
+    from ircchat.state import Hub, ServerConfig
+
+    server, (a, _) = cluster
+    bus = redisbus.RedisBus(server.url, node_timeout=30, socket_timeout=0.5)
+    hub = Hub(ServerConfig(server_name="irc.test", room="#chat"), history=bus.history, bus=bus)
+    bus.start(hub)
+    try:
+        watcher = peers(a, "wat1")
+        registered(hub, "lefty")  # in-process: no connection to close
+        wait_for_member(watcher, "lefty")
+    finally:
+        bus.close()
+    watcher.expect(r"^:lefty!\S+ QUIT")
+    store = redis.Redis.from_url(server.url)
+    try:
+        assert store.hget("chat:nicks", "lefty") is None
+    finally:
+        store.close()
+
+
+def test_a_node_that_fell_behind_a_trimmed_stream_takes_a_new_snapshot(cluster, peers, tmp_path):
+    """Frozen while the stream moved on and was trimmed past what it had read (here trimmed
+    hard, rather than by 100,000 events), a node must not go on from the trimmed stream as if
+    nothing was lost: it would never know the users who came meanwhile."""
+    server, (a, _) = cluster
+    slow = Node.start(server.url, "--node-timeout", "30", "--redis-timeout", "0.5", log_dir=str(tmp_path))
+    store = redis.Redis.from_url(server.url)
+    try:
+        hearer = peers(slow, "hea1")
+        slow.proc.send_signal(signal.SIGSTOP)
+        newcomer = peers(a, "gap1")  # its registration goes by while the node is frozen...
+        filler = json.dumps({"t": "filler", "n": "nfill", "u": "1"})
+        pipe = store.pipeline(transaction=False)
+        for _ in range(600):  # ...and out of the stream: more than a read's worth after it
+            pipe.xadd("chat:events", {"e": filler, "l": ""}, maxlen=600, approximate=False)
+        pipe.execute()
+        slow.proc.send_signal(signal.SIGCONT)
+        wait_for_member(hearer, "gap1")
+        newcomer.send("PRIVMSG #chat :can you hear me")
+        hearer.expect("can you hear me")
+    finally:
+        slow.proc.send_signal(signal.SIGCONT)
+        slow.stop()
+        store.close()
