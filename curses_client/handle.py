@@ -11,6 +11,7 @@ text (the server's own words), without the number.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -472,14 +473,25 @@ ERROR_NUMERICS = frozenset(["691", "696", "723"])  # refusals outside 400-599: S
 QUIET_NUMERICS = frozenset(["315", "318", "321", "329", "333", "369"])  # ends of lists, times: nothing to read
 
 
+_PLACE = re.compile(r"\{(-1|\d+)(\+?)\}")
+
+
 def _numeric_sentence(template: str, params: tuple[str, ...]) -> str | None:
-    """Fill a NUMERIC_TEXT template; None when the server sent too few parameters for it."""
+    """Fill a NUMERIC_TEXT template; None when the server sent too few parameters for it.
+
+    One pass over the template (not ``str.format``): braces in the server's words are text.
+    """
     values = [sanitize(param) for param in params]
-    try:
-        return template.replace("{-1}", values[-1] if values else "").replace(
-            "{2+}", " ".join(values[2:])).format(*values)
-    except IndexError:
+    if any(int(index) >= len(values) and not rest for index, rest in _PLACE.findall(template)):
         return None
+
+    def fill(place: re.Match[str]) -> str:
+        index = int(place.group(1))
+        if place.group(2):
+            return " ".join(values[index:])
+        return values[index] if values else ""  # {-1} of no parameters at all
+
+    return _PLACE.sub(fill, template)
 
 
 def _numeric(state: ChatState, msg: Message, reaction: Reaction) -> None:

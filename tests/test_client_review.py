@@ -1,0 +1,18 @@
+"""Findings of a hostile-server and daily-user review of the client, each pinned by a test.
+
+Pure: the chat state, handlers, windows and chat logs, without sockets or a terminal.
+"""
+
+from test_client_model import feed, registered
+
+from curses_client.entries import Kind
+
+
+def test_braces_in_a_numeric_are_text_not_a_format_string():
+    # str.format on the server's words: "{x}" raised KeyError, "{" ValueError, in the UI loop
+    state = registered()
+    entries, _ = feed(state, ":srv 301 alice bob :{x} {", ":srv 311 alice {0} u h :{-1} {2+}",
+                      ":srv 324 alice #chat +k {0.__class__}")
+    assert [entry.text for entry in entries] == [
+        "bob is away: {x} {", "{0} is u@h ({-1} {2+})", "Modes of #chat: +k {0.__class__}"]
+    assert all(entry.kind is Kind.INFO for entry in entries)
