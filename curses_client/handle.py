@@ -88,8 +88,14 @@ def _who(msg: Message) -> str:
 
 
 def _channel_of(state: ChatState, target: str) -> str:
-    """A message's target without the status marks of ``PRIVMSG @#room`` (to its operators)."""
-    room = target.lstrip(state.rules.prefix_symbols)
+    """A message's target without the status marks of ``PRIVMSG @#room`` (to its operators).
+
+    Marks go one at a time, up to the first channel type: with PREFIX ``~&@%+`` and
+    CHANTYPES ``#&``, ``@&ops`` is a message to the operators of ``&ops``.
+    """
+    room = target
+    while room and not state.rules.is_channel(room) and room[0] in state.rules.prefix_symbols:
+        room = room[1:]
     return room if state.rules.is_channel(room) else target
 
 

@@ -6,6 +6,8 @@ Pure: the chat state, handlers, windows and chat logs, without sockets or a term
 from test_client_model import feed, registered
 
 from curses_client.entries import Kind
+from curses_client.handle import handle
+from curses_client.irc import parse_message
 
 
 def test_braces_in_a_numeric_are_text_not_a_format_string():
@@ -16,3 +18,15 @@ def test_braces_in_a_numeric_are_text_not_a_format_string():
     assert [entry.text for entry in entries] == [
         "bob is away: {x} {", "{0} is u@h ({-1} {2+})", "Modes of #chat: +k {0.__class__}"]
     assert all(entry.kind is Kind.INFO for entry in entries)
+
+
+def test_a_status_message_reaches_its_room_when_a_prefix_symbol_is_also_a_channel_type():
+    # PREFIX=(qaohv)~&@%+ with CHANTYPES=#&: "@&ops" lost both marks and went to a query window
+    state = registered()
+    feed(state, ":srv 005 alice PREFIX=(qaohv)~&@%+ CHANTYPES=#& :are supported",
+         ":alice!u@h JOIN &ops")
+    ops = state.window_of("&ops")
+    for line in (":bob!u@h PRIVMSG @&ops :to the ops", ":bob!u@h PRIVMSG &ops :to all",
+                 ":bob!u@h NOTICE ~&ops :to the owners"):
+        assert [window for window, _ in handle(state, parse_message(line)).shown] == [ops]
+    assert state.window_of("bob") is None
