@@ -19,17 +19,20 @@ from curses_client.entries import Entry, render
 
 MAX_OPEN = 32
 _UNSAFE = re.compile(r"[^A-Za-z0-9#&+_.=-]")
+_WINDOWS_DEVICE = re.compile(r"(con|prn|aux|nul|com\d|lpt\d)(\.|$)")
 
 
 def safe_file_name(name: str) -> str:
     """A window name as a file name: unsafe characters as ``_``, never hidden or empty.
 
-    >>> safe_file_name("#chat"), safe_file_name("../../etc"), safe_file_name("127.0.0.1:5555")
-    ('#chat', '_._.._etc', '127.0.0.1_5555')
+    >>> safe_file_name("#chat"), safe_file_name("../../etc"), safe_file_name("127.0.0.1:5555"), safe_file_name("NUL")
+    ('#chat', '_._.._etc', '127.0.0.1_5555', '_nul')
     """
     cleaned = _UNSAFE.sub("_", name)[:100].lower()
     if cleaned.startswith("."):
         cleaned = "_" + cleaned[1:]
+    if _WINDOWS_DEVICE.match(cleaned):  # "nul", "com1.txt": a device on Windows, not a file
+        cleaned = "_" + cleaned
     return cleaned or "_"
 
 

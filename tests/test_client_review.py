@@ -30,3 +30,14 @@ def test_a_status_message_reaches_its_room_when_a_prefix_symbol_is_also_a_channe
                  ":bob!u@h NOTICE ~&ops :to the owners"):
         assert [window for window, _ in handle(state, parse_message(line)).shown] == [ops]
     assert state.window_of("bob") is None
+
+
+def test_chat_log_names_are_never_a_device_name_on_windows():
+    # a private message from "nul" or "COM1" made DIR/nul/<day>.log: on Windows a device, the
+    # write failed and every chat log stopped, at any user's wish
+    from curses_client.chatlog import safe_file_name
+
+    for nick in ("nul", "CON", "com1", "Lpt9", "aux.txt", "prn."):
+        stem = safe_file_name(nick).split(".")[0]
+        assert stem not in {"con", "prn", "aux", "nul", "com1", "lpt9"}, nick
+    assert safe_file_name("nullable") == "nullable" and safe_file_name("#con") == "#con"
