@@ -385,20 +385,24 @@ def _batch(state: ChatState, msg: Message, reaction: Reaction) -> None:
     ref = msg.params[0]
     if ref.startswith("+") and msg.params[1:2] == ("chathistory",) and len(state.batches) < MAX_BATCHES:
         state.batches[ref[1:]] = []
+        fetching = state.fetching
+        if fetching is not None and state.fetch_batch is None and (
+                len(msg.params) < 3 or state.fold(msg.params[2]) == fetching.key):
+            state.fetch_batch = ref[1:]  # the older page asked for, not the replay of a room joined
     elif ref.startswith("-") and ref[1:] in state.batches:
-        _end_history(state, state.batches.pop(ref[1:]), reaction)
+        _end_history(state, state.batches.pop(ref[1:]), reaction, ref[1:] == state.fetch_batch)
 
 
 def _end_history(state: ChatState, lines: list[tuple[Window | None, Entry, str | None]],
-                 reaction: Reaction) -> None:
-    """A history batch is complete: older lines asked for, or the replay on joining."""
-    window = state.fetching or next((window for window, _, _ in lines if window is not None), None)
+                 reaction: Reaction, fetched: bool) -> None:
+    """A history batch is complete: older lines asked for (``fetched``), or the replay on joining."""
+    window = state.fetching if fetched else next((window for window, _, _ in lines if window is not None), None)
     entries = [entry for _, entry, _ in lines]
     oldest = next((ref for _, _, ref in lines if ref is not None), None)
     if window is None:
         return
-    if state.fetching is not None:
-        state.fetching = None
+    if fetched:
+        state.fetching = state.fetch_batch = None
         if oldest is not None:
             window.oldest_ref = oldest
         if not entries:
@@ -415,7 +419,7 @@ def _end_history(state: ChatState, lines: list[tuple[Window | None, Entry, str |
 def _fail(state: ChatState, msg: Message, reaction: Reaction) -> None:
     text = _text(msg, -1, "failed")
     if msg.params[:1] == ("CHATHISTORY",) and state.fetching is not None:
-        window, state.fetching = state.fetching, None
+        window, state.fetching, state.fetch_batch = state.fetching, None, None
         window.history_done = True
         reaction.older = (window, [make(Kind.ERROR, f"Older messages are not available: {text}")])
         return

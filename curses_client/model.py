@@ -229,6 +229,7 @@ class ChatState:
         self.names_wanted: set[str] = set()  # rooms whose /names the user asked for
         self.batches: dict[str, list[tuple[Window | None, Entry, str | None]]] = {}  # open history batches
         self.fetching: Window | None = None  # CHATHISTORY BEFORE sent for it, its batch not in yet
+        self.fetch_batch: str | None = None  # the batch that answers it, once it has started
         self.last_ctcp_reply = float("-inf")  # time.monotonic() of the last CTCP answer we sent
         self._seen_order: deque[str] = deque()  # msgids shown, oldest first...
         self._seen: set[str] = set()  # ...and for lookups
@@ -313,7 +314,7 @@ class ChatState:
             return reaction  # registering waits for the password the user is typing
         # Capabilities first: a server that knows CAP holds registration until CAP END, and one
         # that does not answers 421 and registers us as usual.
-        self.caps, self.offered, self.batches, self.fetching = frozenset(), [], {}, None
+        self.caps, self.offered, self.batches, self.fetching, self.fetch_batch = frozenset(), [], {}, None, None
         reaction.send.append("CAP LS 302")
         if self.password is not None:
             reaction.send.append(format_line("PASS", self.password))

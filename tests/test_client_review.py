@@ -41,3 +41,28 @@ def test_chat_log_names_are_never_a_device_name_on_windows():
         stem = safe_file_name(nick).split(".")[0]
         assert stem not in {"con", "prn", "aux", "nul", "com1", "lpt9"}, nick
     assert safe_file_name("nullable") == "nullable" and safe_file_name("#con") == "#con"
+
+
+def test_a_join_replay_that_ends_while_older_lines_are_fetched_stays_in_its_own_room():
+    # /join #b, then PgUp in #chat at once: the replay of #b ended first and went into
+    # #chat's scrollback as #chat's older page; #chat's real page then showed as a replay
+    from test_client_model import history_state
+
+    state = history_state()
+    chat = state.window_of("#chat")
+    feed(state, ":alice!u@h JOIN #b")
+    b = state.window_of("#b")
+    state.windows.show(chat)
+    assert state.fetch_older().send[0].startswith("CHATHISTORY BEFORE #chat ")
+    reaction = None
+    for line in (":srv BATCH +r1 chathistory #b", "@batch=r1;msgid=b1 :bob!u@h PRIVMSG #b :in b",
+                 ":srv BATCH -r1"):
+        reaction = handle(state, parse_message(line))
+    assert reaction.older is None
+    window, entry = reaction.shown[0]
+    assert (window, entry.text) == (b, "in b")
+    for line in (":srv BATCH +r2 chathistory #chat", "@batch=r2;msgid=c1 :bob!u@h PRIVMSG #chat :older in chat",
+                 ":srv BATCH -r2"):
+        reaction = handle(state, parse_message(line))
+    assert reaction.older is not None and reaction.older[0] is chat
+    assert [entry.text for entry in reaction.older[1]] == ["older in chat"] and reaction.shown == []
