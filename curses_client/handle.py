@@ -515,7 +515,9 @@ def _numeric(state: ChatState, msg: Message, reaction: Reaction) -> None:
     if command in SERVER_WINDOW_NUMERICS or not state.registered:
         target = state.windows.server
     elif len(params) > 1 and state.rules.is_channel(params[1]):
-        target = state.window_of(params[1])  # a refusal about a room goes to its window, if open
+        # about a room we are in: its window; else (a refused /join) where the user looks
+        room = state.window_of(params[1])
+        target = room if room is not None and room.joined else None
     template = NUMERIC_TEXT.get(command)
     text = _numeric_sentence(template, params) if template is not None else None
     kind = Kind.ERROR if command[0] in "45" or command in ERROR_NUMERICS else Kind.INFO

@@ -66,3 +66,20 @@ def test_a_join_replay_that_ends_while_older_lines_are_fetched_stays_in_its_own_
         reaction = handle(state, parse_message(line))
     assert reaction.older is not None and reaction.older[0] is chat
     assert [entry.text for entry in reaction.older[1]] == ["older in chat"] and reaction.shown == []
+
+
+def test_a_refused_join_is_said_where_the_user_is_looking():
+    # /join #secret from #chat opens #secret's window (shown once the JOIN comes); a 475 went
+    # into that hidden window, so the user saw nothing happen
+    from curses_client import commands
+
+    state = registered()
+    chat = state.window_of("#chat")
+    assert commands.run(state, "/join #secret").send == ["JOIN :#secret"]
+    assert state.current is chat
+    reaction = handle(state, parse_message(":srv 475 alice #secret :Cannot join channel (+k)"))
+    assert [(window or state.current, entry.kind) for window, entry in reaction.shown] == [(chat, Kind.ERROR)]
+    assert "KEY" in reaction.shown[0][1].text
+    # about a room we are in, a numeric still goes to its window
+    reaction = handle(state, parse_message(":srv 482 alice #chat :You're not channel operator"))
+    assert [window for window, _ in reaction.shown] == [chat]
