@@ -83,3 +83,17 @@ def test_a_refused_join_is_said_where_the_user_is_looking():
     # about a room we are in, a numeric still goes to its window
     reaction = handle(state, parse_message(":srv 482 alice #chat :You're not channel operator"))
     assert [window for window, _ in reaction.shown] == [chat]
+
+
+def test_our_own_lines_are_shown_sanitised_like_everyone_elses():
+    # what we type or paste went into the pane as it was: a pasted U+202E turned the rest of
+    # our own line around on the screen, while others saw it named
+    from curses_client import commands
+
+    state = registered()
+    for line, sent in (("look \u202eevil", "PRIVMSG #chat :look \u202eevil"),
+                       ("/me waves\u200b", "PRIVMSG #chat :\x01ACTION waves\u200b\x01"),
+                       ("/msg bob hi\u2066", "PRIVMSG bob :hi\u2066")):
+        reaction = commands.run(state, line)
+        assert reaction.send == [sent]  # what is said is what was typed
+        assert "<U+" in reaction.entries[0].text, line
