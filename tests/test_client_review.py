@@ -97,3 +97,18 @@ def test_our_own_lines_are_shown_sanitised_like_everyone_elses():
         reaction = commands.run(state, line)
         assert reaction.send == [sent]  # what is said is what was typed
         assert "<U+" in reaction.entries[0].text, line
+
+
+def test_the_case_mapping_is_taken_once_per_connection():
+    # each change refolds every window's members (0.3 s with 100 full rooms): a server that
+    # flips CASEMAPPING in 005 after 005 could stall the UI loop for minutes
+    state = registered()
+    calls = []
+    state.windows.refold = lambda fold: calls.append(fold)
+    feed(state, ":srv 005 alice CASEMAPPING=ascii :are supported")
+    feed(state, *[f":srv 005 alice CASEMAPPING={mapping} :are supported" for mapping in ("rfc1459", "ascii") * 50])
+    assert state.rules.casemapping == "ascii" and len(calls) == 1
+    state.disconnected("gone")
+    state.connected()  # a new connection: the server (maybe another one) says again
+    feed(state, ":srv 005 alice CASEMAPPING=ascii :are supported")
+    assert state.rules.casemapping == "ascii"
