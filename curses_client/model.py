@@ -50,23 +50,27 @@ CTCP_MARK = "\x01"
 NICK_RULE = "Names cannot hold spaces or any of , * ? ! @ : . and cannot start with a digit or -."
 LIVE_SEPARATOR = "─── live chat from here ───"
 SAFE_REF = re.compile(r"^[A-Za-z0-9_.+/=:-]{1,100}$")  # a msgid we may send back in a command
+# time.localtime on Windows refuses times before 1970 or after 3000 (a day of margin each way
+# for time zones): a server time outside is not one
+EARLIEST_SERVER_TIME, LATEST_SERVER_TIME = 86_400, 32_503_593_600
 _SERVER_TIME = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?Z$")
 def parse_server_time(text: str) -> float | None:
     """Seconds since the epoch from an IRCv3 ``time`` tag; None if it is not one.
 
     >>> parse_server_time("2023-11-14T22:13:20.500Z")
     1700000000.5
-    >>> parse_server_time("yesterday") is None
-    True
+    >>> parse_server_time("yesterday") is None, parse_server_time("0001-01-01T00:00:00Z") is None
+    (True, True)
     """
     match = _SERVER_TIME.match(text)
     if match is None:
         return None
     fields = [int(part) for part in match.groups()[:6]]
     try:
-        return calendar.timegm((*fields, 0, 0, 0)) + float(match.group(7) or 0)
+        seconds = calendar.timegm((*fields, 0, 0, 0)) + float(match.group(7) or 0)
     except (OverflowError, ValueError):
         return None
+    return seconds if EARLIEST_SERVER_TIME <= seconds < LATEST_SERVER_TIME else None
 
 
 def format_server_time(seconds: float) -> str:

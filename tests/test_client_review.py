@@ -112,3 +112,18 @@ def test_the_case_mapping_is_taken_once_per_connection():
     state.connected()  # a new connection: the server (maybe another one) says again
     feed(state, ":srv 005 alice CASEMAPPING=ascii :are supported")
     assert state.rules.casemapping == "ascii"
+
+
+def test_a_server_time_outside_what_every_platform_can_show_is_ignored():
+    # time.localtime (drawing a line's time, naming its log file) raises OSError on Windows
+    # before 1970 and after 3000: a line tagged @time=0001-01-01T00:00:00Z ended the client there
+    from curses_client.model import parse_server_time
+
+    assert parse_server_time("0001-01-01T00:00:00Z") is None
+    assert parse_server_time("1969-12-31T23:59:59Z") is None
+    assert parse_server_time("9999-12-31T23:59:59Z") is None
+    assert parse_server_time("1970-01-02T00:00:00Z") == 86_400
+    assert parse_server_time("2999-12-30T23:59:59.000Z") is not None
+    state = registered()
+    entries, _ = feed(state, "@time=0001-01-01T00:00:00.000Z :bob!u@h PRIVMSG #chat :from long ago")
+    assert entries[0].when > 1_000_000_000  # the time it arrived
