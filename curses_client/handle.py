@@ -310,7 +310,8 @@ def _end_of_names(state: ChatState, msg: Message, reaction: Reaction) -> None:
         window.members = collected
     if window.key in state.names_wanted:
         state.names_wanted.discard(window.key)
-        names = sorted((state.rules.rank(marks) + nick for marks, nick in window.members.values()),
+        listed = window.members if window.joined else collected or {}  # a room we are not in: as the server says
+        names = sorted((state.rules.rank(marks) + nick for marks, nick in listed.values()),
                        key=lambda shown: shown.lstrip(state.rules.prefix_symbols).lower())
         reaction.info(f"{len(names)} in {window.name}: {', '.join(names)}", window=window)
 

@@ -127,3 +127,15 @@ def test_a_server_time_outside_what_every_platform_can_show_is_ignored():
     state = registered()
     entries, _ = feed(state, "@time=0001-01-01T00:00:00.000Z :bob!u@h PRIVMSG #chat :from long ago")
     assert entries[0].when > 1_000_000_000  # the time it arrived
+
+
+def test_names_of_a_room_we_are_not_in_shows_the_servers_answer():
+    # kicked from #chat, /names there: the server's list was dropped and "0 in #chat:" shown
+    from curses_client import commands
+
+    state = registered()
+    feed(state, ":bob!u@h KICK #chat alice :out")
+    assert commands.run(state, "/names").send == ["NAMES :#chat"]
+    entries, _ = feed(state, ":srv 353 alice = #chat :@bob carol", ":srv 366 alice #chat :End")
+    assert [entry.text for entry in entries] == ["2 in #chat: @bob, carol"]
+    assert state.window_of("#chat").members == {}  # still not in it
