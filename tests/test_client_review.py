@@ -139,3 +139,17 @@ def test_names_of_a_room_we_are_not_in_shows_the_servers_answer():
     entries, _ = feed(state, ":srv 353 alice = #chat :@bob carol", ":srv 366 alice #chat :End")
     assert [entry.text for entry in entries] == ["2 in #chat: @bob, carol"]
     assert state.window_of("#chat").members == {}  # still not in it
+
+
+def test_different_windows_never_share_a_chat_log():
+    # "bob|away" and "bob_away" (or "[bob]" and "{bob}" under CASEMAPPING=ascii) are different
+    # people: both became DIR/bob_away/, one private conversation written into the other's log
+    from curses_client.chatlog import safe_file_name
+
+    names = ["bob|away", "bob_away", "bob^away", "[bob]", "{bob}", "_bob_", "nul", "_nul", "..", "_.",
+             "a" * 120 + "x", "a" * 120 + "y", "José", "Jos_", "127.0.0.1:5555", "127.0.0.1_5555"]
+    files = [safe_file_name(name) for name in names]
+    assert len(set(files)) == len(names), files
+    assert safe_file_name("#chat") == "#chat" and safe_file_name("Bob") == safe_file_name("bob") == "bob"
+    for file in files:
+        assert "/" not in file and "\\" not in file and not file.startswith(".") and len(file) <= 120
