@@ -349,17 +349,23 @@ class ChatApp:
         """Send QUIT, give the server a moment to close the link, and end the loop."""
         if self.sender.send(format_line("QUIT", clean_typed(reason) or commands.DEFAULT_QUIT_REASON)):
             self.sender.finish_writing()
-            deadline = time.monotonic() + QUIT_WAIT
-            while not self._network_stopped and self.state.phase is not Phase.WAITING:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    log.info("the server did not close the link after QUIT; leaving anyway")
-                    break
-                try:
-                    self._on_event(self.events.get(timeout=remaining))
-                except queue.Empty:
-                    continue  # the loop condition sees the deadline
+            try:
+                self._wait_for_close()
+            except (KeyboardInterrupt, Terminated):  # asked again while waiting: leave now
+                log.info("interrupted while waiting for the server to close the link; leaving")
         self.exit_code = exit_code
+
+    def _wait_for_close(self) -> None:
+        deadline = time.monotonic() + QUIT_WAIT
+        while not self._network_stopped and self.state.phase is not Phase.WAITING:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.info("the server did not close the link after QUIT; leaving anyway")
+                return
+            try:
+                self._on_event(self.events.get(timeout=remaining))
+            except queue.Empty:
+                continue  # the loop condition sees the deadline
 
     # -- drawing ------------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 ``DIR/<window>/<YYYY-MM-DD>.log``, one line per message as the pane shows it. A window's
 name comes from the network, so it is made safe for a file name first (``safe_file_name``):
-no path separators, no leading dot, nothing a file system could take as special. Files
+no path separators, no leading dot, nothing a file system could take as special, and a
+name that had to change gets a short digest of itself, so two windows never share a file. Files
 are opened when first written and kept open (at most ``MAX_OPEN`` of them). A directory that
 cannot be made is an ``OSError`` at once; a write that fails later is one too, for the app to
 say once and stop logging.
@@ -10,6 +11,7 @@ say once and stop logging.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -19,17 +21,24 @@ from curses_client.entries import Entry, render
 
 MAX_OPEN = 32
 _UNSAFE = re.compile(r"[^A-Za-z0-9#&+_.=-]")
+_WINDOWS_DEVICE = re.compile(r"(con|prn|aux|nul|com\d|lpt\d)(\.|$)")
 
 
 def safe_file_name(name: str) -> str:
-    """A window name as a file name: unsafe characters as ``_``, never hidden or empty.
+    """A window name as a file name: unsafe characters as ``_``, never hidden or empty, and
+    different names (once folded to lower case) never the same file name.
 
-    >>> safe_file_name("#chat"), safe_file_name("../../etc"), safe_file_name("127.0.0.1:5555")
-    ('#chat', '_._.._etc', '127.0.0.1_5555')
+    >>> safe_file_name("#chat"), safe_file_name("Bob"), safe_file_name("bob|away"), safe_file_name("../etc")
+    ('#chat', 'bob', 'bob_away~e276431fb4', '_._etc~f7f9121fdb')
     """
-    cleaned = _UNSAFE.sub("_", name)[:100].lower()
+    folded = name.lower()
+    cleaned = _UNSAFE.sub("_", folded)[:100]
     if cleaned.startswith("."):
         cleaned = "_" + cleaned[1:]
+    if _WINDOWS_DEVICE.match(cleaned):  # "nul", "com1.txt": a device on Windows, not a file
+        cleaned = "_" + cleaned
+    if cleaned != folded:  # changed: a digest after "~" (never left in a name) keeps names apart
+        cleaned += "~" + hashlib.sha256(folded.encode("utf-8", "surrogatepass")).hexdigest()[:10]
     return cleaned or "_"
 
 

@@ -109,11 +109,12 @@ def _room_here(state: ChatState, reaction: Reaction, usage: str) -> Window | Non
 
 
 def _send_text(state: ChatState, target: str, text: str, reaction: Reaction, window: Window) -> None:
-    # said in its own room: as you said it; anywhere else (a /msg): "-> *target*"
+    # said in its own room: as you said it; anywhere else (a /msg): "-> *target*"; shown as
+    # the others see it, invisible and bidi characters named (what is sent is as typed)
     private = window.key != state.fold(target) or not window.is_room
     for piece in split_text(text):
         reaction.send.append(format_line("PRIVMSG", target, piece))
-        reaction.info(piece, Kind.PRIVATE_OUT if private else Kind.OWN, target if private else state.nick or "",
+        reaction.info(sanitize(piece), Kind.PRIVATE_OUT if private else Kind.OWN, target if private else state.nick or "",
                       window=window)
 
 
@@ -144,7 +145,7 @@ def _me(state: ChatState, args: str, reaction: Reaction) -> None:
     else:
         for piece in split_text(text, MAX_TEXT_BYTES - len("\x01ACTION \x01")):
             reaction.send.append(format_line("PRIVMSG", window.name, f"{CTCP_MARK}ACTION {piece}{CTCP_MARK}"))
-            reaction.info(piece, Kind.ACTION, state.nick or "", window=window)
+            reaction.info(sanitize(piece), Kind.ACTION, state.nick or "", window=window)
 
 
 def _msg(state: ChatState, args: str, reaction: Reaction) -> None:

@@ -11,6 +11,7 @@ text (the server's own words), without the number.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -87,8 +88,14 @@ def _who(msg: Message) -> str:
 
 
 def _channel_of(state: ChatState, target: str) -> str:
-    """A message's target without the status marks of ``PRIVMSG @#room`` (to its operators)."""
-    room = target.lstrip(state.rules.prefix_symbols)
+    """A message's target without the status marks of ``PRIVMSG @#room`` (to its operators).
+
+    Marks go one at a time, up to the first channel type: with PREFIX ``~&@%+`` and
+    CHANTYPES ``#&``, ``@&ops`` is a message to the operators of ``&ops``.
+    """
+    room = target
+    while room and not state.rules.is_channel(room) and room[0] in state.rules.prefix_symbols:
+        room = room[1:]
     return room if state.rules.is_channel(room) else target
 
 
@@ -303,7 +310,8 @@ def _end_of_names(state: ChatState, msg: Message, reaction: Reaction) -> None:
         window.members = collected
     if window.key in state.names_wanted:
         state.names_wanted.discard(window.key)
-        names = sorted((state.rules.rank(marks) + nick for marks, nick in window.members.values()),
+        listed = window.members if window.joined else collected or {}  # a room we are not in: as the server says
+        names = sorted((state.rules.rank(marks) + nick for marks, nick in listed.values()),
                        key=lambda shown: shown.lstrip(state.rules.prefix_symbols).lower())
         reaction.info(f"{len(names)} in {window.name}: {', '.join(names)}", window=window)
 
@@ -378,20 +386,24 @@ def _batch(state: ChatState, msg: Message, reaction: Reaction) -> None:
     ref = msg.params[0]
     if ref.startswith("+") and msg.params[1:2] == ("chathistory",) and len(state.batches) < MAX_BATCHES:
         state.batches[ref[1:]] = []
+        fetching = state.fetching
+        if fetching is not None and state.fetch_batch is None and (
+                len(msg.params) < 3 or state.fold(msg.params[2]) == fetching.key):
+            state.fetch_batch = ref[1:]  # the older page asked for, not the replay of a room joined
     elif ref.startswith("-") and ref[1:] in state.batches:
-        _end_history(state, state.batches.pop(ref[1:]), reaction)
+        _end_history(state, state.batches.pop(ref[1:]), reaction, ref[1:] == state.fetch_batch)
 
 
 def _end_history(state: ChatState, lines: list[tuple[Window | None, Entry, str | None]],
-                 reaction: Reaction) -> None:
-    """A history batch is complete: older lines asked for, or the replay on joining."""
-    window = state.fetching or next((window for window, _, _ in lines if window is not None), None)
+                 reaction: Reaction, fetched: bool) -> None:
+    """A history batch is complete: older lines asked for (``fetched``), or the replay on joining."""
+    window = state.fetching if fetched else next((window for window, _, _ in lines if window is not None), None)
     entries = [entry for _, entry, _ in lines]
     oldest = next((ref for _, _, ref in lines if ref is not None), None)
     if window is None:
         return
-    if state.fetching is not None:
-        state.fetching = None
+    if fetched:
+        state.fetching = state.fetch_batch = None
         if oldest is not None:
             window.oldest_ref = oldest
         if not entries:
@@ -408,7 +420,7 @@ def _end_history(state: ChatState, lines: list[tuple[Window | None, Entry, str |
 def _fail(state: ChatState, msg: Message, reaction: Reaction) -> None:
     text = _text(msg, -1, "failed")
     if msg.params[:1] == ("CHATHISTORY",) and state.fetching is not None:
-        window, state.fetching = state.fetching, None
+        window, state.fetching, state.fetch_batch = state.fetching, None, None
         window.history_done = True
         reaction.older = (window, [make(Kind.ERROR, f"Older messages are not available: {text}")])
         return
@@ -472,14 +484,25 @@ ERROR_NUMERICS = frozenset(["691", "696", "723"])  # refusals outside 400-599: S
 QUIET_NUMERICS = frozenset(["315", "318", "321", "329", "333", "369"])  # ends of lists, times: nothing to read
 
 
+_PLACE = re.compile(r"\{(-1|\d+)(\+?)\}")
+
+
 def _numeric_sentence(template: str, params: tuple[str, ...]) -> str | None:
-    """Fill a NUMERIC_TEXT template; None when the server sent too few parameters for it."""
+    """Fill a NUMERIC_TEXT template; None when the server sent too few parameters for it.
+
+    One pass over the template (not ``str.format``): braces in the server's words are text.
+    """
     values = [sanitize(param) for param in params]
-    try:
-        return template.replace("{-1}", values[-1] if values else "").replace(
-            "{2+}", " ".join(values[2:])).format(*values)
-    except IndexError:
+    if any(int(index) >= len(values) and not rest for index, rest in _PLACE.findall(template)):
         return None
+
+    def fill(place: re.Match[str]) -> str:
+        index = int(place.group(1))
+        if place.group(2):
+            return " ".join(values[index:])
+        return values[index] if values else ""  # {-1} of no parameters at all
+
+    return _PLACE.sub(fill, template)
 
 
 def _numeric(state: ChatState, msg: Message, reaction: Reaction) -> None:
@@ -493,7 +516,9 @@ def _numeric(state: ChatState, msg: Message, reaction: Reaction) -> None:
     if command in SERVER_WINDOW_NUMERICS or not state.registered:
         target = state.windows.server
     elif len(params) > 1 and state.rules.is_channel(params[1]):
-        target = state.window_of(params[1])  # a refusal about a room goes to its window, if open
+        # about a room we are in: its window; else (a refused /join) where the user looks
+        room = state.window_of(params[1])
+        target = room if room is not None and room.joined else None
     template = NUMERIC_TEXT.get(command)
     text = _numeric_sentence(template, params) if template is not None else None
     kind = Kind.ERROR if command[0] in "45" or command in ERROR_NUMERICS else Kind.INFO

@@ -50,23 +50,27 @@ CTCP_MARK = "\x01"
 NICK_RULE = "Names cannot hold spaces or any of , * ? ! @ : . and cannot start with a digit or -."
 LIVE_SEPARATOR = "─── live chat from here ───"
 SAFE_REF = re.compile(r"^[A-Za-z0-9_.+/=:-]{1,100}$")  # a msgid we may send back in a command
+# time.localtime on Windows refuses times before 1970 or after 3000 (a day of margin each way
+# for time zones): a server time outside is not one
+EARLIEST_SERVER_TIME, LATEST_SERVER_TIME = 86_400, 32_503_593_600
 _SERVER_TIME = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?Z$")
 def parse_server_time(text: str) -> float | None:
     """Seconds since the epoch from an IRCv3 ``time`` tag; None if it is not one.
 
     >>> parse_server_time("2023-11-14T22:13:20.500Z")
     1700000000.5
-    >>> parse_server_time("yesterday") is None
-    True
+    >>> parse_server_time("yesterday") is None, parse_server_time("0001-01-01T00:00:00Z") is None
+    (True, True)
     """
     match = _SERVER_TIME.match(text)
     if match is None:
         return None
     fields = [int(part) for part in match.groups()[:6]]
     try:
-        return calendar.timegm((*fields, 0, 0, 0)) + float(match.group(7) or 0)
+        seconds = calendar.timegm((*fields, 0, 0, 0)) + float(match.group(7) or 0)
     except (OverflowError, ValueError):
         return None
+    return seconds if EARLIEST_SERVER_TIME <= seconds < LATEST_SERVER_TIME else None
 
 
 def format_server_time(seconds: float) -> str:
@@ -229,6 +233,7 @@ class ChatState:
         self.names_wanted: set[str] = set()  # rooms whose /names the user asked for
         self.batches: dict[str, list[tuple[Window | None, Entry, str | None]]] = {}  # open history batches
         self.fetching: Window | None = None  # CHATHISTORY BEFORE sent for it, its batch not in yet
+        self.fetch_batch: str | None = None  # the batch that answers it, once it has started
         self.last_ctcp_reply = float("-inf")  # time.monotonic() of the last CTCP answer we sent
         self._seen_order: deque[str] = deque()  # msgids shown, oldest first...
         self._seen: set[str] = set()  # ...and for lookups
@@ -313,7 +318,7 @@ class ChatState:
             return reaction  # registering waits for the password the user is typing
         # Capabilities first: a server that knows CAP holds registration until CAP END, and one
         # that does not answers 421 and registers us as usual.
-        self.caps, self.offered, self.batches, self.fetching = frozenset(), [], {}, None
+        self.caps, self.offered, self.batches, self.fetching, self.fetch_batch = frozenset(), [], {}, None, None
         reaction.send.append("CAP LS 302")
         if self.password is not None:
             reaction.send.append(format_line("PASS", self.password))

@@ -211,17 +211,19 @@ class Wakeup:
     def wait(self, fd: int, seconds: float) -> bool:
         """Sleep until ``fd`` is readable, a ring, or ``seconds``; True if ``fd`` is readable.
 
-        A ring is used up here: clear the flag before reading the pipe, so a ring that comes
-        after this point writes again (the event it announces is drained after this returns).
+        A ring is used up here: the pipe is read empty first and the flag cleared after, so
+        the flag is never left set over an empty pipe (which would silence every later ring).
+        A ring that comes in between writes nothing; the event it announces is drained after
+        this returns all the same.
         """
         ready = select.select([fd, self._read_fd], [], [], seconds)[0]
         if self._read_fd in ready:
-            self._rung = False
             try:
                 while os.read(self._read_fd, 4096):
                     pass
             except BlockingIOError:  # empty: all rings read
                 pass
+            self._rung = False
         return fd in ready
 
 

@@ -3,7 +3,8 @@
 Names are compared, validated and shown by these rules, never by our own server's: a
 nick of ``n-alice`` is fine on ngircd, ``[Bob]`` and ``{bob}`` are one name under rfc1459
 case mapping. Until a 005 arrives the defaults are RFC 1459's, which every server accepts.
-A hostile 005 cannot do harm: values are taken only when they parse and are small.
+A hostile 005 cannot do harm: values are taken only when they parse and are small, and
+CASEMAPPING only once per connection (rules are made anew on each).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class ServerRules:
     param_modes: str = "k"  # type B: always a parameter
     set_param_modes: str = "l"  # type C: a parameter only when set
     history_limit: int = 0  # CHATHISTORY=N: older history can be asked for
+    casemapping_given: bool = False  # taken once: each change refolds every name the client holds
 
     def fold(self, name: str) -> str:
         table = _RFC1459_FOLD if self.casemapping == "rfc1459" else _ASCII_FOLD
@@ -83,8 +85,9 @@ class ServerRules:
         name = name.upper()
         if name == "NICKLEN" and value.isdigit():
             self.nicklen = max(1, min(int(value), MAX_NICKLEN))
-        elif name == "CASEMAPPING" and value in ("ascii", "rfc1459", "strict-rfc1459"):
+        elif name == "CASEMAPPING" and value in ("ascii", "rfc1459", "strict-rfc1459") and not self.casemapping_given:
             self.casemapping = "ascii" if value == "ascii" else "rfc1459"
+            self.casemapping_given = True
         elif name == "CHANTYPES" and 0 < len(value) <= 4 and value.isprintable() and " " not in value:
             self.chantypes = value
         elif name == "PREFIX" and value.startswith("("):

@@ -110,3 +110,29 @@ def test_the_log_file_records_the_connection_and_its_traffic(server, terminals, 
                    "-> b'PRIVMSG #chat :hello log'", "-> b'QUIT", "disconnected: "):
         assert needle in log, log
     assert "hunter2" not in log and "PASS (hidden)" in log
+
+
+def test_a_second_ctrl_c_while_quitting_leaves_at_once_without_a_traceback(terminals):
+    # The first Ctrl-C sends QUIT and waits (up to 2 s) for the server to close; a server that
+    # keeps the link open, and an impatient second Ctrl-C, ended the client with a traceback.
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        terminal = terminals(["--port", str(listener.getsockname()[1]), "--username", "alice"])
+        listener.settimeout(DEADLINE)
+        link, _ = listener.accept()
+        link.sendall(b":srv 001 alice :Welcome\r\n:alice!a@h JOIN #chat\r\n")
+        terminal.wait_for("You joined #chat")
+        terminal.type("\x03")
+        link.settimeout(DEADLINE)
+        received = b""
+        while b"QUIT" not in received:  # the client is now waiting for the server to close
+            data = link.recv(4096)
+            assert data, "the client closed before sending QUIT"
+            received += data
+        terminal.type("\x03")
+        status = terminal.wait_exit()
+        assert b"Traceback" not in terminal.raw, terminal.raw[-600:].decode("utf-8", "replace")
+        assert status == 130
+        link.close()
+    finally:
+        listener.close()

@@ -252,3 +252,31 @@ def test_a_put_on_the_event_queue_wakes_the_ui_waiting_for_a_key():
     finally:
         os.close(terminal_read)
         os.close(terminal_write)
+
+
+def test_a_ring_that_comes_while_the_ui_reads_the_pipe_leaves_the_next_ring_working(monkeypatch):
+    # The network thread rings between the UI clearing the flag and reading the pipe: the
+    # read swallowed that ring's byte with the flag left set, and every later ring was lost.
+    wakeup = net.Wakeup()
+    terminal_read, terminal_write = os.pipe()  # stands for the terminal: no key comes
+    real_read = os.read
+    rings_during_read = [wakeup.ring]
+
+    def read_with_a_ring_first(fd, size):
+        while rings_during_read:
+            rings_during_read.pop()()  # the network thread's ring, at the worst moment
+        return real_read(fd, size)
+
+    try:
+        wakeup.ring()
+        monkeypatch.setattr(os, "read", read_with_a_ring_first)
+        assert wakeup.wait(terminal_read, 0) is False
+        monkeypatch.setattr(os, "read", real_read)
+        wakeup.ring()  # a later event: the UI must wake for it
+        waiter, woken = _waiting_for_the_terminal(wakeup, terminal_read)
+        waiter.join(DEADLINE)
+        assert not waiter.is_alive(), "a ring after the race did not wake the UI"
+        assert woken == [False]  # woken by the ring, not by a key
+    finally:
+        os.close(terminal_read)
+        os.close(terminal_write)

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from curses_client.chatlog import safe_file_name
 from client_harness import Terminal, run_client, terminals  # noqa: F401  (terminals: a fixture)
 from test_client_scripted import ScriptedServer, scripted  # noqa: F401  (scripted: a fixture)
 
@@ -234,10 +235,12 @@ def test_mouse_wheel_scrolls_and_chat_logs_are_kept_per_window(scripted, termina
     terminal.type("/exit\r")
     assert terminal.wait_exit() == 0
     day_files = {path.parent.name: path.read_text(encoding="utf-8") for path in (tmp_path / "logs").glob("*/*.log")}
-    assert set(day_files) == {"#den", "erin", "evil", f"127.0.0.1_{scripted.port}"}
+    server_window = safe_file_name(f"127.0.0.1:{scripted.port}")  # "127.0.0.1_PORT~digest"
+    assert set(day_files) == {"#den", "erin", "evil", server_window}
+    assert server_window.startswith(f"127.0.0.1_{scripted.port}~")
     assert "<carol> logged 00" in day_files["#den"] and "<carol> logged 29" in day_files["#den"]
     assert "*erin* psst, for the log" in day_files["erin"]
-    assert "Welcome alice" in day_files[f"127.0.0.1_{scripted.port}"]
+    assert "Welcome alice" in day_files[server_window]
 
 
 def test_a_log_dir_that_cannot_be_made_is_one_sentence(tmp_path):
