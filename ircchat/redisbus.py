@@ -179,6 +179,7 @@ class RedisBus(ClusterBus):
         # A claim waits for the writer's pipeline: at most a socket timeout for the batch
         # before it and one for its own.
         self._claim_wait = 2 * socket_timeout + 1.0
+        self._batches_written = 0  # pipelines the writer has had answered (under _lock)
         self.redis = redis.Redis.from_url(url, socket_timeout=socket_timeout,
                                           socket_connect_timeout=socket_timeout)
         try:
@@ -313,8 +314,17 @@ class RedisBus(ClusterBus):
         event = {"t": "nick", "nick": nick} if user.registered else None
         claim = _Claim()
         self._put(user, event, rec=rec, claim=irc_fold(nick), release=old, waiter=claim)
-        if not claim.done.wait(self._claim_wait):
-            log.error("cluster: no answer to the claim of %s in time; granted here for now", nick)
+        # Waited for as long as the writer gets through its queue (a long queue is no outage:
+        # granting then could leave two users with one nick); a writer stuck that long without
+        # an error is taken for Redis away, where every claim is granted and reasserted later.
+        with self._lock:
+            written = self._batches_written
+        while not claim.done.wait(self._claim_wait):
+            with self._lock:
+                progress, written = written != self._batches_written, self._batches_written
+            if not progress:
+                log.error("cluster: no answer to the claim of %s in time; granted here for now", nick)
+                break
         return claim.granted
 
     def registered(self, user: User) -> None:
@@ -494,6 +504,7 @@ class RedisBus(ClusterBus):
                     waiter.granted = result not in (0, None) and not isinstance(result, Exception)
                     waiter.done.set()
             with self._lock:
+                self._batches_written += 1
                 self._settled.notify_all()
             if -1 in results:
                 self._fail(redis.RedisError("the other nodes took this one for lost"))
@@ -507,21 +518,32 @@ class RedisBus(ClusterBus):
                 if self._stop.wait(backoff):
                     return
                 backoff = min(BACKOFF_MAX, backoff * 2)
-                self._try_rejoin()
+                self._guarded(self._try_rejoin)
                 continue
             backoff = BACKOFF_START
-            try:
-                reply = self.redis.xread({self._key("events"): self.last_id}, count=READ_COUNT, block=self._block_ms)
-                # Far behind (a full read): has the stream dropped events we have not read?
-                behind = any(len(entries) >= READ_COUNT for _, entries in reply or ()) and self._trimmed_unread()
-            except redis.RedisError as error:
-                self._fail(error)
-                continue
-            if behind:  # rejoining from where we are, the stream's first id is past it: a new snapshot
-                self._fail(redis.RedisError(f"this node fell behind the stream, trimmed past {self.last_id}"))
-                continue
-            for _, entries in reply or ():
-                self._apply(entries)
+            self._guarded(self._read_once)
+
+    def _guarded(self, step) -> None:
+        """One step of the reader or the heartbeat. An error that is not Redis's (a bug, or
+        data no check foresaw) must not end the thread, leaving the node deaf to the others
+        for good: it is logged, and Redis is taken for away, so that the node rejoins from a
+        fresh snapshot."""
+        try:
+            step()
+        except redis.RedisError as error:
+            self._fail(error)
+        except Exception as error:  # noqa: BLE001 -- logged with its traceback, then recovered from
+            log.exception("cluster: unexpected error in %s", step.__name__)
+            self._fail(error)
+
+    def _read_once(self) -> None:
+        reply = self.redis.xread({self._key("events"): self.last_id}, count=READ_COUNT, block=self._block_ms)
+        # Far behind (a full read): has the stream dropped events we have not read?
+        if any(len(entries) >= READ_COUNT for _, entries in reply or ()) and self._trimmed_unread():
+            # Rejoining from where we are, the stream's first id is past it: a new snapshot.
+            raise redis.RedisError(f"this node fell behind the stream, trimmed past {self.last_id}")
+        for _, entries in reply or ():
+            self._apply(entries)
 
     def _trimmed_unread(self) -> bool:
         """Whether the stream has been trimmed and starts after the last id we read (if just
@@ -610,12 +632,8 @@ class RedisBus(ClusterBus):
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.node_timeout / 4):
-            if not self._up:
-                continue
-            try:
-                self._beat()
-            except redis.RedisError as error:
-                self._fail(error)
+            if self._up:
+                self._guarded(self._beat)
 
     def _beat(self) -> None:
         nodes_key = self._key("nodes")

@@ -489,6 +489,85 @@ def test_room_lines_wait_for_room_in_a_full_queue_to_redis(cluster, monkeypatch)
         bus.redis.close()
 
 
+class _ScriptedWait:
+    """A claim's ``done`` whose waits follow a script: each False is a wait that timed out
+    (after which ``on_timeout`` runs), True the answer (refused)."""
+
+    def __init__(self, claim, answers: list[bool], on_timeout) -> None:
+        self.claim, self.answers, self.on_timeout = claim, answers, on_timeout
+        self.waits = 0
+
+    def wait(self, timeout: float) -> bool:
+        self.waits += 1
+        answered = self.answers.pop(0)
+        if answered:
+            self.claim.granted = False
+        else:
+            self.on_timeout()
+        return answered
+
+
+def test_a_nick_claim_waits_while_the_writer_gets_through_its_queue_and_no_longer(cluster, monkeypatch, caplog):
+    """A long queue to Redis is no outage: the claim waits for its answer (granting it there
+    could leave two users with one nick). A writer that answers nothing for a whole wait is
+    taken for Redis away, and the claim is granted for now (reasserted later)."""
+    from ircchat import redisbus
+    from ircchat.state import Hub, ServerConfig, User
+
+    server, _ = cluster
+    bus = redisbus.RedisBus(server.url, socket_timeout=0.5)  # not started: the test plays the writer
+    bus.hub = Hub(ServerConfig())
+    waits = []
+
+    def claim_with(answers: list[bool], progress: bool):
+        def make() -> redisbus._Claim:
+            claim = original()
+            def writer_wrote() -> None:
+                if progress:
+                    bus._batches_written += 1
+            claim.done = _ScriptedWait(claim, answers, writer_wrote)
+            waits.append(claim.done)
+            return claim
+        return make
+
+    original = redisbus._Claim
+    try:
+        user = User(host="h", address="", nick=None, username="~a")
+        monkeypatch.setattr(redisbus, "_Claim", claim_with([False, False, False, True], progress=True))
+        assert bus.claim_nick(user, "bob") is False  # waited through three slow batches for the refusal
+        assert waits[-1].waits == 4
+        monkeypatch.setattr(redisbus, "_Claim", claim_with([False, True], progress=False))
+        with caplog.at_level("ERROR", logger="chat_server"):
+            assert bus.claim_nick(user, "cat") is True
+        assert waits[-1].waits == 1  # a whole wait without a batch answered
+        assert "no answer to the claim of cat in time" in caplog.text
+    finally:
+        bus.redis.close()
+
+
+def test_an_unexpected_error_in_the_reader_is_logged_and_taken_for_redis_away(cluster, caplog):
+    """A bug or unforeseen data must not end the reader thread (the node would stop hearing
+    the others for good): it is logged, and the node rejoins from a snapshot."""
+    from ircchat import redisbus
+    from ircchat.state import Hub, ServerConfig
+
+    server, _ = cluster
+    bus = redisbus.RedisBus(server.url, socket_timeout=0.5)
+    bus.hub = Hub(ServerConfig())
+    bus._up = True
+
+    def _read_once() -> None:
+        raise KeyError("a field no check foresaw")
+
+    try:
+        with caplog.at_level("ERROR", logger="chat_server"):
+            bus._guarded(_read_once)
+        assert not bus._up
+        assert "unexpected error in _read_once" in caplog.text and "KeyError" in caplog.text
+    finally:
+        bus.redis.close()
+
+
 def test_a_node_taken_for_lost_writes_nothing_until_it_has_rejoined(cluster, peers, tmp_path):
     """Reaped while it still runs (its heartbeat late), a node must not claim nicks or store
     records for a node the cluster no longer lists (killed then, nobody would ever free them):
