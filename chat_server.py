@@ -128,7 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def read_opers(flags: list[str], path: str | None, environment: str) -> tuple[tuple[str, str], ...]:
     """Server operators from --oper flags, the --oper-file and CHAT_OPERS (comma-separated),
-    as (name, password) pairs; ValueError names an entry that is not NAME:PASSWORD.
+    as (name, password) pairs; ValueError numbers an entry that is not NAME:PASSWORD (never
+    quoting it: an entry without its colon may be a password alone).
 
     >>> read_opers(["root:pw"], None, "ann:a:b, bob:x")
     (('root', 'pw'), ('ann', 'a:b'), ('bob', 'x'))
@@ -138,10 +139,11 @@ def read_opers(flags: list[str], path: str | None, environment: str) -> tuple[tu
         with open(path, encoding="utf-8") as oper_file:
             entries += [line for line in oper_file.read().splitlines() if line.strip() and not line.startswith("#")]
     opers = []
-    for entry in entries:
+    for number, entry in enumerate(entries, 1):
         name, colon, password = entry.strip().partition(":")
         if not colon or not name or not password or " " in name:
-            raise ValueError(f"server operator {name or entry.strip()!r}: expected NAME:PASSWORD")
+            raise ValueError(f"server operator entry {number} (--oper flags, then CHAT_OPERS, then "
+                             "--oper-file): expected NAME:PASSWORD")
         opers.append((name, password))
     return tuple(opers)
 
