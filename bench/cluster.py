@@ -54,13 +54,53 @@ def messages_per_redis_core(cells: list[dict]) -> list[str]:
     return lines
 
 
-def write(path: Path, cells: list[dict], args, elapsed: float) -> None:
+def reading(cells: list[dict]) -> list[str]:
+    """What the figures say about more nodes, computed from the fan-out phases."""
+    groups = report.group(cells)
+    lines = []
+    per_message = {}
+    for n in sorted({n for _, n in groups}):
+        one = groups.get(("cluster-1", n))
+        if not one:
+            continue
+        nodes = (report.median(one, "fanout_server_cores") or 0) - (report.median(one, "fanout_redis_cores") or 0)
+        messages = (report.median(one, "deliveries_per_s") or 0) / (n - 1)
+        if nodes > 0 and messages > 0:
+            per_message[n] = nodes / messages * 1e6
+            lines.append(f"- One node, N={n}: {messages:,.0f} messages/s with the node at {nodes:.2f} cores: "
+                         f"{per_message[n]:.0f} µs of node CPU per message, its {n - 1} deliveries included.")
+    for (server, n), group in sorted(groups.items()):
+        if server.startswith("cluster-") and server != "cluster-1":
+            busy = sum(report.median(group, key) or 0 for key in
+                       ("fanout_server_cores", "fanout_gen_cores", "fanout_other_cores"))
+            lines.append(f"- {server}, N={n}: nodes, Redis and the generator used {busy:.2f} of the machine's 2 cores.")
+    if len(per_message) >= 2:
+        (n1, t1), (n2, t2) = min(per_message.items()), max(per_message.items())
+        per_delivery = (t2 - t1) / (n2 - n1)  # µs: the cost a member adds to a message
+        fixed = t1 - per_delivery * (n1 - 1)  # µs: a message's own cost on a node, whoever is there
+        redis = [report.median(group, "fanout_redis_cores") for (server, _), group in groups.items()
+                 if server.startswith("cluster-")]
+        redis = [cores for cores in redis if cores]
+        lines += ["", f"Fitting the two: about {fixed:.0f} µs per message on a node whatever its members, and "
+                  f"{per_delivery:.2f} µs per delivery. Every node reads every event of the chat (one stream) and "
+                  "delivers it to its own members, so the per-message part is paid by every node, and caps the chat's "
+                  f"message rate at about {1e6 / fixed:,.0f} messages/s per node core however many nodes there are. "
+                  "More nodes share the connections and their deliveries, not the messages: on a machine with a core "
+                  "per node, a third node would hold half as many users again as two, at the same message rate. On "
+                  "these 2 cores the nodes share the cores one node used (the lines above), so two or three nodes "
+                  "cannot add throughput here."
+                  + (f" Redis is not the limit: it was at {min(redis):.2f}-{max(redis):.2f} cores in these phases "
+                     "(per-core figures below)." if redis else "")]
+    return lines
+
+
+def write(path: Path, cells: list[dict], args, elapsed: float, argv: list[str], date: str) -> None:
     machine = run.machine_info()
     out = [
         "# Cluster mode: one process against nodes sharing one Redis",
         "",
         "Measured by `python bench/cluster.py` "
-        f"({' '.join(sys.argv[1:]) or 'no arguments'}) on {machine['date']}; "
+        f"({' '.join(argv) or 'no arguments'}) on {date}; "
         f"{machine['CPU']}, {machine['memory']}, Python {machine['Python']}. "
         f"Whole run: {elapsed / 60:.1f} minutes. Medians of {args.repeats} runs per server and N "
         "(plus extra runs where every run shared the machine with other work).",
@@ -78,6 +118,7 @@ def write(path: Path, cells: list[dict], args, elapsed: float) -> None:
     ]
     for k in sorted({cell["server"] for cell in cells if cell["server"].startswith("cluster-")}):
         out += [f"## {k} against {REFERENCE}", "", report.ratios_table(cells, REFERENCE, k), ""]
+    out += ["## What more nodes would add", "", *reading(cells), ""]
     out += ["## What one Redis core carries", "", *messages_per_redis_core(cells), ""]
     out += ["## The generator's ceiling", "", report.ceiling_table(cells), ""]
     path.write_text("\n".join(out))
@@ -92,11 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     run.RESULTS.mkdir(parents=True, exist_ok=True)
     script, _ = run.ours_script(args.ours_rev)
     servers = run.make_servers(args.servers.split(","), args.extra_server, run.RESULTS / "logs", script)
+    if args.report_from:  # only rewrite the report from a run's raw results
+        data = json.loads(args.report_from.read_text())
+        write(args.out, data["cells"], args, data["elapsed"], data["argv"], data["date"])
+        print(f"wrote {args.out}")
+        return 0
     cells = run.measure(servers, args)
     elapsed = time.monotonic() - started
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    (run.RESULTS / f"cluster-raw-{stamp}.json").write_text(json.dumps({"cells": cells}, default=str, indent=1))
-    write(args.out, cells, args, elapsed)
+    raw = run.RESULTS / f"cluster-raw-{stamp}.json"
+    date = run.machine_info()["date"]
+    raw.write_text(json.dumps({"cells": cells, "elapsed": elapsed, "argv": argv, "date": date}, default=str, indent=1))
+    write(args.out, cells, args, elapsed, argv, date)
     print(f"wrote {args.out}")
     bad = sum(c["lost"] + c.get("miscounted", 0) + c["reordered"] + c["disconnected"] for c in cells)
     return 1 if bad else 0

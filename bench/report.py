@@ -338,6 +338,12 @@ def write_markdown(path: Path, *, cells: list[dict], big_cells: list[dict], mach
     if notes:
         parts += ["## Notes", "", *[f"- {note}" for note in notes], ""]
     parts += [
+        "## Cluster mode",
+        "",
+        "Several nodes sharing one Redis, against one process, behind the same generator: measured",
+        "by `python bench/cluster.py`, written to [cluster-benchmarks.md](cluster-benchmarks.md),",
+        "with what a third node would add on a bigger machine and where the limit is.",
+        "",
         "## ngircd's configuration (written to a temporary directory per run)",
         "",
         "```ini",
