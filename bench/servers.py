@@ -220,6 +220,22 @@ class ClusterNode(OurServer):
         return [*(word for word in super().command() if word != "--no-history"), "--redis", self.redis_url]
 
 
+class RedisServer(Server):
+    """A ``redis-server`` on a free loopback port that keeps nothing on disk."""
+
+    name = "redis"
+
+    def start(self) -> None:
+        redis_server = shutil.which("redis-server")
+        if redis_server is None:
+            raise RuntimeError("redis-server not found: apt-get install redis-server")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [redis_server, "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        wait_listening(self.host, self.port, time.monotonic() + START_TIMEOUT)
+
+
 class ClusterServer(Server):
     """``nodes`` cluster nodes and the ``redis-server`` they share, all started (and stopped,
     by PID) here. Clients are spread over the nodes; CPU and memory are the nodes' together,
@@ -231,19 +247,12 @@ class ClusterServer(Server):
         super().__init__()
         self.name = f"cluster-{nodes}"
         self.count, self.log_dir, self.script = nodes, log_dir, script
-        self.redis: subprocess.Popen | None = None
+        self.redis = RedisServer()
         self.nodes: list[ClusterNode] = []
 
     def start(self) -> None:
-        redis_server = shutil.which("redis-server")
-        if redis_server is None:
-            raise RuntimeError("redis-server not found: apt-get install redis-server")
-        redis_port = free_port()
-        self.redis = subprocess.Popen(
-            [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        wait_listening("127.0.0.1", redis_port, time.monotonic() + START_TIMEOUT)
-        url = f"redis://127.0.0.1:{redis_port}/0"
+        self.redis.start()
+        url = f"redis://{self.redis.host}:{self.redis.port}/0"
         for index in range(self.count):
             node = ClusterNode(url, index, self.log_dir, self.script)
             self.nodes.append(node)
@@ -257,26 +266,19 @@ class ClusterServer(Server):
         return sum(node.cpu_seconds() or 0.0 for node in self.nodes) + (self.redis_cpu_seconds() or 0.0)
 
     def redis_cpu_seconds(self) -> float | None:
-        return process_cpu_seconds(self.redis.pid) if self.redis is not None else None
+        return self.redis.cpu_seconds()
 
     def rss_kb(self) -> int | None:
         return sum(node.rss_kb() or 0 for node in self.nodes) if self.nodes else None
 
     def alive(self) -> bool:
-        return all(node.alive() for node in self.nodes) and (self.redis is None or self.redis.poll() is None)
+        return all(node.alive() for node in self.nodes) and self.redis.alive()
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
         self.nodes = []
-        redis, self.redis = self.redis, None
-        if redis is not None and redis.poll() is None:
-            redis.send_signal(signal.SIGTERM)
-            try:
-                redis.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                redis.kill()  # by PID: only the process this object started
-                redis.wait(STOP_GRACE)
+        self.redis.stop()
 
     def describe(self) -> str:
         return (f"redis-server --save '' --appendonly no; {self.count} x "

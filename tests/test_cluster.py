@@ -71,6 +71,15 @@ def wait_for_member(peer: Peer, nick: str, channel: str = "#chat") -> None:
     peer.expect(rf"^:{nick}!\S+ JOIN :?{channel}$")
 
 
+def send_at_once(lines: dict[Peer, str]) -> None:
+    """Each peer sends its line from a thread of its own, all started together."""
+    threads = [threading.Thread(target=peer.send, args=(line,)) for peer, line in lines.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def caught_up(speaker: Peer, hearer: Peer, token: str) -> None:
     """Until ``hearer``'s node has applied everything ``speaker``'s node published before:
     a room line from ``speaker`` follows all of it on the stream."""
@@ -673,12 +682,7 @@ def test_topics_set_at_once_on_two_nodes_end_the_same_on_both(cluster, peers):
     ann, bob = peers(a, "tan1"), peers(b, "tob1")
     wait_for_member(ann, "tob1")
     for round_ in range(5):
-        threads = [threading.Thread(target=peer.send, args=(f"TOPIC #chat :{peer.nick} {round_}",))
-                   for peer in (ann, bob)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        send_at_once({peer: f"TOPIC #chat :{peer.nick} {round_}" for peer in (ann, bob)})
         for peer in (ann, bob):  # each hears both TOPIC lines (its own echoed): both applied
             for _ in range(2):
                 peer.expect(rf"TOPIC #chat :\S+ {round_}$")
@@ -703,12 +707,7 @@ def test_modes_set_at_once_on_two_nodes_end_the_same_on_both(cluster, peers):
     ann.send("MODE #keys +o kob1")
     bob.expect(r"MODE #keys \+o :?kob1")
     for round_ in range(5):
-        threads = [threading.Thread(target=peer.send, args=(f"MODE #keys +k {peer.nick}{round_}",))
-                   for peer in (ann, bob)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        send_at_once({peer: f"MODE #keys +k {peer.nick}{round_}" for peer in (ann, bob)})
         caught_up(ann, bob, f"tick {round_}")
         caught_up(bob, ann, f"tock {round_}")
         answers = []
