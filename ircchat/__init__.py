@@ -5,6 +5,8 @@ Modules, read in this order:
 - ``protocol``: the IRC protocol core with no I/O (parse, format, frame, fold, pace), shared
   by both; its ``__all__`` is the surface the client relies on.
 - ``numerics``: numeric replies by name, and ``IRCError``.
+- ``roomlog``: a room's lines stored once, each member reading from its own place (the
+  fan-out engine's log).
 - ``state``: users, channels (with their operators, voice and modes) and the ``Hub`` behind
   ``Hub.lock``; configuration and policies.
 - ``handlers``: the command handlers and their one dispatch table.

@@ -39,10 +39,9 @@ from ircchat.protocol import (
     format_line,
     parse_message,
 )
+from ircchat.roomlog import RoomCursor, RoomLog
 from ircchat.state import (
     Hub,
-    RoomCursor,
-    RoomLog,
     ServerConfig,
     User,
     cloak_host,

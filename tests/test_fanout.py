@@ -9,10 +9,11 @@ import ssl
 import threading
 import time
 
-from ircchat.state import SEGMENT_MAX
 from irc_peer import Peer
 from test_faults import wait_until
 from test_hardening import TlsPeer, certificate, tls_server  # noqa: F401 -- fixtures
+
+from ircchat.roomlog import SEGMENT_MAX
 
 LINE_TEXT = "z" * 400
 
