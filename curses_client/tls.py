@@ -71,12 +71,20 @@ def refusal_advice(error: ssl.SSLCertVerificationError) -> str:
 
 
 class TlsStream:
-    """One TLS session over a connected socket; ``receive`` and ``send`` are thread-safe."""
+    """One TLS session over a connected socket; ``receive`` and ``send`` are thread-safe.
+
+    ``_lock`` guards the session (in-memory work only); records leave through ``_outgoing``,
+    in the order they were made, sent by one thread at a time under ``_send_lock``. So the
+    reader never waits on a send: a server that stops reading blocks the writer thread in
+    ``sendall``, never the lines coming in.
+    """
 
     def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str) -> None:
         self.sock = sock
         self._buffer = TlsBuffer(context, server_hostname=server_hostname)
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._outgoing: list[bytes] = []  # records made but not yet sent, under _lock
 
     def handshake(self) -> None:
         """Complete the handshake on the (blocking, time-limited) socket, or raise.
@@ -103,13 +111,16 @@ class TlsStream:
         """Ciphertext in, plaintext out (maybe b""); None once the server closed TLS."""
         with self._lock:
             plaintext, reply = self._buffer.receive(data)
-            if reply:
-                self.sock.sendall(reply)  # e.g. an answer to a key update
-            return plaintext
+            if reply:  # e.g. an answer to a key update
+                self._outgoing.append(reply)
+        if reply:
+            self._flush(wait=False)  # a writer stuck in sendall sends it after its own
+        return plaintext
 
     def send(self, plaintext: bytes) -> None:
         with self._lock:
-            self.sock.sendall(self._buffer.wrap(plaintext))
+            self._outgoing.append(self._buffer.wrap(plaintext))
+        self._flush(wait=True)
 
     def close_notify(self) -> None:
         """Say we are done writing (after QUIT); reading goes on until the server closes."""
@@ -119,7 +130,30 @@ class TlsStream:
             except ssl.SSLError as error:
                 log.debug("close_notify: %s", error)
                 goodbye = self._buffer.pending_output()
-            self._send_quietly(goodbye)
+            self._outgoing.append(goodbye)
+        try:
+            self._flush(wait=True)
+        except OSError as error:  # the connection is failing anyway; the caller reports why
+            log.debug("could not send the last TLS records: %s", error)
+
+    def _flush(self, wait: bool) -> None:
+        """Send the records made so far, in order. Without ``wait``, leave them to a thread
+        already sending, which checks for more after letting go of ``_send_lock``."""
+        while True:
+            if not self._send_lock.acquire(blocking=wait):
+                return
+            try:
+                while True:
+                    with self._lock:
+                        data, self._outgoing = b"".join(self._outgoing), []
+                    if not data:
+                        break
+                    self.sock.sendall(data)
+            finally:
+                self._send_lock.release()
+            with self._lock:
+                if not self._outgoing:  # else: made after our last look, left to us by another
+                    return
 
     def _send_quietly(self, data: bytes) -> None:
         try:

@@ -1,13 +1,17 @@
 """TLS over memory buffers (ircchat.tlsbuffer), shared by server and client: two sessions
-wired together in memory, no sockets."""
+wired together in memory; and the client's TlsStream over a socket pair."""
 
 from __future__ import annotations
 
+import socket
 import ssl
+import threading
+import time
 
 import pytest
 import trustme
 
+from curses_client.tls import TlsStream
 from ircchat.tlsbuffer import TlsBuffer
 
 
@@ -59,3 +63,45 @@ def test_a_certificate_for_another_name_fails_the_handshake_with_an_alert(contex
     with pytest.raises(ssl.SSLCertVerificationError):
         client.handshake(reply)
     assert client.pending_output()  # the alert that tells the server why
+
+
+def test_a_tls_server_that_stops_reading_blocks_the_writer_but_never_the_reader(contexts):
+    """The client's writer thread stuck in sendall (the server reads nothing) must not hold
+    the session: lines from the server are still decrypted and shown."""
+    server_context, client_context = contexts
+    client_sock, server_sock = socket.socketpair()
+    client_sock.settimeout(10)
+    server_side: list[ssl.SSLSocket] = []
+    accepting = threading.Thread(target=lambda: server_side.append(
+        server_context.wrap_socket(server_sock, server_side=True)))
+    accepting.start()
+    stream = TlsStream(client_sock, client_context, "chat.test")
+    stream.handshake()
+    accepting.join(10)
+    server = server_side[0]
+    failed: list[OSError] = []
+
+    def write() -> None:
+        try:
+            stream.send(b"x" * 20_000_000)  # far more than the socket buffers hold: blocks
+        except OSError as error:  # when the test closes the server side
+            failed.append(error)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not stream._send_lock.locked():  # the writer is in sendall
+            assert time.monotonic() < deadline, "the writer never started sending"
+            time.sleep(0.01)  # polling a flag with a deadline
+        server.sendall(b":srv NOTICE * :still here\r\n")
+        seen: list[bytes | None] = []
+        reader = threading.Thread(target=lambda: seen.append(stream.receive(client_sock.recv(65536))), daemon=True)
+        reader.start()
+        reader.join(5)
+        assert seen == [b":srv NOTICE * :still here\r\n"], "the reader waited for the stuck writer"
+        assert writer.is_alive()  # still blocked: the server reads nothing
+    finally:
+        server.close()
+        writer.join(10)
+        client_sock.close()
