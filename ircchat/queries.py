@@ -165,9 +165,9 @@ def _who_matches(hub: Hub, asker: User, mask: str) -> Iterable[WhoRow]:
             channel = hub.channels.get(irc_fold(mask))
             if channel is None:
                 return []
-            sees_all = asker in channel.members or sees_addresses(asker)
-            if not sees_all and "s" in channel.modes:
+            if not channel.shown_to(asker):
                 return []
+            sees_all = asker in channel.members or sees_addresses(asker)
             return [_who_row(channel, user, multi, now) for user in channel.members
                     if sees_all or "i" not in user.modes]
         if "*" not in mask and "?" not in mask:
@@ -306,7 +306,7 @@ def cmd_list(hub: Hub, user: User, msg: Message) -> None:
     with hub.lock:
         channels = [(channel.name, len(channel.members), channel.topic)
                     for channel in hub.channels.values()
-                    if "s" not in channel.modes or user in channel.members or sees_addresses(user)]
+                    if channel.shown_to(user)]
     user.flood_debt += len(channels) * len(masks) / SCAN_PER_TOKEN  # as WHO's: matched or not
     lines = [hub.numeric_line(user, RPL_LISTSTART, "Channel", "Users  Name")]
     lines += [hub.numeric_line(user, RPL_LIST, name, str(count), topic)

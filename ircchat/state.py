@@ -269,6 +269,11 @@ class Channel:
         """A channel operator here, or a server operator (who may act as one anywhere)."""
         return user in self.ops or "o" in user.modes
 
+    def shown_to(self, viewer: User) -> bool:
+        """Whether ``viewer`` may see this channel and its members: a secret (+s) channel only
+        to its members and server operators (``Hub.lock`` held)."""
+        return "s" not in self.modes or viewer in self.members or "o" in viewer.modes
+
     def prefix(self, user: User, multi: bool = False) -> str:
         """The NAMES prefix of a member: the highest of @ and +, or all of them (``multi``)."""
         marks = ("@" if user in self.ops else "") + ("+" if user in self.voiced else "")
@@ -841,7 +846,7 @@ class Hub:
         (+s) channel only to its members and server operators."""
         with self.lock:
             return sorted(channel.prefix(target) + channel.name for channel in target.channels
-                          if "s" not in channel.modes or viewer in channel.members or "o" in viewer.modes)
+                          if channel.shown_to(viewer))
 
     def channel_modes(self, user: User, channel: Channel) -> list[str]:
         """A channel's modes as 324 gives them: +flags and the key and limit (the key only to
@@ -881,7 +886,7 @@ class Hub:
         multi-prefix gets every prefix a member holds, which differs from the cached form only
         while someone holds both."""
         with self.lock:
-            if "s" in channel.modes and viewer not in channel.members and "o" not in viewer.modes:
+            if not channel.shown_to(viewer):
                 return []
             if "multi-prefix" in viewer.caps and channel.ops & channel.voiced:
                 batches: list[bytearray] = []
